@@ -1,0 +1,3 @@
+"""cartrm: Circuit-Aware Reward Training for long-tail robust reward models."""
+
+__version__ = "0.1.0"
