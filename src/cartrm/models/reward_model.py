@@ -1,0 +1,214 @@
+"""Any Hugging Face model as a scalar reward model ``R(x)``.
+
+The model is ``AutoModelForSequenceClassification`` with ``num_labels=1``; decoder models score the last
+non-pad token (transformers' own rule, which needs ``config.pad_token_id``: set from the tokenizer, which
+gets its EOS token as pad when it has none). Long inputs are truncated from the left so the end of the
+response is kept. A saved model is a plain HF folder that loads with
+``AutoModelForSequenceClassification.from_pretrained`` and gives the same scores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cartrm.errors import CartError
+from cartrm.io import atomic_directory
+from cartrm.models.builtin import BUILTIN_NAMES, TINY_CHAT_TEMPLATE, minilm_path, tiny_config
+
+DEFAULT_MAX_LENGTH = 512
+
+
+@dataclass
+class EncodedTexts:
+    """Tokenised texts (unpadded); ``response_mask`` marks the tokens of the response."""
+
+    input_ids: list[list[int]]
+    response_mask: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+class RewardModel:
+    """A sequence-classification model with one output, its tokenizer, and the maximum input length."""
+
+    def __init__(self, model: Any, tokenizer: Any, max_length: int = DEFAULT_MAX_LENGTH, name: str = "") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        _prepare_tokenizer(tokenizer, model)
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, *, max_length: int | None = None, seed: int = 0) -> RewardModel:
+        """Load a built-in name (``minilm``, ``tiny-bert``, ``tiny-gpt2``, ``tiny-llama``) or an HF folder.
+
+        ``seed`` fixes the initialisation of a fresh scalar head (or of a whole tiny model).
+        """
+        torch.manual_seed(seed)
+        name = str(name_or_path)
+        if name in BUILTIN_NAMES[1:]:
+            model, tokenizer = _build_tiny(name)
+        else:
+            path = minilm_path() if name == "minilm" else Path(name)
+            if name != "minilm" and not path.is_dir():
+                raise CartError(f"model '{name}' is neither a built-in ({', '.join(BUILTIN_NAMES)}) nor a local model folder")
+            model, tokenizer = _from_pretrained(path, quiet_missing_head=name == "minilm")
+        limit = max_length or min(DEFAULT_MAX_LENGTH, _model_max_positions(model))
+        return cls(model, tokenizer, max_length=limit, name=name)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> EncodedTexts:
+        """Tokenise ``prompt + response`` texts, truncating from the left, and mark the response tokens."""
+        texts = [p + r for p, r in zip(prompts, responses)]
+        encoded = self.tokenizer(
+            texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True, add_special_tokens=True
+        )
+        masks = []
+        for prompt, offsets in zip(prompts, encoded["offset_mapping"]):
+            start = len(prompt)
+            masks.append([int(end > start and end > begin) for begin, end in offsets])
+        return EncodedTexts(input_ids=list(encoded["input_ids"]), response_mask=masks)
+
+    def collate(self, encoded: EncodedTexts, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Pad the selected sequences into a batch (``input_ids``, ``attention_mask``, ``response_mask``)."""
+        rows = [encoded.input_ids[i] for i in indices]
+        width = max(len(r) for r in rows)
+        pad_id = self.tokenizer.pad_token_id
+        left = self.tokenizer.padding_side == "left"
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        response = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, i in enumerate(indices):
+            n = len(encoded.input_ids[i])
+            span = slice(width - n, width) if left else slice(0, n)
+            ids[row, span] = torch.tensor(encoded.input_ids[i])
+            attention[row, span] = 1
+            response[row, span] = torch.tensor(encoded.response_mask[i])
+        return {"input_ids": ids, "attention_mask": attention, "response_mask": response}
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Rewards of ``prompt + response`` texts, in eval mode without gradients."""
+        from tqdm.auto import tqdm
+
+        encoded = self.encode(prompts, responses)
+        order = np.argsort([len(ids) for ids in encoded.input_ids], kind="stable")
+        rewards = np.empty(len(encoded), dtype=np.float64)
+        with self.eval_mode(), torch.inference_mode():
+            for start in tqdm(range(0, len(order), batch_size), desc="scoring", disable=not progress, leave=False):
+                chunk = order[start : start + batch_size]
+                batch = self.collate(encoded, chunk)
+                rewards[chunk] = reward_forward(self.model, batch).float().cpu().numpy()
+        return rewards
+
+    def score_pairs(self, dataset: Any, batch_size: int = 64, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Rewards of the chosen and of the rejected response of every pair."""
+        pairs = dataset.render(self.tokenizer)
+        prompts = [p.prompt for p in pairs]
+        both = self.score(prompts * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs], batch_size, progress)
+        return both[: len(pairs)], both[len(pairs) :]
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Mean-pooled final hidden states (an embedding space for ``density:`` tails and clustering)."""
+        encoded = self.encode([""] * len(texts), list(texts))
+        out = []
+        with self.eval_mode(), torch.inference_mode():
+            for start in range(0, len(encoded), batch_size):
+                batch = self.collate(encoded, range(start, min(start + batch_size, len(encoded))))
+                hidden = self.model(
+                    input_ids=batch["input_ids"].to(self.device),
+                    attention_mask=batch["attention_mask"].to(self.device),
+                    output_hidden_states=True,
+                ).hidden_states[-1]
+                mask = batch["attention_mask"].to(hidden.device).unsqueeze(-1).to(hidden.dtype)
+                out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy())
+        return np.concatenate(out)
+
+    @contextlib.contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+
+    def save(self, path: str | Path) -> None:
+        """Write a standard HF folder (config, safetensors weights, tokenizer) atomically."""
+        with atomic_directory(path) as tmp:
+            self.save_into(tmp)
+
+    def save_into(self, folder: str | Path) -> None:
+        self.tokenizer.model_max_length = self.max_length
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+
+
+def reward_forward(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``R(x)`` for a padded batch: the scalar logit of the sequence-classification head, shape (B,)."""
+    device = next(model.parameters()).device
+    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+    return logits.squeeze(-1)
+
+
+def _prepare_tokenizer(tokenizer: Any, model: Any) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise CartError(f"{type(tokenizer).__name__} is not a fast tokenizer; cartrm needs offsets to find response tokens")
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise CartError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    tokenizer.truncation_side = "left"
+
+
+def _from_pretrained(path: Path, quiet_missing_head: bool) -> tuple[Any, Any]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    if quiet_missing_head:
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    except (OSError, ValueError) as exc:
+        raise CartError(f"cannot load a reward model from {path}: {str(exc).splitlines()[0]}") from exc
+    finally:
+        hf_logging.set_verbosity(previous)
+        hf_logging.enable_progress_bar()
+    if model.config.num_labels != 1:
+        raise CartError(f"{path} has {model.config.num_labels} outputs; a reward model needs num_labels=1")
+    return model, tokenizer
+
+
+def _build_tiny(name: str) -> tuple[Any, Any]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    if name == "tiny-llama":
+        tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    model = AutoModelForSequenceClassification.from_config(tiny_config(name, tokenizer))
+    return model, tokenizer
+
+
+def _model_max_positions(model: Any) -> int:
+    config = model.config
+    for attribute in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return int(os.environ.get("CARTRM_MAX_LENGTH", DEFAULT_MAX_LENGTH))
