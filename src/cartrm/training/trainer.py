@@ -148,8 +148,8 @@ def train(
     running: list[float] = []
     while global_step < total_steps:
         epoch, offset = divmod(micro, micro_per_epoch)
-        sampler.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, offset) if offset else loader
+        batches.set_epoch(epoch)  # accelerate's loaders pass the epoch on to the sampler when they start
         for batch in batches:
             with accelerator.accumulate(model):
                 loss, logs = method.loss(model, batch, global_step)
