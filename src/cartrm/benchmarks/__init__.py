@@ -1,0 +1,13 @@
+"""Embedded benchmarks."""
+
+from cartrm.benchmarks.longtail import BenchmarkConfig, generate_benchmark
+from cartrm.data.dataset import PreferenceDataset
+
+
+def make_longtail_dataset(config: BenchmarkConfig | None = None) -> PreferenceDataset:
+    """The long-tail benchmark (all splits, ``split`` column) as a :class:`PreferenceDataset`."""
+    config = config or BenchmarkConfig()
+    return PreferenceDataset.from_records(generate_benchmark(config), source=f"longtail-benchmark(seed={config.seed})")
+
+
+__all__ = ["BenchmarkConfig", "generate_benchmark", "make_longtail_dataset"]

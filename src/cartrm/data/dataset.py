@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cartrm.data.conversation import (
+    HH_ASSISTANT,
     Turns,
     is_hh_transcript,
     render,
@@ -49,9 +50,13 @@ class _Table:
 
     columns: dict[str, list] = field(default_factory=dict)
     source: str = "<memory>"
+    lines: list[int] | None = None  # 1-based source line of each row (row number when None)
 
     def __len__(self) -> int:
         raise NotImplementedError
+
+    def line_of(self, index: int) -> int:
+        return self.lines[index] if self.lines is not None else index + 1
 
     def has_column(self, name: str) -> bool:
         return name in self.columns
@@ -66,14 +71,15 @@ class _Table:
         values = self.column(name)
         out = np.empty(len(values), dtype=np.float64)
         for i, value in enumerate(values):
-            out[i] = _as_float(value, self.source, i + 1, name)
+            out[i] = _as_float(value, self.source, self.line_of(i), name)
         return out
 
     def select(self, indices: Sequence[int] | np.ndarray):
         indices = [int(i) for i in np.asarray(indices, dtype=np.int64).reshape(-1)]
         core = {name: [getattr(self, name)[i] for i in indices] for name in self._core_fields()}
         extras = {name: [values[i] for i in indices] for name, values in self.columns.items()}
-        return type(self)(**core, columns=extras, source=self.source)
+        lines = [self.line_of(i) for i in indices]
+        return type(self)(**core, columns=extras, source=self.source, lines=lines)
 
     def split(self, name: str | None):
         """Rows whose ``split`` column equals ``name``; the whole dataset when there is no such column or name is None."""
@@ -120,7 +126,9 @@ class PreferenceDataset(_Table):
 
     def __post_init__(self) -> None:
         n = len(self.chosen)
-        if len(self.prompt) != n or len(self.rejected) != n or any(len(v) != n for v in self.columns.values()):
+        if len(self.prompt) != n or len(self.rejected) != n or any(len(v) != n for v in self.columns.values()) or (
+            self.lines is not None and len(self.lines) != n
+        ):
             raise ValueError("all columns of a PreferenceDataset must have the same length")
 
     def __len__(self) -> int:
@@ -154,7 +162,8 @@ class PreferenceDataset(_Table):
             prompts.append(p)
             chosen.append(c)
             rejected.append(r)
-        dataset = cls(prompt=prompts, chosen=chosen, rejected=rejected, columns=extras, source=source)
+        lines = [line for line, _ in rows]
+        dataset = cls(prompt=prompts, chosen=chosen, rejected=rejected, columns=extras, source=source, lines=lines)
         for name in ("margin", "weight"):
             if name in extras:
                 dataset.numeric_column(name)
@@ -171,7 +180,9 @@ class PointwiseDataset(_Table):
 
     def __post_init__(self) -> None:
         n = len(self.response)
-        if len(self.prompt) != n or len(self.score) != n or any(len(v) != n for v in self.columns.values()):
+        if len(self.prompt) != n or len(self.score) != n or any(len(v) != n for v in self.columns.values()) or (
+            self.lines is not None and len(self.lines) != n
+        ):
             raise ValueError("all columns of a PointwiseDataset must have the same length")
 
     def __len__(self) -> int:
@@ -199,7 +210,8 @@ class PointwiseDataset(_Table):
             prompts.append(prompt)
             responses.append(response)
             scores.append(_as_float(record.get("score"), source, line, "score"))
-        return cls(prompt=prompts, response=responses, score=scores, columns=extras, source=source)
+        lines = [line for line, _ in rows]
+        return cls(prompt=prompts, response=responses, score=scores, columns=extras, source=source, lines=lines)
 
 
 def load_dataset(data: str | Path | Any, split: str | None = None) -> PreferenceDataset | PointwiseDataset:
@@ -253,10 +265,12 @@ def _parse_preference(record: dict, source: str, line: int) -> tuple[Turns, Turn
     for name in ("chosen", "rejected"):
         if name not in record or record[name] is None:
             raise DataError("missing required column (a preference row needs 'chosen' and 'rejected')", file=source, line=line, field=name)
-    chosen = _parse_turns(record["chosen"], source, line, "chosen")
-    rejected = _parse_turns(record["rejected"], source, line, "rejected")
     prompt = record.get("prompt")
     prompt = "" if prompt is None else _parse_turns(prompt, source, line, "prompt", allow_empty=True)
+    # an already-split HH-RLHF row (e.g. one written by ``save``) may have an empty final turn, like the source data
+    hh_prompt = isinstance(prompt, str) and is_hh_transcript(prompt) and prompt.endswith(HH_ASSISTANT)
+    chosen = _parse_turns(record["chosen"], source, line, "chosen", allow_empty=hh_prompt)
+    rejected = _parse_turns(record["rejected"], source, line, "rejected", allow_empty=hh_prompt)
     if prompt == "" and isinstance(chosen, str) and isinstance(rejected, str) and is_hh_transcript(chosen):
         return _split_hh(chosen, rejected, source, line)
     if prompt == "" and isinstance(chosen, list) and isinstance(rejected, list):

@@ -41,14 +41,14 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             return
         with _open_text(path) as handle:
             yield from {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv}[fmt](handle, path)
-    except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile, csv.Error) as exc:
         raise DataError(f"cannot read file: {exc}", file=path) from exc
 
 
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _read_jsonl(handle: io.TextIOBase, path: Path) -> Iterator[tuple[int, dict]]:
@@ -97,8 +97,9 @@ def _parse_csv_cell(value: str) -> Any:
 def _read_parquet(path: Path) -> Iterator[tuple[int, dict]]:
     import pyarrow.parquet as pq
 
+    source = io.BytesIO(gzip.decompress(path.read_bytes())) if path.suffix.lower() == ".gz" else path
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(source)
     except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
         raise DataError(f"cannot read Parquet file: {exc}", file=path) from exc
     for number, record in enumerate(table.to_pylist(), start=1):

@@ -104,7 +104,7 @@ class LabelTail(TailDefinition):
         if self.values is not None:
             wanted = set(self.values)
             return np.array([_label_text(v) in wanted for v in values])
-        return np.array([_as_bool(v, dataset.source, i + 1, self.column) for i, v in enumerate(values)])
+        return np.array([_as_bool(v, dataset.source, dataset.line_of(i), self.column) for i, v in enumerate(values)])
 
 
 class RarityTail(TailDefinition):
@@ -239,7 +239,8 @@ def _tfidf_embedder(corpus: list[str]) -> Embedder:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import Normalizer
 
-    n_components = max(1, min(64, len(corpus) - 1))
-    pipeline = make_pipeline(TfidfVectorizer(sublinear_tf=True), TruncatedSVD(n_components, random_state=0), Normalizer())
+    vectorizer = TfidfVectorizer(sublinear_tf=True).fit(corpus)
+    n_components = max(1, min(64, len(corpus) - 1, len(vectorizer.vocabulary_)))
+    pipeline = make_pipeline(vectorizer, TruncatedSVD(n_components, random_state=0), Normalizer())
     pipeline.fit(corpus)
     return lambda texts: pipeline.transform(list(texts))

@@ -199,6 +199,9 @@ def _build_tiny(name: str) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    if name != "tiny-bert":
+        tokenizer.model_input_names = ["input_ids", "attention_mask"]  # decoders have no token types
+        tokenizer.init_kwargs["model_input_names"] = tokenizer.model_input_names  # saved with the tokenizer
     if name == "tiny-llama":
         tokenizer.chat_template = TINY_CHAT_TEMPLATE
     model = AutoModelForSequenceClassification.from_config(tiny_config(name, tokenizer))

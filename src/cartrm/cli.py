@@ -1,0 +1,179 @@
+"""The ``cart`` command line: parses options and calls the library; errors are one line on stderr."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cartrm.errors import CartError
+
+app = typer.Typer(
+    help="Circuit-Aware Reward Training: train reward models and measure their long-tail robustness.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Data utilities.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+ALL_SPLITS = "all"
+
+
+def _one_line_errors(command):
+    """Report library errors (bad input, bad options) as ``error: …`` and exit 1, without a traceback."""
+    from pydantic import ValidationError
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CartError as exc:
+            message = str(exc)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            message = f"invalid option {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1)
+
+    return wrapper
+
+
+def _split(value: str | None, default: str) -> str | None:
+    chosen = value or default
+    return None if chosen == ALL_SPLITS else chosen
+
+
+SplitOption = Annotated[
+    Optional[str], typer.Option(help="rows of this 'split' column value when the data has one; 'all' keeps every row")
+]
+TailOption = Annotated[
+    Optional[str], typer.Option("--tail-by", help="label:COLUMN=V1,V2 | label:COLUMN | rarity:Q | density:Q[:tfidf]")
+]
+SeedOption = Annotated[int, typer.Option(help="fixes data order, initialisation and dropout")]
+
+
+@app.command()
+@_one_line_errors
+def train(
+    data: Annotated[Path, typer.Option(help="preference (chosen/rejected) or pointwise (score) data file")],
+    out: Annotated[Path, typer.Option(help="output folder: the trained model (plain HF folder), checkpoints, logs")],
+    model: Annotated[str, typer.Option(help="built-in name (minilm, tiny-bert, tiny-gpt2, tiny-llama) or a model folder")] = "minilm",
+    method: Annotated[str, typer.Option(help="training method")] = "bt",
+    tail_by: TailOption = None,
+    epochs: Annotated[float, typer.Option(help="passes over the data")] = 1.0,
+    max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps (overrides --epochs)")] = None,
+    batch_size: Annotated[int, typer.Option(help="pairs per micro-batch")] = 16,
+    gradient_accumulation_steps: Annotated[int, typer.Option(help="micro-batches per optimizer step")] = 1,
+    learning_rate: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate")] = 5e-5,
+    warmup_ratio: Annotated[float, typer.Option(help="share of steps with linear warm-up")] = 0.1,
+    max_length: Annotated[Optional[int], typer.Option(help="token limit; the start is cut so the response end stays")] = None,
+    center_rewards_coefficient: Annotated[Optional[float], typer.Option(help="TRL reward-centering coefficient")] = None,
+    save_steps: Annotated[int, typer.Option(help="checkpoint every N steps (0: each epoch end)")] = 0,
+    split: SplitOption = None,
+    seed: SeedOption = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in --out")] = False,
+) -> None:
+    """Train a reward model (Bradley–Terry on pairs, squared error on scored data)."""
+    from cartrm.data import load_dataset, parse_tail_spec
+    from cartrm.models import RewardModel
+    from cartrm.training import TrainConfig
+    from cartrm.training import train as run_training
+
+    config = TrainConfig(
+        method=method, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate, warmup_ratio=warmup_ratio,
+        max_length=max_length, center_rewards_coefficient=center_rewards_coefficient, save_steps=save_steps, seed=seed,
+        tail_by=tail_by,
+    )
+    dataset = load_dataset(data, split=_split(split, "train"))
+    reward_model = RewardModel.load(model, max_length=max_length, seed=seed)
+    if tail_by:
+        tail = parse_tail_spec(tail_by).fit_transform(dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
+        typer.echo(f"tail: {tail.description}")
+    result = run_training(reward_model, dataset, config, out, resume=resume)
+    typer.echo(f"trained {result.global_step} steps in {result.seconds:.0f}s, final loss {result.final_loss:.4f}; model saved to {out}")
+
+
+@app.command()
+@_one_line_errors
+def evaluate(
+    model: Annotated[str, typer.Option(help="trained reward model folder (or a built-in name)")],
+    data: Annotated[Path, typer.Option(help="preference data file")],
+    out: Annotated[Path, typer.Option(help="output folder for metrics.json")],
+    tail_by: TailOption = None,
+    by: Annotated[Optional[list[str]], typer.Option(help="also report per value of this column (repeatable)")] = None,
+    split: SplitOption = None,
+    batch_size: Annotated[int, typer.Option(help="sequences per forward pass")] = 64,
+    seed: Annotated[int, typer.Option(help="seed of the bootstrap intervals")] = 0,
+) -> None:
+    """Pairwise accuracy overall / head / tail / per column, with bootstrap 95% intervals; writes metrics.json."""
+    from cartrm.data import load_preferences, parse_tail_spec
+    from cartrm.evaluation import evaluate as run_evaluation
+    from cartrm.models import RewardModel
+
+    dataset = load_preferences(data, split=_split(split, "test"))
+    for column in by or []:
+        dataset.column(column)
+    reward_model = RewardModel.load(model)
+    tail = None
+    if tail_by:
+        tail = parse_tail_spec(tail_by).fit_transform(dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
+    report = run_evaluation(reward_model, dataset, tail=tail, by=by or [], tail_by=tail_by, seed=seed, batch_size=batch_size, progress=True)
+    report.save(out / "metrics.json")
+    typer.echo(_summary(report))
+    typer.echo(f"wrote {out / 'metrics.json'}")
+
+
+@app.command()
+@_one_line_errors
+def run(
+    quick: Annotated[bool, typer.Option("--quick", help="small sizes: finishes in about 10 minutes on 2 CPU cores")] = False,
+    name: Annotated[Optional[str], typer.Option(help="run name (folder under --out-root); default 'quick' or 'default'")] = None,
+    out_root: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
+    model: Annotated[str, typer.Option(help="base model: built-in name or model folder")] = "minilm",
+    seed: SeedOption = 0,
+) -> None:
+    """The main job: make the long-tail benchmark, train the baseline, evaluate head/tail, write a report."""
+    from cartrm.pipeline import RunConfig, run_experiment
+
+    config = RunConfig.preset(quick, name=name or ("quick" if quick else "default"), out_root=out_root, model=model, seed=seed)
+    result = run_experiment(config)
+    for method, report in result.reports.items():
+        typer.echo(f"[{method}] {_summary(report)}")
+    typer.echo(f"wrote {config.directory / 'metrics.json'} and {config.directory / 'report.md'}")
+
+
+@data_app.command("make-benchmark")
+@_one_line_errors
+def make_benchmark(
+    out: Annotated[Path, typer.Option(help="JSONL file to write (all splits, with a 'split' column)")],
+    n_train: Annotated[int, typer.Option(help="training pairs")] = 3000,
+    n_validation: Annotated[int, typer.Option(help="validation pairs")] = 500,
+    n_test_head: Annotated[int, typer.Option(help="head pairs in the test split")] = 1100,
+    n_test_tail: Annotated[int, typer.Option(help="tail pairs in the test split")] = 1100,
+    alpha: Annotated[float, typer.Option(help="share of head-domain pairs in train/validation")] = 0.9,
+    seed: Annotated[int, typer.Option(help="generator seed")] = 0,
+) -> None:
+    """Write the embedded long-tail benchmark (TRL columns + domain, is_tail, rule_set, gold_*)."""
+    from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
+
+    config = BenchmarkConfig(n_train=n_train, n_validation=n_validation, n_test_head=n_test_head, n_test_tail=n_test_tail, alpha=alpha, seed=seed)
+    dataset = make_longtail_dataset(config)
+    dataset.save(out)
+    typer.echo(f"wrote {len(dataset)} pairs to {out}")
+
+
+def _summary(report) -> str:
+    parts = [f"overall acc {report.overall.accuracy:.3f} (n={report.overall.n})"]
+    for label, metrics in (("head", report.head), ("tail", report.tail)):
+        if metrics is not None:
+            gold = f", gold {metrics.gold_accuracy:.3f}" if metrics.gold_accuracy is not None else ""
+            parts.append(f"{label} acc {metrics.accuracy:.3f} [{metrics.ci_low:.3f}, {metrics.ci_high:.3f}]{gold} (n={metrics.n})")
+    return "; ".join(parts)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())

@@ -1,0 +1,129 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification
+
+from cartrm.data import PointwiseDataset
+from cartrm.errors import CartError
+from cartrm.models import RewardModel
+from cartrm.training import TrainConfig, register, train
+from cartrm.training.methods import BradleyTerry, get_method
+from tests.helpers import planted_pairs
+
+FAST = dict(batch_size=16, learning_rate=3e-3, logging_steps=2)
+
+
+def test_tiny_training_learns_a_planted_preference(tmp_path):
+    model = RewardModel.load("tiny-bert", seed=0)
+    held_out = planted_pairs(64, seed=99)
+    chosen, rejected = model.score_pairs(held_out)
+    assert np.abs(chosen - rejected).mean() < 0.1  # an untrained model barely separates the pair
+    result = train(model, planted_pairs(256), TrainConfig(epochs=3, **FAST), tmp_path / "rm", progress=False)
+    chosen, rejected = model.score_pairs(held_out)
+    assert (chosen > rejected).mean() >= 0.95
+    assert (chosen - rejected).mean() > 1.0
+    assert result.final_loss < 0.3
+    assert result.history and result.history[-1]["step"] == result.global_step
+
+
+def test_output_folder_is_a_plain_hf_model(tmp_path):
+    model = RewardModel.load("tiny-gpt2", seed=0)
+    train(model, planted_pairs(32), TrainConfig(max_steps=2, **FAST), tmp_path / "rm", progress=False)
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm")
+    assert plain.config.num_labels == 1
+    assert json.loads((tmp_path / "rm" / "train_result.json").read_text())["global_step"] == 2
+    assert list((tmp_path / "rm" / "logs").rglob("events.out.tfevents*")), "TensorBoard events missing"
+
+
+class Interrupt(Exception):
+    pass
+
+
+@register
+class InterruptedBradleyTerry(BradleyTerry):
+    """Bradley–Terry that raises at a chosen step, to simulate a killed run."""
+
+    name = "test-interrupted-bt"
+    interrupt_at: int | None = None
+
+    def loss(self, module, batch, step):
+        if step == InterruptedBradleyTerry.interrupt_at:
+            raise Interrupt
+        return super().loss(module, batch, step)
+
+
+def test_resume_gives_the_same_final_weights_as_an_uninterrupted_run(tmp_path):
+    data = planted_pairs(100)
+    config = TrainConfig(method="test-interrupted-bt", epochs=2, batch_size=8, gradient_accumulation_steps=2, learning_rate=3e-3, save_steps=3)
+    InterruptedBradleyTerry.interrupt_at = None
+    train(RewardModel.load("tiny-bert", seed=0), data, config, tmp_path / "full", progress=False)
+    InterruptedBradleyTerry.interrupt_at = 10  # in the second epoch, after the checkpoint at step 9
+    with pytest.raises(Interrupt):
+        train(RewardModel.load("tiny-bert", seed=0), data, config, tmp_path / "resumed", progress=False)
+    assert not (tmp_path / "resumed" / "config.json").exists()
+    InterruptedBradleyTerry.interrupt_at = None
+    train(RewardModel.load("tiny-bert", seed=0), data, config, tmp_path / "resumed", resume=True, progress=False)
+    full = load_file(tmp_path / "full" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert full.keys() == resumed.keys()
+    for name in full:
+        torch.testing.assert_close(full[name], resumed[name], rtol=0, atol=0)
+
+
+def test_same_seed_same_weights_different_seed_differs(tmp_path):
+    def weights(seed, name):
+        train(RewardModel.load("tiny-bert", seed=seed), planted_pairs(48), TrainConfig(max_steps=3, seed=seed, **FAST), tmp_path / name, progress=False)
+        return load_file(tmp_path / name / "model.safetensors")["classifier.weight"]
+
+    assert torch.equal(weights(1, "a"), weights(1, "b"))
+    assert not torch.equal(weights(1, "a"), weights(2, "c"))
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CartError, match="no checkpoint"):
+        train(RewardModel.load("tiny-bert"), planted_pairs(16), TrainConfig(max_steps=1), tmp_path / "x", resume=True, progress=False)
+
+
+def _loss(batch_rewards, **batch_fields):
+    """Run the Bradley–Terry method on fixed rewards by patching the forward pass."""
+    method = get_method("bt", TrainConfig(center_rewards_coefficient=batch_fields.pop("center", None)))
+    import cartrm.training.methods as methods
+
+    original = methods.reward_forward
+    methods.reward_forward = lambda module, batch: torch.tensor(batch_rewards, dtype=torch.float32)
+    try:
+        return method.loss(None, {k: torch.tensor(v, dtype=torch.float32) for k, v in batch_fields.items()}, 0)[0].item()
+    finally:
+        methods.reward_forward = original
+
+
+def test_bradley_terry_loss_weights_margin_and_centering():
+    # rewards: chosen [2, 0], rejected [1, 3]
+    rewards = [2.0, 0.0, 1.0, 3.0]
+    softplus = lambda x: float(np.log1p(np.exp(-x)))  # -log σ(x)
+    assert _loss(rewards, weight=[1, 1], margin=[0, 0]) == pytest.approx((softplus(1) + softplus(-3)) / 2, rel=1e-6)
+    assert _loss(rewards, weight=[1, 0], margin=[0, 0]) == pytest.approx(softplus(1), rel=1e-6)
+    assert _loss(rewards, weight=[1, 0], margin=[0.5, 0]) == pytest.approx(softplus(0.5), rel=1e-6)
+    centered = _loss(rewards, weight=[1, 1], margin=[0, 0], center=0.1)
+    assert centered == pytest.approx((softplus(1) + softplus(-3)) / 2 + 0.1 * (9 + 9) / 2, rel=1e-6)
+    assert _loss([1.0, 3.0], weight=[1, 1], score=[0.0, 1.0]) == pytest.approx((1 + 4) / 2, rel=1e-6)
+
+
+def test_pointwise_squared_error_learns_planted_scores(tmp_path):
+    pairs = planted_pairs(128)
+    records = [{"prompt": p, "response": c, "score": 1.0} for p, c in zip(pairs.prompt, pairs.chosen)]
+    records += [{"prompt": p, "response": r, "score": -1.0} for p, r in zip(pairs.prompt, pairs.rejected)]
+    data = PointwiseDataset.from_records(records)
+    model = RewardModel.load("tiny-bert", seed=0)
+    train(model, data, TrainConfig(epochs=4, **FAST), tmp_path / "rm", progress=False)
+    test = planted_pairs(32, seed=5)
+    scores = model.score(test.prompt + test.prompt, test.chosen + test.rejected)
+    assert scores[:32].mean() > 0.5 and scores[32:].mean() < -0.5
+
+
+def test_unknown_method_lists_the_available_ones():
+    with pytest.raises(CartError, match="available: .*bt"):
+        get_method("nope", TrainConfig())
