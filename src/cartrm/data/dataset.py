@@ -27,7 +27,7 @@ from cartrm.data.conversation import (
     split_implicit_prompt,
     validate_messages,
 )
-from cartrm.data.readers import read_records
+from cartrm.data.readers import detect_format, read_records
 from cartrm.errors import DataError
 from cartrm.io import atomic_path
 
@@ -103,6 +103,8 @@ class _Table:
         import gzip
 
         path = Path(path)
+        if detect_format(path) != "jsonl":
+            raise DataError("datasets are saved as JSON Lines; use a .jsonl or .jsonl.gz file name", file=path)
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.to_records())
         with atomic_path(path) as tmp:
             if path.suffix == ".gz":

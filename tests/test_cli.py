@@ -1,0 +1,75 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cartrm.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def benchmark_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "bench.jsonl"
+    result = invoke("data", "make-benchmark", "--out", path, "--n-train", 64, "--n-validation", 8, "--n-test-head", 24, "--n-test-tail", 24)
+    assert result.exit_code == 0, result.output
+    return path
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["run"], ["data", "make-benchmark"]])
+def test_every_command_has_help(command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_make_benchmark_writes_trl_records_with_gold_columns(benchmark_file):
+    rows = [json.loads(line) for line in benchmark_file.read_text().splitlines()]
+    assert len(rows) == 64 + 8 + 48
+    assert {"prompt", "chosen", "rejected", "domain", "is_tail", "gold_chosen", "gold_rejected", "split"} <= set(rows[0])
+
+
+def test_train_then_evaluate_writes_the_contracted_metrics(benchmark_file, tmp_path):
+    model_dir = tmp_path / "rm"
+    result = invoke("train", "--data", benchmark_file, "--model", "tiny-bert", "--out", model_dir, "--max-steps", 2, "--batch-size", 8, "--tail-by", "label:is_tail")
+    assert result.exit_code == 0, result.output
+    assert "tail:" in result.output and (model_dir / "config.json").exists()
+    result = invoke("evaluate", "--model", model_dir, "--data", benchmark_file, "--tail-by", "label:is_tail", "--by", "domain", "--out", tmp_path / "eval")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for group in ("overall", "head", "tail"):
+        assert {"accuracy", "ci_low", "ci_high", "n"} <= set(metrics[group])
+    assert metrics["head"]["n"] == 24 and metrics["tail"]["n"] == 24  # the test split by default
+    assert metrics["by"]["domain"]
+
+
+def test_bad_data_is_a_one_line_error_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"chosen": "a", "rejected": "b"}\n{"chosen": "a", \n')
+    result = invoke("evaluate", "--model", "tiny-bert", "--data", bad, "--out", tmp_path / "eval")
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0
+    assert f"{bad}:2" in result.output and "invalid JSON" in result.output
+    assert not (tmp_path / "eval").exists()
+
+
+def test_bad_options_are_one_line_errors(benchmark_file, tmp_path):
+    result = invoke("evaluate", "--model", "tiny-bert", "--data", benchmark_file, "--tail-by", "wrong", "--out", tmp_path / "e")
+    assert result.exit_code == 1 and "invalid --tail-by" in result.output
+    result = invoke("train", "--data", benchmark_file, "--out", tmp_path / "m", "--model", "tiny-bert", "--epochs", -1)
+    assert result.exit_code == 1 and "epochs" in result.output
+    result = invoke("evaluate", "--model", "tiny-bert", "--data", benchmark_file, "--by", "nope", "--out", tmp_path / "e")
+    assert result.exit_code == 1 and "no column 'nope'" in result.output
+
+
+def test_run_quick_end_to_end_on_a_tiny_model(tmp_path):
+    result = invoke("run", "--quick", "--model", "tiny-bert", "--out-root", tmp_path, "--name", "t")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    report = metrics["reports"]["bt"]
+    assert report["tail"]["n"] == 1100 and report["head"]["n"] == 400
+    assert "| bt |" in (tmp_path / "t" / "report.md").read_text()
+    assert json.loads((tmp_path / "t" / "eval" / "bt" / "metrics.json").read_text())["tail"]["n"] == 1100
