@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -173,7 +172,3 @@ def _summary(report) -> str:
             gold = f", gold {metrics.gold_accuracy:.3f}" if metrics.gold_accuracy is not None else ""
             parts.append(f"{label} acc {metrics.accuracy:.3f} [{metrics.ci_low:.3f}, {metrics.ci_high:.3f}]{gold} (n={metrics.n})")
     return "; ".join(parts)
-
-
-def main() -> None:  # pragma: no cover - console entry
-    sys.exit(app())

@@ -39,7 +39,7 @@ class RunConfig(BaseModel):
         """``quick``: a ≤10-minute CPU run; otherwise the larger default sizes."""
         seed = overrides.get("seed", 0)
         if quick:
-            benchmark = BenchmarkConfig(n_train=1500, n_validation=200, n_test_head=400, n_test_tail=1100, seed=seed)
+            benchmark = BenchmarkConfig(n_train=1000, n_validation=200, n_test_head=300, n_test_tail=1100, seed=seed)
             training = TrainConfig(epochs=1, batch_size=16, learning_rate=1e-4, max_length=128, seed=seed)
         else:
             benchmark = BenchmarkConfig(n_train=6000, n_validation=600, seed=seed)

@@ -41,7 +41,7 @@ def tiny_config(name: str, tokenizer):
     if name == "tiny-bert":
         return BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=512, **common)
     if name == "tiny-gpt2":
-        return GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=512, **common)
+        return GPT2Config(n_embd=32, n_inner=64, n_layer=2, n_head=2, n_positions=512, **common)
     if name == "tiny-llama":
         return LlamaConfig(
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
