@@ -10,6 +10,7 @@ response is kept. A saved model is a plain HF folder that loads with
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -135,6 +136,14 @@ class RewardModel:
                 out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy())
         return np.concatenate(out)
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the config and every weight: ties artifacts such as circuits.json to this exact model."""
+        digest = hashlib.sha256(self.model.config.to_json_string(use_diff=False).encode())
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
     @contextlib.contextmanager
     def eval_mode(self) -> Iterator[None]:
         was_training = self.model.training
@@ -200,12 +209,30 @@ def _build_tiny(name: str) -> tuple[Any, Any]:
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     if name != "tiny-bert":
-        tokenizer.model_input_names = ["input_ids", "attention_mask"]  # decoders have no token types
-        tokenizer.init_kwargs["model_input_names"] = tokenizer.model_input_names  # saved with the tokenizer
+        tokenizer = _decoder_tokenizer(tokenizer)
     if name == "tiny-llama":
         tokenizer.chat_template = TINY_CHAT_TEMPLATE
     model = AutoModelForSequenceClassification.from_config(tiny_config(name, tokenizer))
     return model, tokenizer
+
+
+def _decoder_tokenizer(tokenizer: Any) -> Any:
+    """The WordPiece vocabulary as a decoder's tokenizer: a leading [CLS] as BOS, no trailing [SEP], no token
+    types — so a decoder scores the last real token, as GPT-2 / Llama reward models do. A generic fast
+    tokenizer keeps this post-processor when saved and reloaded."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    backend = copy.deepcopy(tokenizer.backend_tokenizer)
+    backend.post_processor = TemplateProcessing(
+        single=f"{tokenizer.cls_token} $A", pair=f"{tokenizer.cls_token} $A $B", special_tokens=[(tokenizer.cls_token, tokenizer.cls_token_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=tokenizer.cls_token, eos_token=tokenizer.sep_token, pad_token=tokenizer.pad_token,
+        unk_token=tokenizer.unk_token, model_input_names=["input_ids", "attention_mask"],
+    )
 
 
 def _model_max_positions(model: Any) -> int:

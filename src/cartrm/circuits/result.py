@@ -1,0 +1,98 @@
+"""The typed result of circuit discovery, saved as ``circuits.json`` (schema-versioned)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from cartrm.errors import CartError
+from cartrm.io import write_json_atomic
+
+CIRCUITS_SCHEMA_VERSION = 1
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NeuronRef(_Record):
+    site: str
+    layer: int
+    index: int
+    feature: int
+
+
+class NeuronRecord(NeuronRef):
+    delta: float
+    effect_size: float
+    tau_score: float
+    p_value: float
+    q_value: float
+    permutation_p_value: float | None = None
+
+
+class PatchResult(_Record):
+    """Exact activation patching of one circuit on tail inputs, for one patch mode."""
+
+    mode: str
+    mean_abs_delta_reward: float
+    tail_accuracy_change: float
+    attribution_mean_abs_delta_reward: float
+    null_mean_abs_delta_reward: list[float] = []
+    p_value: float | None = None
+
+
+class CircuitRecord(_Record):
+    id: str
+    members: list[NeuronRef]
+    coherence: float
+    tail_delta: float
+    tail_effect_size: float
+    decomposition_weight: float
+    patch: dict[str, PatchResult] = {}
+
+    @property
+    def patch_effect(self) -> float | None:
+        return next(iter(self.patch.values())).mean_abs_delta_reward if self.patch else None
+
+
+class DecompositionRecord(_Record):
+    r2: float
+    cv_r2: float | None
+    intercept: float
+
+
+class Circuits(_Record):
+    """Everything ``cart discover`` found; later phases load it with :meth:`load`."""
+
+    schema_version: int = CIRCUITS_SCHEMA_VERSION
+    model: str
+    model_fingerprint: str
+    data: str
+    tail_description: str
+    config: dict
+    n_examples: int
+    n_features: int
+    n_significant: int
+    neurons: list[NeuronRecord]
+    circuits: list[CircuitRecord]
+    decomposition: DecompositionRecord | None
+    null_mode: str
+    attribution_rank_correlation: float | None
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic(path, self.model_dump(mode="json"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Circuits:
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CartError(f"{path}: cannot read circuits file ({exc})") from exc
+        version = raw.get("schema_version") if isinstance(raw, dict) else None
+        if version != CIRCUITS_SCHEMA_VERSION:
+            raise CartError(f"{path}: circuits schema version {version!r}, this cartrm reads {CIRCUITS_SCHEMA_VERSION}")
+        return cls.model_validate(raw)
