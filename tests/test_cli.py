@@ -70,6 +70,27 @@ def test_run_quick_end_to_end_on_a_tiny_model(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
     report = metrics["reports"]["bt"]
-    assert report["tail"]["n"] == 1100 and report["head"]["n"] == 400
+    assert report["tail"]["n"] == 1100 and report["head"]["n"] == 300
     assert "| bt |" in (tmp_path / "t" / "report.md").read_text()
     assert json.loads((tmp_path / "t" / "eval" / "bt" / "metrics.json").read_text())["tail"]["n"] == 1100
+
+
+def test_discover_writes_circuits_and_plots(benchmark_file, tmp_path):
+    result = invoke(
+        "discover", "--model", "tiny-bert", "--data", benchmark_file, "--tail-by", "label:is_tail", "--out", tmp_path / "d",
+        "--top-k", 8, "--patch-pairs", 4, "--n-null", 3, "--max-validated", 1,
+    )
+    assert result.exit_code == 0, result.output
+    circuits = json.loads((tmp_path / "d" / "circuits.json").read_text())
+    assert circuits["schema_version"] == 1 and circuits["n_examples"] == 2 * 64
+    effects = [abs(n["effect_size"]) for n in circuits["neurons"]]
+    assert effects == sorted(effects, reverse=True)
+    assert {"site", "layer", "index", "delta", "effect_size", "p_value", "q_value"} <= set(circuits["neurons"][0])
+    for name in ("delta_hist.png", "coherence_graph.png"):
+        assert (tmp_path / "d" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_discover_rejects_unknown_site_kinds(benchmark_file, tmp_path):
+    result = invoke("discover", "--model", "tiny-bert", "--data", benchmark_file, "--tail-by", "label:is_tail", "--out", tmp_path / "d", "--sites", "mlp,foo")
+    assert result.exit_code == 1 and "unknown site kind" in result.output
+    assert not (tmp_path / "d").exists()

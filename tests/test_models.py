@@ -79,3 +79,12 @@ def test_default_minilm_is_the_real_pretrained_model():
 def test_unknown_model_is_a_clear_error(tmp_path):
     with pytest.raises(CartError, match="neither a built-in"):
         RewardModel.load(tmp_path / "missing")
+
+
+def test_fingerprint_survives_save_and_load_and_changes_with_the_weights(tmp_path):
+    model = RewardModel.load("tiny-bert", seed=0)
+    model.save(tmp_path / "rm")
+    assert RewardModel.load(tmp_path / "rm").fingerprint() == model.fingerprint()
+    with torch.no_grad():
+        model.model.classifier.bias += 1e-3
+    assert RewardModel.load(tmp_path / "rm").fingerprint() != model.fingerprint()

@@ -128,6 +128,62 @@ def evaluate(
 
 @app.command()
 @_one_line_errors
+def discover(
+    model: Annotated[str, typer.Option(help="trained reward model folder (or a built-in name)")],
+    data: Annotated[Path, typer.Option(help="preference data file")],
+    tail_by: Annotated[str, typer.Option("--tail-by", help="label:COLUMN=V1,V2 | label:COLUMN | rarity:Q | density:Q[:tfidf]")],
+    out: Annotated[Path, typer.Option(help="output folder: circuits.json, delta_hist.png, coherence_graph.png")],
+    sites: Annotated[str, typer.Option(help="comma-separated site kinds: mlp, attn, resid")] = "mlp",
+    top_k: Annotated[int, typer.Option(help="candidate neurons (largest |effect size| passing FDR)")] = 64,
+    pooling: Annotated[str, typer.Option(help="pool response tokens by mean, max or last")] = "mean",
+    fdr: Annotated[float, typer.Option(help="Benjamini–Hochberg false discovery rate")] = 0.05,
+    mi_estimator: Annotated[str, typer.Option(help="mutual information: binned (Miller–Madow) or gaussian")] = "binned",
+    community: Annotated[str, typer.Option(help="circuits as louvain communities or connected components")] = "louvain",
+    patch_pairs: Annotated[int, typer.Option(help="tail pairs for activation patching (0 skips causal validation)")] = 16,
+    max_validated: Annotated[int, typer.Option(help="circuits given exact patching with a random-set null")] = 5,
+    n_null: Annotated[int, typer.Option(help="random neuron sets in the null distribution")] = 20,
+    null_mode: Annotated[str, typer.Option(help="patch mode tested against the null: zero, head_mean, resample")] = "resample",
+    max_pairs: Annotated[Optional[int], typer.Option(help="use a seeded random subset of this many pairs")] = None,
+    batch_size: Annotated[int, typer.Option(help="sequences per forward pass")] = 32,
+    split: SplitOption = None,
+    seed: SeedOption = 0,
+) -> None:
+    """Phase 1: find tail-specialised neurons and circuits, test them causally; writes circuits.json and plots."""
+    import numpy as np
+
+    from cartrm.circuits.discover import DiscoveryConfig
+    from cartrm.circuits.discover import discover as run_discovery
+    from cartrm.circuits.plots import plot_coherence_graph, plot_delta_histogram
+    from cartrm.data import load_preferences, parse_tail_spec
+    from cartrm.models import RewardModel
+
+    config = DiscoveryConfig(
+        sites=tuple(sites.split(",")), pooling=pooling, top_k=top_k, fdr=fdr, mi_estimator=mi_estimator, community=community,
+        patch_pairs=patch_pairs, max_validated=max_validated, n_null=n_null, null_mode=null_mode, batch_size=batch_size, seed=seed,
+    )
+    dataset = load_preferences(data, split=_split(split, "train"))
+    if max_pairs is not None and max_pairs < len(dataset):
+        dataset = dataset.select(np.sort(np.random.default_rng(seed).choice(len(dataset), size=max_pairs, replace=False)))
+    reward_model = RewardModel.load(model)
+    tail = parse_tail_spec(tail_by).fit_transform(dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
+    typer.echo(f"tail: {tail.description}")
+    circuits = run_discovery(reward_model, dataset, tail, config)
+    circuits.save(out / "circuits.json")
+    plot_delta_histogram(circuits, out / "delta_hist.png")
+    plot_coherence_graph(circuits, out / "coherence_graph.png")
+    typer.echo(
+        f"{circuits.n_significant} of {circuits.n_features} neurons pass FDR {fdr}; {len(circuits.circuits)} circuits; "
+        f"attribution vs exact patching rank correlation {circuits.attribution_rank_correlation}"
+    )
+    for circuit in circuits.circuits[:max_validated]:
+        tested = circuit.patch.get(null_mode)
+        causal = f", |ΔR| {tested.mean_abs_delta_reward:.3f} (p={tested.p_value:.3f})" if tested else ""
+        typer.echo(f"  {circuit.id}: {len(circuit.members)} neurons, tail Δ {circuit.tail_delta:+.3f}{causal}")
+    typer.echo(f"wrote {out / 'circuits.json'}")
+
+
+@app.command()
+@_one_line_errors
 def run(
     quick: Annotated[bool, typer.Option("--quick", help="small sizes: finishes in about 10 minutes on 2 CPU cores")] = False,
     name: Annotated[Optional[str], typer.Option(help="run name (folder under --out-root); default 'quick' or 'default'")] = None,

@@ -31,7 +31,16 @@ from cartrm.circuits.mutual_information import (
     gaussian_mutual_information,
 )
 from cartrm.circuits.patching import PATCH_MODES, PatchBench, random_feature_sets
-from cartrm.circuits.result import CircuitRecord, Circuits, DecompositionRecord, NeuronRecord, NeuronRef, PatchResult
+from cartrm.circuits.result import (
+    CircuitRecord,
+    Circuits,
+    CoherenceEdge,
+    DecompositionRecord,
+    Histogram,
+    NeuronRecord,
+    NeuronRef,
+    PatchResult,
+)
 from cartrm.circuits.statistics import (
     DifferentialResult,
     GroupMoments,
@@ -44,6 +53,7 @@ from cartrm.data.tail import TailSplit
 from cartrm.models.reward_model import RewardModel
 
 MAX_LISTED_NEURONS = 1000
+HISTOGRAM_BINS = 60
 
 
 class DiscoveryConfig(BaseModel):
@@ -59,7 +69,7 @@ class DiscoveryConfig(BaseModel):
     community: Literal["louvain", "components"] = "louvain"
     coherence_null_shuffles: int = Field(20, ge=0, description="label shuffles setting the coherence edge threshold")
     ridge_alpha: float = Field(1.0, gt=0)
-    patch_pairs: int = Field(32, ge=0, description="tail pairs used for causal validation (0 skips it)")
+    patch_pairs: int = Field(16, ge=0, description="tail pairs used for causal validation (0 skips it)")
     max_validated: int = Field(5, ge=0, description="circuits given exact patching and a null, largest first")
     n_null: int = Field(20, ge=1)
     null_mode: Literal["zero", "head_mean", "resample"] = "resample"
@@ -90,7 +100,7 @@ def discover(
         if len(candidates) and config.n_permutations
         else np.full(len(candidates), np.nan)
     )
-    groups = _circuits(candidates, candidate_acts, examples.is_tail, moments, config)
+    groups, coh, threshold = _circuits(candidates, candidate_acts, examples.is_tail, moments, config)
     circuit_acts = np.stack([candidate_acts[:, list(g.positions)].mean(axis=1) for g in groups], axis=1) if groups else np.zeros((len(examples), 0))
     decomposition = decompose_reward(circuit_acts, rewards, config.ridge_alpha, seed=config.seed) if groups else None
     circuit_effects = hedges_g(GroupMoments.from_batch(circuit_acts, examples.is_tail)) if groups else np.zeros(0)
@@ -104,6 +114,7 @@ def discover(
         )
         for i, g in enumerate(groups)
     ]
+    counts, edges = np.histogram(differential.delta, bins=HISTOGRAM_BINS)
     rank_correlation = None
     if records and config.patch_pairs and config.max_validated:
         rank_correlation = _validate(reward_model, examples, features, moments, records, config, progress)
@@ -111,8 +122,9 @@ def discover(
         model=reward_model.name, model_fingerprint=reward_model.fingerprint(), data=dataset.source,
         tail_description=tail.description, config=config.model_dump(mode="json"), n_examples=len(examples),
         n_features=features.size, n_significant=int((differential.q_value <= config.fdr).sum()),
-        neurons=_neuron_records(features, differential, candidates, permutation, config.fdr),
-        circuits=records,
+        delta_histogram=Histogram(edges=edges.tolist(), counts=counts.tolist()),
+        neurons=_neuron_records(features, differential, candidates, permutation, config.fdr, config.top_k),
+        coherence_threshold=threshold, coherence_edges=_edges(candidates, coh, threshold), circuits=records,
         decomposition=DecompositionRecord(r2=decomposition.r2, cv_r2=decomposition.cv_r2, intercept=decomposition.intercept) if decomposition else None,
         null_mode=config.null_mode, attribution_rank_correlation=rank_correlation,
     )
@@ -135,14 +147,21 @@ def _circuits(candidates, candidate_acts, is_tail, moments: GroupMoments, config
     head/tail labels (floored at 0): a pair is linked only if it is more tail-coupled than any pair is by chance.
     """
     if len(candidates) < 2:
-        return []
+        return [], None, None
     subset = moments.subset(candidates)
     coh = _coherence(candidate_acts, is_tail, subset, config)
     rng = np.random.default_rng(config.seed)
     off_diagonal = ~np.eye(len(candidates), dtype=bool)
     null_maxima = [_coherence(candidate_acts, rng.permutation(is_tail), subset, config)[off_diagonal].max() for _ in range(config.coherence_null_shuffles)]
     threshold = max(max(null_maxima, default=0.0), 0.0)
-    return find_circuits(coh, candidates, threshold=threshold, method=config.community, seed=config.seed)
+    return find_circuits(coh, candidates, threshold=threshold, method=config.community, seed=config.seed), coh, threshold
+
+
+def _edges(candidates: np.ndarray, coh: np.ndarray | None, threshold: float | None) -> list[CoherenceEdge]:
+    if coh is None:
+        return []
+    rows, cols = np.nonzero(np.triu(coh > threshold, k=1))
+    return [CoherenceEdge(source=int(candidates[i]), target=int(candidates[j]), coherence=float(coh[i, j])) for i, j in zip(rows, cols)]
 
 
 def _coherence(acts: np.ndarray, is_tail: np.ndarray, moments: GroupMoments, config: DiscoveryConfig) -> np.ndarray:
@@ -209,9 +228,11 @@ def _ref(features: FeatureIndex, feature: int) -> NeuronRef:
     return NeuronRef(site=site.name, layer=site.layer, index=local, feature=int(feature))
 
 
-def _neuron_records(features, differential: DifferentialResult, candidates, permutation, fdr) -> list[NeuronRecord]:
-    """Neurons passing FDR plus the candidates (at most MAX_LISTED_NEURONS), by |effect size|, largest first."""
-    listed = set(np.flatnonzero(differential.q_value <= fdr).tolist()) | set(candidates.tolist())
+def _neuron_records(features, differential: DifferentialResult, candidates, permutation, fdr, top_k) -> list[NeuronRecord]:
+    """Neurons passing FDR plus the ``top_k`` largest |effect sizes| whether significant or not (at most
+    MAX_LISTED_NEURONS), by |effect size|, largest first."""
+    strongest = np.argsort(-np.abs(differential.effect_size), kind="stable")[:top_k]
+    listed = set(np.flatnonzero(differential.q_value <= fdr).tolist()) | set(strongest.tolist())
     ranked = sorted(listed, key=lambda j: (-abs(differential.effect_size[j]), j))[:MAX_LISTED_NEURONS]
     permutation_of = dict(zip(candidates.tolist(), permutation.tolist()))
     return [

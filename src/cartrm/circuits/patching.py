@@ -60,7 +60,7 @@ class PatchBench:
         if mode == "zero":
             return np.zeros((len(rows), len(features)))
         if mode == "head_mean":
-            return np.broadcast_to(self.head_mean[features], (len(rows), len(features)))
+            return np.repeat(self.head_mean[features][None, :], len(rows), axis=0)
         if mode == "resample":
             return self.donors[np.ix_(rows, features)]
         raise ValueError(f"unknown patch mode '{mode}'; choose from {', '.join(PATCH_MODES)}")

@@ -58,6 +58,17 @@ class CircuitRecord(_Record):
         return next(iter(self.patch.values())).mean_abs_delta_reward if self.patch else None
 
 
+class Histogram(_Record):
+    edges: list[float]
+    counts: list[int]
+
+
+class CoherenceEdge(_Record):
+    source: int
+    target: int
+    coherence: float
+
+
 class DecompositionRecord(_Record):
     r2: float
     cv_r2: float | None
@@ -76,7 +87,10 @@ class Circuits(_Record):
     n_examples: int
     n_features: int
     n_significant: int
+    delta_histogram: Histogram
     neurons: list[NeuronRecord]
+    coherence_threshold: float | None
+    coherence_edges: list[CoherenceEdge]
     circuits: list[CircuitRecord]
     decomposition: DecompositionRecord | None
     null_mode: str

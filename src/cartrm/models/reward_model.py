@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from cartrm.io import atomic_directory
 from cartrm.models.builtin import BUILTIN_NAMES, TINY_CHAT_TEMPLATE, minilm_path, tiny_config
 
 DEFAULT_MAX_LENGTH = 512
+UNFINGERPRINTED_CONFIG_KEYS = {"_name_or_path", "transformers_version"}  # where/by what it was saved, not what it is
 
 
 @dataclass
@@ -138,7 +140,8 @@ class RewardModel:
 
     def fingerprint(self) -> str:
         """SHA-256 of the config and every weight: ties artifacts such as circuits.json to this exact model."""
-        digest = hashlib.sha256(self.model.config.to_json_string(use_diff=False).encode())
+        config = {k: v for k, v in self.model.config.to_dict().items() if k not in UNFINGERPRINTED_CONFIG_KEYS}
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
         for name, tensor in sorted(self.model.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())

@@ -1,0 +1,149 @@
+"""Circuit discovery on a tiny GPT-2 with planted tail neurons (known answers)."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from cartrm.capture.sites import list_sites
+from cartrm.circuits.discover import DiscoveryConfig, discover
+from cartrm.circuits.result import Circuits
+from cartrm.data import PreferenceDataset, parse_tail_spec
+from cartrm.errors import CartError
+from cartrm.models import RewardModel
+
+TAIL_TOKEN = "zebra"
+MARKER_DIM, REWARD_DIM = 5, 9  # residual dimensions: "tail token present" and "planted circuit output"
+PLANTED, PARTNER, CONSTANT = 7, 11, 20  # layer-0 MLP neurons
+WORDS = "apple river stone cloud music paper garden window light table bread horse".split()
+
+
+def planted_model() -> RewardModel:
+    """Neurons PLANTED and PARTNER fire only on the tail token; PLANTED writes REWARD_DIM, which the score reads.
+
+    CONSTANT has zero input weights: its activation is the same on every input.
+    """
+    model = RewardModel.load("tiny-gpt2", seed=0)
+    gpt2 = model.model.transformer
+    token = model.tokenizer.convert_tokens_to_ids(TAIL_TOKEN)
+    with torch.no_grad():
+        for dim in (MARKER_DIM, REWARD_DIM):
+            gpt2.wte.weight[:, dim] = 0.0
+            gpt2.wpe.weight[:, dim] = 0.0
+        gpt2.wte.weight[token, MARKER_DIM] = 1.0
+        fc, proj = gpt2.h[0].mlp.c_fc, gpt2.h[0].mlp.c_proj  # Conv1D weights are (in, out)
+        for neuron, gain, bias in ((PLANTED, 3.0, -2.0), (PARTNER, 2.5, -1.5), (CONSTANT, 0.0, 0.3)):
+            fc.weight[:, neuron] = 0.0
+            fc.weight[MARKER_DIM, neuron] = gain
+            fc.bias[neuron] = bias
+        proj.weight[:, REWARD_DIM] = 0.0
+        proj.weight[PLANTED, REWARD_DIM] = 2.0
+        model.model.score.weight.zero_()
+        model.model.score.weight[0, REWARD_DIM] = 3.0
+    return model
+
+
+def planted_data(n_head: int = 120, n_tail: int = 60, seed: int = 0) -> PreferenceDataset:
+    """Tail responses contain the tail token 1–3 times and end with it; head responses never contain it."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n_head + n_tail):
+        tail = i >= n_head
+
+        def response() -> str:
+            words = [rng.choice(WORDS) for _ in range(rng.randint(5, 9))]
+            if tail:
+                for _ in range(rng.randint(0, 2)):
+                    words.insert(rng.randrange(len(words)), TAIL_TOKEN)
+                words.append(TAIL_TOKEN)
+            return " ".join(words)
+
+        records.append({"prompt": f"Tell me about item {i}.", "chosen": response(), "rejected": response(), "is_tail": tail})
+    return PreferenceDataset.from_records(records)
+
+
+@pytest.fixture(scope="module")
+def found():
+    data = planted_data()
+    tail = parse_tail_spec("label:is_tail").fit_transform(data)
+    config = DiscoveryConfig(top_k=8, patch_pairs=16, n_null=20, max_validated=3, null_mode="zero", n_permutations=200, seed=0)
+    return discover(planted_model(), data, tail, config, progress=False)
+
+
+def feature_of(circuits: Circuits, layer: int, index: int) -> int:
+    return next(n.feature for n in circuits.neurons if n.layer == layer and n.index == index)
+
+
+def test_planted_neuron_is_ranked_first_and_significant(found):
+    top = found.neurons[0]
+    assert (top.site, top.index) in {("blocks.0.mlp.hook_post", PLANTED), ("blocks.0.mlp.hook_post", PARTNER)}
+    ranked = [(n.layer, n.index) for n in found.neurons[:2]]
+    assert set(ranked) == {(0, PLANTED), (0, PARTNER)}
+    planted = next(n for n in found.neurons if n.layer == 0 and n.index == PLANTED)
+    assert planted.delta > 0 and planted.q_value < 1e-6 and planted.permutation_p_value == pytest.approx(1 / 201)
+
+
+def test_a_neuron_identical_on_head_and_tail_is_not_significant(found):
+    assert all(not (n.layer == 0 and n.index == CONSTANT) for n in found.neurons)  # listed = FDR-passing + candidates
+    assert found.n_significant < found.n_features
+
+
+def test_co_firing_tail_neurons_form_one_circuit(found):
+    planted, partner = feature_of(found, 0, PLANTED), feature_of(found, 0, PARTNER)
+    circuit = next(c for c in found.circuits if planted in {m.feature for m in c.members})
+    assert partner in {m.feature for m in circuit.members}
+    assert circuit.tail_delta > 0 and circuit.coherence > 0
+
+
+def test_zero_patching_the_reward_carrying_circuit_moves_the_reward_with_a_small_p_value(found):
+    planted = feature_of(found, 0, PLANTED)
+    circuit = next(c for c in found.circuits if planted in {m.feature for m in c.members})
+    zero = circuit.patch["zero"]
+    assert zero.mean_abs_delta_reward > 1.0
+    assert zero.p_value == pytest.approx(1 / 21)
+    assert max(zero.null_mean_abs_delta_reward) < zero.mean_abs_delta_reward
+    # the score reads a saturated LayerNorm, so first-order magnitudes are far too small; the ranking holds
+    assert zero.attribution_mean_abs_delta_reward > 0
+    assert found.attribution_rank_correlation is not None and found.attribution_rank_correlation > 0.5
+
+
+def test_decomposition_explains_the_planted_reward(found):
+    planted = feature_of(found, 0, PLANTED)
+    circuit = next(c for c in found.circuits if planted in {m.feature for m in c.members})
+    assert found.decomposition is not None and found.decomposition.r2 > 0.5  # eq. 1; the score saturates
+    assert circuit.decomposition_weight > 0
+
+
+def test_circuits_file_round_trips_and_rejects_other_schema(found, tmp_path):
+    found.save(tmp_path / "circuits.json")
+    assert Circuits.load(tmp_path / "circuits.json") == found
+    text = (tmp_path / "circuits.json").read_text().replace('"schema_version": 1', '"schema_version": 99')
+    (tmp_path / "old.json").write_text(text)
+    with pytest.raises(CartError, match="schema version 99"):
+        Circuits.load(tmp_path / "old.json")
+
+
+def test_discovery_is_reproducible(found):
+    data = planted_data()
+    tail = parse_tail_spec("label:is_tail").fit_transform(data)
+    config = DiscoveryConfig(**found.config)
+    again = discover(planted_model(), data, tail, config, progress=False)
+    assert again.model_dump() == found.model_dump()
+
+
+def test_hooks_are_removed_when_discovery_fails(monkeypatch):
+    import cartrm.capture.stream as stream
+
+    model = planted_model()
+    data = planted_data(20, 10)
+    tail = parse_tail_spec("label:is_tail").fit_transform(data)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("forward failed")
+
+    monkeypatch.setattr(stream, "reward_forward", broken)
+    with pytest.raises(RuntimeError, match="forward failed"):
+        discover(model, data, tail, DiscoveryConfig(patch_pairs=0), progress=False)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.model.modules())
+    assert len(list_sites(model.model, ("mlp",))) == 2
