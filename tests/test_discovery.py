@@ -147,3 +147,18 @@ def test_hooks_are_removed_when_discovery_fails(monkeypatch):
         discover(model, data, tail, DiscoveryConfig(patch_pairs=0), progress=False)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.model.modules())
     assert len(list_sites(model.model, ("mlp",))) == 2
+
+
+def test_tau_specialisation_flags_the_planted_neurons(found):
+    planted = next(n for n in found.neurons if n.layer == 0 and n.index == PLANTED)
+    assert planted.tau_specialised and planted.tau_score > found.tau  # eq. 3
+    assert 0 < found.n_tau_specialised < found.n_features
+
+
+def test_circuit_records_carry_the_contracted_causal_fields(found):
+    validated = [c for c in found.circuits if c.patch]
+    assert validated
+    for circuit in validated:
+        assert circuit.patch_effect == circuit.patch["zero"].mean_abs_delta_reward
+        assert circuit.patch_p_value == circuit.patch["zero"].p_value
+        assert circuit.attribution_effect == circuit.patch["zero"].attribution_mean_abs_delta_reward

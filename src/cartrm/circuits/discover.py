@@ -48,6 +48,7 @@ from cartrm.circuits.statistics import (
     hedges_g,
     permutation_p_values,
     select_candidates,
+    tau_specialised,
 )
 from cartrm.data.tail import TailSplit
 from cartrm.models.reward_model import RewardModel
@@ -63,6 +64,8 @@ class DiscoveryConfig(BaseModel):
     pooling: Literal["mean", "max", "last"] = "mean"
     top_k: int = Field(64, gt=1)
     fdr: float = Field(0.05, gt=0, lt=1)
+    tau: float | None = Field(None, description="eq. 3 threshold on E_tail|a| − E_head|a|; default a quantile")
+    tau_quantile: float = Field(0.95, gt=0, lt=1)
     n_permutations: int = Field(1000, ge=0)
     mi_estimator: Literal["binned", "gaussian"] = "binned"
     mi_bins: int = Field(8, ge=2)
@@ -92,6 +95,8 @@ def discover(
     for batch in batches("discover: activation statistics"):
         moments.update(batch.activations, examples.is_tail[batch.indices])
     differential = differential_activation(moments)
+    tau = config.tau if config.tau is not None else float(np.quantile(differential.tau_score, config.tau_quantile))
+    specialised = tau_specialised(differential, tau)
     candidates = select_candidates(differential, config.top_k, config.fdr)
 
     candidate_acts, rewards = _candidate_pass(batches("discover: candidates"), candidates, len(examples))
@@ -122,8 +127,9 @@ def discover(
         model=reward_model.name, model_fingerprint=reward_model.fingerprint(), data=dataset.source,
         tail_description=tail.description, config=config.model_dump(mode="json"), n_examples=len(examples),
         n_features=features.size, n_significant=int((differential.q_value <= config.fdr).sum()),
+        tau=tau, n_tau_specialised=int(specialised.sum()),
         delta_histogram=Histogram(edges=edges.tolist(), counts=counts.tolist()),
-        neurons=_neuron_records(features, differential, candidates, permutation, config.fdr, config.top_k),
+        neurons=_neuron_records(features, differential, specialised, candidates, permutation, config.fdr, config.top_k),
         coherence_threshold=threshold, coherence_edges=_edges(candidates, coh, threshold), circuits=records,
         decomposition=DecompositionRecord(r2=decomposition.r2, cv_r2=decomposition.cv_r2, intercept=decomposition.intercept) if decomposition else None,
         null_mode=config.null_mode, attribution_rank_correlation=rank_correlation,
@@ -204,6 +210,7 @@ def _validate(reward_model, examples, features, moments, records, config, progre
                     attribution_points.append(bench.attribution(random_set, mode))
                 result.null_mean_abs_delta_reward = null
                 result.p_value = float((1 + np.sum(np.array(null) >= effect)) / (1 + len(null)))
+                record.patch_effect, record.patch_p_value, record.attribution_effect = effect, result.p_value, attribution
             record.patch[mode] = result
     if len(exact_points) < 3:
         return None
@@ -228,7 +235,7 @@ def _ref(features: FeatureIndex, feature: int) -> NeuronRef:
     return NeuronRef(site=site.name, layer=site.layer, index=local, feature=int(feature))
 
 
-def _neuron_records(features, differential: DifferentialResult, candidates, permutation, fdr, top_k) -> list[NeuronRecord]:
+def _neuron_records(features, differential: DifferentialResult, specialised, candidates, permutation, fdr, top_k) -> list[NeuronRecord]:
     """Neurons passing FDR plus the ``top_k`` largest |effect sizes| whether significant or not (at most
     MAX_LISTED_NEURONS), by |effect size|, largest first."""
     strongest = np.argsort(-np.abs(differential.effect_size), kind="stable")[:top_k]
@@ -238,7 +245,7 @@ def _neuron_records(features, differential: DifferentialResult, candidates, perm
     return [
         NeuronRecord(
             **_ref(features, j).model_dump(), delta=float(differential.delta[j]), effect_size=float(differential.effect_size[j]),
-            tau_score=float(differential.tau_score[j]), p_value=float(differential.p_value[j]), q_value=float(differential.q_value[j]),
+            tau_score=float(differential.tau_score[j]), tau_specialised=bool(specialised[j]), p_value=float(differential.p_value[j]), q_value=float(differential.q_value[j]),
             permutation_p_value=permutation_of.get(j),
         )
         for j in ranked

@@ -28,6 +28,7 @@ class NeuronRecord(NeuronRef):
     delta: float
     effect_size: float
     tau_score: float
+    tau_specialised: bool
     p_value: float
     q_value: float
     permutation_p_value: float | None = None
@@ -51,11 +52,10 @@ class CircuitRecord(_Record):
     tail_delta: float
     tail_effect_size: float
     decomposition_weight: float
+    patch_effect: float | None = None
+    patch_p_value: float | None = None
+    attribution_effect: float | None = None
     patch: dict[str, PatchResult] = {}
-
-    @property
-    def patch_effect(self) -> float | None:
-        return next(iter(self.patch.values())).mean_abs_delta_reward if self.patch else None
 
 
 class Histogram(_Record):
@@ -87,6 +87,8 @@ class Circuits(_Record):
     n_examples: int
     n_features: int
     n_significant: int
+    tau: float
+    n_tau_specialised: int
     delta_histogram: Histogram
     neurons: list[NeuronRecord]
     coherence_threshold: float | None
