@@ -3,7 +3,8 @@
 1. Time of a capture pass (hooks on every MLP site, pooling, streamed moments) over a plain forward pass
    on the same batches (target ≤ 1.15×).
 2. Peak resident memory of discovery (statistics + candidate passes, no patching) at 1× and 4× the number
-   of examples (target: flat — the statistics are streamed).
+   of examples (target: flat — the statistics are streamed). Both runs cap inputs at 128 tokens so their
+   longest batch is the same size: attention memory grows with the longest sequence, not with the count.
 
 Run: ``python benchmarks/capture_overhead.py [--model minilm] [--pairs 128] [--repeats 3]``.
 """
@@ -19,6 +20,8 @@ import time
 
 import numpy as np
 import torch
+
+MAX_TOKENS = 128
 
 
 def benchmark_pairs(n_pairs: int):
@@ -71,7 +74,7 @@ def discovery_peak_rss(model_name: str, n_pairs: int) -> None:
     from cartrm.circuits.discover import DiscoveryConfig, discover
     from cartrm.models import RewardModel
 
-    model = RewardModel.load(model_name)
+    model = RewardModel.load(model_name, max_length=MAX_TOKENS)
     data, tail = benchmark_pairs(n_pairs)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     discover(model, data, tail, DiscoveryConfig(patch_pairs=0, n_permutations=100), progress=False)

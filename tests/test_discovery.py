@@ -162,3 +162,20 @@ def test_circuit_records_carry_the_contracted_causal_fields(found):
         assert circuit.patch_effect == circuit.patch["zero"].mean_abs_delta_reward
         assert circuit.patch_p_value == circuit.patch["zero"].p_value
         assert circuit.attribution_effect == circuit.patch["zero"].attribution_mean_abs_delta_reward
+
+
+def test_activation_cache_is_reused_and_gives_the_same_result(found, tmp_path, monkeypatch):
+    import cartrm.circuits.discover as discovery
+
+    data = planted_data()
+    tail = parse_tail_spec("label:is_tail").fit_transform(data)
+    config = DiscoveryConfig(**found.config)
+    first = discover(planted_model(), data, tail, config, progress=False, cache_dir=tmp_path / "acts")
+    assert (tmp_path / "acts" / "meta.json").exists() and list((tmp_path / "acts").glob("shard-*.safetensors"))
+    model_passes = []
+    original = discovery.pooled_batches
+    monkeypatch.setattr(discovery, "pooled_batches", lambda *a, **k: model_passes.append(k.get("subset")) or original(*a, **k))
+    second = discover(planted_model(), data, tail, config, progress=False, cache_dir=tmp_path / "acts")
+    assert all(subset is not None for subset in model_passes)  # no full pass: both statistics passes read the cache
+    assert second.model_dump() == first.model_dump()
+    assert [n.feature for n in first.neurons[:2]] == [n.feature for n in found.neurons[:2]]

@@ -145,6 +145,7 @@ def discover(
     null_mode: Annotated[str, typer.Option(help="patch mode tested against the null: zero, head_mean, resample")] = "resample",
     max_pairs: Annotated[Optional[int], typer.Option(help="use a seeded random subset of this many pairs")] = None,
     batch_size: Annotated[int, typer.Option(help="sequences per forward pass")] = 32,
+    cache_activations: Annotated[bool, typer.Option(help="keep pooled activations in OUT/activations (safetensors) and reuse them")] = False,
     split: SplitOption = None,
     seed: SeedOption = 0,
 ) -> None:
@@ -167,7 +168,7 @@ def discover(
     reward_model = RewardModel.load(model)
     tail = parse_tail_spec(tail_by).fit_transform(dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
     typer.echo(f"tail: {tail.description}")
-    circuits = run_discovery(reward_model, dataset, tail, config)
+    circuits = run_discovery(reward_model, dataset, tail, config, cache_dir=out / "activations" if cache_activations else None)
     circuits.save(out / "circuits.json")
     plot_delta_histogram(circuits, out / "delta_hist.png")
     plot_coherence_graph(circuits, out / "coherence_graph.png")

@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from cartrm.capture.cache import ActivationCache
 from cartrm.capture.sites import list_sites, parse_site_kinds
 from cartrm.capture.stream import ExampleSet, FeatureIndex, pooled_batches
 from cartrm.circuits.decomposition import decompose_reward
@@ -81,15 +83,29 @@ class DiscoveryConfig(BaseModel):
 
 
 def discover(
-    reward_model: RewardModel, dataset, tail: TailSplit, config: DiscoveryConfig = DiscoveryConfig(), progress: bool = True
+    reward_model: RewardModel,
+    dataset,
+    tail: TailSplit,
+    config: DiscoveryConfig = DiscoveryConfig(),
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> Circuits:
+    """Run phase 1 on ``dataset`` split by ``tail``; ``cache_dir`` stores pooled activations (safetensors) and
+    reuses them when they match this model, sites, pooling and data size, so only one model pass is made."""
     sites = list_sites(reward_model.model, parse_site_kinds(config.sites))
     features = FeatureIndex(tuple(sites))
     examples = ExampleSet.from_pairs(reward_model, dataset, tail.mask)
 
+    description = ActivationCache.describe(reward_model.fingerprint(), [s.name for s in sites], config.pooling, len(examples))
+
     def batches(desc: str) -> Iterator:
+        """Pooled activations from the cache when one matches, else from the model (filling the cache)."""
+        cached = ActivationCache.open_matching(cache_dir, description) if cache_dir else None
+        if cached is not None:
+            return iter(cached)
         bar = (lambda it: tqdm(it, desc=desc, leave=False)) if progress else None
-        return pooled_batches(reward_model, examples, sites, pooling=config.pooling, batch_size=config.batch_size, progress=bar)
+        computed = pooled_batches(reward_model, examples, sites, pooling=config.pooling, batch_size=config.batch_size, progress=bar)
+        return ActivationCache.write(cache_dir, description, computed) if cache_dir else computed
 
     moments = GroupMoments(features.size)
     for batch in batches("discover: activation statistics"):
