@@ -110,3 +110,16 @@ def test_unknown_architecture_lists_supported_ones():
     model = AutoModelForSequenceClassification.from_config(T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=100, num_labels=1))
     with pytest.raises(CartError, match="supported: .*bert.*gpt2.*llama"):
         list_sites(model, ("mlp",))
+
+
+def test_keep_grad_lets_a_loss_on_pooled_activations_train_the_model():
+    model = RewardModel.load("tiny-llama")
+    site = list_sites(model.model, ("mlp",), layers=[0])[0]
+    batch = batch_of(model)
+    with ActivationCapture(model.model, [site], keep_grad=True) as capture:
+        capture.set_mask(pooling_mask(batch))
+        reward_forward(model.model, batch)
+    variance = capture.pooled[site.name].var(dim=0).sum()  # the shape of the circuit regulariser (eq. 12)
+    variance.backward()
+    grad = model.model.model.layers[0].mlp.up_proj.weight.grad
+    assert grad is not None and grad.abs().sum() > 0

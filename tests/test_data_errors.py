@@ -378,3 +378,18 @@ def test_failed_load_writes_nothing(tmp_path):
     path = write_lines(tmp_path / "bad.jsonl", ["{"])
     load_error(path)
     assert os.listdir(tmp_path) == ["bad.jsonl"]
+
+
+def test_atomic_writes_get_the_usual_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from cartrm.io import atomic_directory, write_text_atomic
+
+    write_text_atomic(tmp_path / "a.txt", "x")
+    with atomic_directory(tmp_path / "d") as folder:
+        (folder / "f").write_text("y")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~umask

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
 from cartrm.capture.cache import ActivationCache
 from cartrm.capture.sites import list_sites, parse_site_kinds
 from cartrm.capture.stream import ExampleSet, FeatureIndex, pooled_batches
-from cartrm.circuits.decomposition import decompose_reward
+from cartrm.circuits.decomposition import Decomposition, decompose_reward
 from cartrm.circuits.graph import find_circuits
 from cartrm.circuits.mutual_information import (
     CorrelationAccumulator,
@@ -81,6 +81,11 @@ class DiscoveryConfig(BaseModel):
     batch_size: int = Field(32, gt=0)
     seed: int = 0
 
+    @field_validator("sites")
+    @classmethod
+    def _known_sites(cls, sites: tuple[str, ...]) -> tuple[str, ...]:
+        return parse_site_kinds(sites)
+
 
 def discover(
     reward_model: RewardModel,
@@ -92,11 +97,12 @@ def discover(
 ) -> Circuits:
     """Run phase 1 on ``dataset`` split by ``tail``; ``cache_dir`` stores pooled activations (safetensors) and
     reuses them when they match this model, sites, pooling and data size, so only one model pass is made."""
-    sites = list_sites(reward_model.model, parse_site_kinds(config.sites))
+    sites = list_sites(reward_model.model, config.sites)
     features = FeatureIndex(tuple(sites))
     examples = ExampleSet.from_pairs(reward_model, dataset, tail.mask)
 
-    description = ActivationCache.describe(reward_model.fingerprint(), [s.name for s in sites], config.pooling, len(examples))
+    fingerprint = reward_model.fingerprint()
+    description = ActivationCache.describe(fingerprint, [s.name for s in sites], config.pooling, len(examples))
 
     def batches(desc: str) -> Iterator:
         """Pooled activations from the cache when one matches, else from the model (filling the cache)."""
@@ -122,25 +128,13 @@ def discover(
         else np.full(len(candidates), np.nan)
     )
     groups, coh, threshold = _circuits(candidates, candidate_acts, examples.is_tail, moments, config)
-    circuit_acts = np.stack([candidate_acts[:, list(g.positions)].mean(axis=1) for g in groups], axis=1) if groups else np.zeros((len(examples), 0))
-    decomposition = decompose_reward(circuit_acts, rewards, config.ridge_alpha, seed=config.seed) if groups else None
-    circuit_effects = hedges_g(GroupMoments.from_batch(circuit_acts, examples.is_tail)) if groups else np.zeros(0)
-    circuit_delta = (circuit_acts[examples.is_tail].mean(0) - circuit_acts[~examples.is_tail].mean(0)) if groups else np.zeros(0)
-
-    records = [
-        CircuitRecord(
-            id=f"c{i}", members=[_ref(features, m) for m in g.members], coherence=g.mean_coherence,
-            tail_delta=float(circuit_delta[i]), tail_effect_size=float(circuit_effects[i]),
-            decomposition_weight=float(decomposition.weights[i]),
-        )
-        for i, g in enumerate(groups)
-    ]
+    records, decomposition = _circuit_records(groups, candidate_acts, rewards, examples.is_tail, features, config)
     counts, edges = np.histogram(differential.delta, bins=HISTOGRAM_BINS)
     rank_correlation = None
     if records and config.patch_pairs and config.max_validated:
         rank_correlation = _validate(reward_model, examples, features, moments, records, config, progress)
     return Circuits(
-        model=reward_model.name, model_fingerprint=reward_model.fingerprint(), data=dataset.source,
+        model=reward_model.name, model_fingerprint=fingerprint, data=dataset.source,
         tail_description=tail.description, config=config.model_dump(mode="json"), n_examples=len(examples),
         n_features=features.size, n_significant=int((differential.q_value <= config.fdr).sum()),
         tau=tau, n_tau_specialised=int(specialised.sum()),
@@ -150,6 +144,24 @@ def discover(
         decomposition=DecompositionRecord(r2=decomposition.r2, cv_r2=decomposition.cv_r2, intercept=decomposition.intercept) if decomposition else None,
         null_mode=config.null_mode, attribution_rank_correlation=rank_correlation,
     )
+
+
+def _circuit_records(groups, candidate_acts, rewards, is_tail, features, config) -> tuple[list[CircuitRecord], Decomposition | None]:
+    """Circuit activations a_c(x) (mean of members), their tail statistics and the eq. 1 decomposition."""
+    if not groups:
+        return [], None
+    circuit_acts = np.stack([candidate_acts[:, list(g.positions)].mean(axis=1) for g in groups], axis=1)
+    decomposition = decompose_reward(circuit_acts, rewards, config.ridge_alpha, seed=config.seed)  # eq. 1
+    effects = hedges_g(GroupMoments.from_batch(circuit_acts, is_tail))
+    deltas = circuit_acts[is_tail].mean(0) - circuit_acts[~is_tail].mean(0)
+    records = [
+        CircuitRecord(
+            id=f"c{i}", members=[_ref(features, m) for m in g.members], coherence=g.mean_coherence,
+            tail_delta=float(deltas[i]), tail_effect_size=float(effects[i]), decomposition_weight=float(decomposition.weights[i]),
+        )
+        for i, g in enumerate(groups)
+    ]
+    return records, decomposition
 
 
 def _candidate_pass(batches: Iterator, candidates: np.ndarray, n_examples: int) -> tuple[np.ndarray, np.ndarray]:

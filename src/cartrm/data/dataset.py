@@ -52,6 +52,13 @@ class _Table:
     source: str = "<memory>"
     lines: list[int] | None = None  # 1-based source line of each row (row number when None)
 
+    def __post_init__(self) -> None:
+        lengths = {len(getattr(self, name)) for name in self._core_fields()} | {len(v) for v in self.columns.values()}
+        if self.lines is not None:
+            lengths.add(len(self.lines))
+        if len(lengths) > 1:
+            raise ValueError(f"all columns of a {type(self).__name__} must have the same length")
+
     def __len__(self) -> int:
         raise NotImplementedError
 
@@ -126,13 +133,6 @@ class PreferenceDataset(_Table):
     chosen: list[Turns] = field(default_factory=list)
     rejected: list[Turns] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        n = len(self.chosen)
-        if len(self.prompt) != n or len(self.rejected) != n or any(len(v) != n for v in self.columns.values()) or (
-            self.lines is not None and len(self.lines) != n
-        ):
-            raise ValueError("all columns of a PreferenceDataset must have the same length")
-
     def __len__(self) -> int:
         return len(self.chosen)
 
@@ -179,13 +179,6 @@ class PointwiseDataset(_Table):
     prompt: list[Turns] = field(default_factory=list)
     response: list[Turns] = field(default_factory=list)
     score: list[float] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        n = len(self.response)
-        if len(self.prompt) != n or len(self.score) != n or any(len(v) != n for v in self.columns.values()) or (
-            self.lines is not None and len(self.lines) != n
-        ):
-            raise ValueError("all columns of a PointwiseDataset must have the same length")
 
     def __len__(self) -> int:
         return len(self.response)
