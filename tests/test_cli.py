@@ -94,3 +94,21 @@ def test_discover_rejects_unknown_site_kinds(benchmark_file, tmp_path):
     result = invoke("discover", "--model", "tiny-bert", "--data", benchmark_file, "--tail-by", "label:is_tail", "--out", tmp_path / "d", "--sites", "mlp,foo")
     assert result.exit_code == 1 and "unknown site kind" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_discover_then_assess_on_a_planted_model(tmp_path):
+    from tests.test_discovery import planted_data, planted_model
+
+    planted_model().save(tmp_path / "rm")
+    planted_data().save(tmp_path / "data.jsonl")
+    common = ["--model", tmp_path / "rm", "--data", tmp_path / "data.jsonl", "--tail-by", "label:is_tail"]
+    result = invoke("discover", *common, "--out", tmp_path / "d", "--top-k", 8, "--patch-pairs", 0)
+    assert result.exit_code == 0, result.output
+    result = invoke("assess", *common, "--circuits", tmp_path / "d" / "circuits.json", "--out", tmp_path / "a", "--sensitivity-examples", 8, "--weights", "0.2,0.5,0.3")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "a" / "vulnerability.json").read_text())
+    assert report["targets"] and report["config"]["weights"] == [0.2, 0.5, 0.3]
+    assert {"consistency", "sensitivity_exact", "sensitivity_first_order", "coverage", "vuln", "rank"} <= set(report["circuits"][0])
+    assert (tmp_path / "a" / "vulnerability.png").read_bytes()[:4] == b"\x89PNG"
+    result = invoke("assess", *common, "--circuits", tmp_path / "d" / "circuits.json", "--out", tmp_path / "b", "--weights", "1,2")
+    assert result.exit_code == 1 and "--weights expects 3" in result.output and not (tmp_path / "b").exists()

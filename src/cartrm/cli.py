@@ -150,8 +150,6 @@ def discover(
     seed: SeedOption = 0,
 ) -> None:
     """Phase 1: find tail-specialised neurons and circuits, test them causally; writes circuits.json and plots."""
-    import numpy as np
-
     from cartrm.circuits.discover import DiscoveryConfig
     from cartrm.circuits.discover import discover as run_discovery
     from cartrm.circuits.plots import plot_coherence_graph, plot_delta_histogram
@@ -162,9 +160,7 @@ def discover(
         sites=tuple(sites.split(",")), pooling=pooling, top_k=top_k, fdr=fdr, mi_estimator=mi_estimator, community=community,
         patch_pairs=patch_pairs, max_validated=max_validated, n_null=n_null, null_mode=null_mode, batch_size=batch_size, seed=seed,
     )
-    dataset = load_preferences(data, split=_split(split, "train"))
-    if max_pairs is not None and max_pairs < len(dataset):
-        dataset = dataset.select(np.sort(np.random.default_rng(seed).choice(len(dataset), size=max_pairs, replace=False)))
+    dataset = _subset(load_preferences(data, split=_split(split, "train")), max_pairs, seed)
     reward_model = RewardModel.load(model)
     tail = parse_tail_spec(tail_by).fit_transform(dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
     typer.echo(f"tail: {tail.description}")
@@ -181,6 +177,55 @@ def discover(
         causal = f", |ΔR| {tested.mean_abs_delta_reward:.3f} (p={tested.p_value:.3f})" if tested else ""
         typer.echo(f"  {circuit.id}: {len(circuit.members)} neurons, tail Δ {circuit.tail_delta:+.3f}{causal}")
     typer.echo(f"wrote {out / 'circuits.json'}")
+
+
+@app.command()
+@_one_line_errors
+def assess(
+    model: Annotated[str, typer.Option(help="the reward model circuits.json was made from")],
+    circuits: Annotated[Path, typer.Option(help="circuits.json from cart discover")],
+    data: Annotated[Path, typer.Option(help="preference data file")],
+    tail_by: Annotated[str, typer.Option("--tail-by", help="label:COLUMN=V1,V2 | label:COLUMN | rarity:Q | density:Q[:tfidf]")],
+    out: Annotated[Path, typer.Option(help="output folder: vulnerability.json, vulnerability.png")],
+    eps: Annotated[float, typer.Option(help="ball radius as a fraction of the circuit's activation norm on head data")] = 0.1,
+    norm: Annotated[str, typer.Option(help="l2 or linf ball for the sensitivity (eq. 7)")] = "l2",
+    weights: Annotated[str, typer.Option(help="α,β,γ of eq. 9")] = "0.3333,0.3333,0.3333",
+    groups: Annotated[Optional[str], typer.Option(help="column of semantic group ids (default: k-means of hidden states)")] = None,
+    top_targets: Annotated[int, typer.Option(help="circuits kept as targets C_v")] = 3,
+    max_circuits: Annotated[int, typer.Option(help="largest circuits assessed")] = 10,
+    sensitivity_examples: Annotated[int, typer.Option(help="tail texts used for sensitivity")] = 64,
+    max_pairs: Annotated[Optional[int], typer.Option(help="use a seeded random subset of this many pairs")] = None,
+    split: SplitOption = None,
+    seed: SeedOption = 0,
+) -> None:
+    """Phase 2: score each circuit's consistency, sensitivity, coverage and Vuln; pick the targets; bound terms."""
+    from cartrm.circuits.result import Circuits
+    from cartrm.data import load_preferences, parse_tail_spec
+    from cartrm.models import RewardModel
+    from cartrm.vulnerability.assess import AssessConfig
+    from cartrm.vulnerability.assess import assess as run_assessment
+    from cartrm.vulnerability.plots import plot_vulnerability
+
+    config = AssessConfig(
+        eps=eps, norm=norm, weights=_floats(weights, 3, "--weights"), groups_column=groups, top_targets=top_targets,
+        max_circuits=max_circuits, sensitivity_examples=sensitivity_examples, seed=seed,
+    )
+    found = Circuits.load(circuits)
+    dataset = _subset(load_preferences(data, split=_split(split, "train")), max_pairs, seed)
+    if groups:
+        dataset.column(groups)
+    reward_model = RewardModel.load(model)
+    tail = parse_tail_spec(tail_by).fit_transform(dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
+    report = run_assessment(reward_model, dataset, tail.mask, found, config)
+    report.save(out / "vulnerability.json")
+    plot_vulnerability(report, out / "vulnerability.png")
+    for record in sorted(report.circuits, key=lambda c: c.rank):
+        typer.echo(
+            f"  #{record.rank} {record.id}: Vuln {record.vuln:.3f} = consist {record.consistency:.3f}, "
+            f"sens {record.sensitivity_exact:.4g} (first-order {record.sensitivity_first_order:.4g}), coverage {record.coverage:.3f}"
+        )
+    typer.echo(f"targets: {', '.join(report.targets)}; exact vs first-order sensitivity: {report.sensitivity_agreement}")
+    typer.echo(f"wrote {out / 'vulnerability.json'}")
 
 
 @app.command()
@@ -220,6 +265,25 @@ def make_benchmark(
     dataset = make_longtail_dataset(config)
     dataset.save(out)
     typer.echo(f"wrote {len(dataset)} pairs to {out}")
+
+
+def _subset(dataset, max_pairs: int | None, seed: int):
+    """A seeded random subset of ``max_pairs`` pairs (the whole dataset when None or larger)."""
+    import numpy as np
+
+    if max_pairs is None or max_pairs >= len(dataset):
+        return dataset
+    return dataset.select(np.sort(np.random.default_rng(seed).choice(len(dataset), size=max_pairs, replace=False)))
+
+
+def _floats(text: str, count: int, flag: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != count:
+        raise CartError(f"{flag} expects {count} comma-separated numbers, got '{text}'")
+    return values
 
 
 def _summary(report) -> str:

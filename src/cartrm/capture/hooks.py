@@ -149,3 +149,18 @@ def patch_response_tokens(indices: torch.Tensor, values: torch.Tensor) -> Interv
         return patched
 
     return intervene
+
+
+def shift_response_tokens(indices: torch.Tensor, shift: torch.Tensor) -> Intervention:
+    """An intervention adding ``shift`` (B, k) to features ``indices`` at every pooled token (differentiable).
+
+    With mean pooling this moves the pooled activation of those features by exactly ``shift``.
+    """
+
+    def intervene(activations: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        offset = torch.zeros(activations.shape[0], activations.shape[-1], dtype=activations.dtype, device=activations.device)
+        offset = offset.index_copy(1, indices.to(activations.device), shift.to(activations.device, activations.dtype))
+        where = mask.to(activations.device, activations.dtype).unsqueeze(-1)
+        return activations + where * offset.unsqueeze(1)
+
+    return intervene

@@ -26,6 +26,7 @@ from cartrm.io import atomic_directory
 from cartrm.models.builtin import BUILTIN_NAMES, TINY_CHAT_TEMPLATE, minilm_path, tiny_config
 
 DEFAULT_MAX_LENGTH = 512
+ENCODE_CHUNK = 256
 UNFINGERPRINTED_CONFIG_KEYS = {"_name_or_path", "transformers_version"}  # where/by what it was saved, not what it is
 
 
@@ -73,16 +74,21 @@ class RewardModel:
         return next(self.model.parameters()).device
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> EncodedTexts:
-        """Tokenise ``prompt + response`` texts, truncating from the left, and mark the response tokens."""
-        texts = [p + r for p, r in zip(prompts, responses)]
-        encoded = self.tokenizer(
-            texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True, add_special_tokens=True
-        )
-        masks = []
-        for prompt, offsets in zip(prompts, encoded["offset_mapping"]):
-            start = len(prompt)
-            masks.append([int(end > start and end > begin) for begin, end in offsets])
-        return EncodedTexts(input_ids=list(encoded["input_ids"]), response_mask=masks)
+        """Tokenise ``prompt + response`` texts, truncating from the left, and mark the response tokens.
+
+        Texts are tokenised in chunks so the tokenizer's per-token objects (offsets, strings) never exist
+        for the whole dataset at once; only the token ids and response masks are kept.
+        """
+        input_ids: list[list[int]] = []
+        masks: list[list[int]] = []
+        for start in range(0, len(prompts), ENCODE_CHUNK):
+            chunk_prompts = prompts[start : start + ENCODE_CHUNK]
+            texts = [p + r for p, r in zip(chunk_prompts, responses[start : start + ENCODE_CHUNK])]
+            encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
+            input_ids.extend(encoded["input_ids"])
+            for prompt, offsets in zip(chunk_prompts, encoded["offset_mapping"]):
+                masks.append([int(end > len(prompt) and end > begin) for begin, end in offsets])
+        return EncodedTexts(input_ids=input_ids, response_mask=masks)
 
     def collate(self, encoded: EncodedTexts, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """Pad the selected sequences into a batch (``input_ids``, ``attention_mask``, ``response_mask``)."""
