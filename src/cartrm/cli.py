@@ -48,9 +48,11 @@ def _split(value: str | None, default: str) -> str | None:
 SplitOption = Annotated[
     Optional[str], typer.Option(help="rows of this 'split' column value when the data has one; 'all' keeps every row")
 ]
-TailOption = Annotated[
-    Optional[str], typer.Option("--tail-by", help="label:COLUMN=V1,V2 | label:COLUMN | rarity:Q | density:Q[:tfidf]")
-]
+TAIL_HELP = "label:COLUMN=V1,V2 | label:COLUMN | rarity:Q | density:Q[:tfidf]"
+TailOption = Annotated[Optional[str], typer.Option("--tail-by", help=TAIL_HELP)]
+RequiredTailOption = Annotated[str, typer.Option("--tail-by", help=TAIL_HELP)]
+DataOption = Annotated[Path, typer.Option(help="preference data file")]
+MaxPairsOption = Annotated[Optional[int], typer.Option(help="use a seeded random subset of this many pairs")]
 SeedOption = Annotated[int, typer.Option(help="fixes data order, initialisation and dropout")]
 
 
@@ -100,7 +102,7 @@ def train(
 @_one_line_errors
 def evaluate(
     model: Annotated[str, typer.Option(help="trained reward model folder (or a built-in name)")],
-    data: Annotated[Path, typer.Option(help="preference data file")],
+    data: DataOption,
     out: Annotated[Path, typer.Option(help="output folder for metrics.json")],
     tail_by: TailOption = None,
     by: Annotated[Optional[list[str]], typer.Option(help="also report per value of this column (repeatable)")] = None,
@@ -130,8 +132,8 @@ def evaluate(
 @_one_line_errors
 def discover(
     model: Annotated[str, typer.Option(help="trained reward model folder (or a built-in name)")],
-    data: Annotated[Path, typer.Option(help="preference data file")],
-    tail_by: Annotated[str, typer.Option("--tail-by", help="label:COLUMN=V1,V2 | label:COLUMN | rarity:Q | density:Q[:tfidf]")],
+    data: DataOption,
+    tail_by: RequiredTailOption,
     out: Annotated[Path, typer.Option(help="output folder: circuits.json, delta_hist.png, coherence_graph.png")],
     sites: Annotated[str, typer.Option(help="comma-separated site kinds: mlp, attn, resid")] = "mlp",
     top_k: Annotated[int, typer.Option(help="candidate neurons (largest |effect size| passing FDR)")] = 64,
@@ -143,7 +145,7 @@ def discover(
     max_validated: Annotated[int, typer.Option(help="circuits given exact patching with a random-set null")] = 5,
     n_null: Annotated[int, typer.Option(help="random neuron sets in the null distribution")] = 20,
     null_mode: Annotated[str, typer.Option(help="patch mode tested against the null: zero, head_mean, resample")] = "resample",
-    max_pairs: Annotated[Optional[int], typer.Option(help="use a seeded random subset of this many pairs")] = None,
+    max_pairs: MaxPairsOption = None,
     batch_size: Annotated[int, typer.Option(help="sequences per forward pass")] = 32,
     cache_activations: Annotated[bool, typer.Option(help="keep pooled activations in OUT/activations (safetensors) and reuse them")] = False,
     split: SplitOption = None,
@@ -153,17 +155,12 @@ def discover(
     from cartrm.circuits.discover import DiscoveryConfig
     from cartrm.circuits.discover import discover as run_discovery
     from cartrm.circuits.plots import plot_coherence_graph, plot_delta_histogram
-    from cartrm.data import load_preferences, parse_tail_spec
-    from cartrm.models import RewardModel
 
     config = DiscoveryConfig(
         sites=tuple(sites.split(",")), pooling=pooling, top_k=top_k, fdr=fdr, mi_estimator=mi_estimator, community=community,
         patch_pairs=patch_pairs, max_validated=max_validated, n_null=n_null, null_mode=null_mode, batch_size=batch_size, seed=seed,
     )
-    dataset = _subset(load_preferences(data, split=_split(split, "train")), max_pairs, seed)
-    reward_model = RewardModel.load(model)
-    tail = parse_tail_spec(tail_by).fit_transform(dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
-    typer.echo(f"tail: {tail.description}")
+    dataset, reward_model, tail = _analysis_inputs(model, data, split, tail_by, max_pairs, seed)
     circuits = run_discovery(reward_model, dataset, tail, config, cache_dir=out / "activations" if cache_activations else None)
     circuits.save(out / "circuits.json")
     plot_delta_histogram(circuits, out / "delta_hist.png")
@@ -184,8 +181,8 @@ def discover(
 def assess(
     model: Annotated[str, typer.Option(help="the reward model circuits.json was made from")],
     circuits: Annotated[Path, typer.Option(help="circuits.json from cart discover")],
-    data: Annotated[Path, typer.Option(help="preference data file")],
-    tail_by: Annotated[str, typer.Option("--tail-by", help="label:COLUMN=V1,V2 | label:COLUMN | rarity:Q | density:Q[:tfidf]")],
+    data: DataOption,
+    tail_by: RequiredTailOption,
     out: Annotated[Path, typer.Option(help="output folder: vulnerability.json, vulnerability.png")],
     eps: Annotated[float, typer.Option(help="ball radius as a fraction of the circuit's activation norm on head data")] = 0.1,
     norm: Annotated[str, typer.Option(help="l2 or linf ball for the sensitivity (eq. 7)")] = "l2",
@@ -193,15 +190,13 @@ def assess(
     groups: Annotated[Optional[str], typer.Option(help="column of semantic group ids (default: k-means of hidden states)")] = None,
     top_targets: Annotated[int, typer.Option(help="circuits kept as targets C_v")] = 3,
     max_circuits: Annotated[int, typer.Option(help="largest circuits assessed")] = 10,
-    sensitivity_examples: Annotated[int, typer.Option(help="tail texts used for sensitivity")] = 64,
-    max_pairs: Annotated[Optional[int], typer.Option(help="use a seeded random subset of this many pairs")] = None,
+    sensitivity_examples: Annotated[int, typer.Option(help="tail texts used for sensitivity")] = 32,
+    max_pairs: MaxPairsOption = None,
     split: SplitOption = None,
     seed: SeedOption = 0,
 ) -> None:
     """Phase 2: score each circuit's consistency, sensitivity, coverage and Vuln; pick the targets; bound terms."""
     from cartrm.circuits.result import Circuits
-    from cartrm.data import load_preferences, parse_tail_spec
-    from cartrm.models import RewardModel
     from cartrm.vulnerability.assess import AssessConfig
     from cartrm.vulnerability.assess import assess as run_assessment
     from cartrm.vulnerability.plots import plot_vulnerability
@@ -211,11 +206,7 @@ def assess(
         max_circuits=max_circuits, sensitivity_examples=sensitivity_examples, seed=seed,
     )
     found = Circuits.load(circuits)
-    dataset = _subset(load_preferences(data, split=_split(split, "train")), max_pairs, seed)
-    if groups:
-        dataset.column(groups)
-    reward_model = RewardModel.load(model)
-    tail = parse_tail_spec(tail_by).fit_transform(dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
+    dataset, reward_model, tail = _analysis_inputs(model, data, split, tail_by, max_pairs, seed, columns=[groups] if groups else [])
     report = run_assessment(reward_model, dataset, tail.mask, found, config)
     report.save(out / "vulnerability.json")
     plot_vulnerability(report, out / "vulnerability.png")
@@ -265,6 +256,20 @@ def make_benchmark(
     dataset = make_longtail_dataset(config)
     dataset.save(out)
     typer.echo(f"wrote {len(dataset)} pairs to {out}")
+
+
+def _analysis_inputs(model: str, data: Path, split: str | None, tail_by: str, max_pairs: int | None, seed: int, columns=()):
+    """Data (``train`` split by default, optionally subsampled), the reward model and the tail split."""
+    from cartrm.data import load_preferences, parse_tail_spec
+    from cartrm.models import RewardModel
+
+    dataset = _subset(load_preferences(data, split=_split(split, "train")), max_pairs, seed)
+    for column in columns:
+        dataset.column(column)
+    reward_model = RewardModel.load(model)
+    tail = parse_tail_spec(tail_by).fit_transform(dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
+    typer.echo(f"tail: {tail.description}")
+    return dataset, reward_model, tail
 
 
 def _subset(dataset, max_pairs: int | None, seed: int):
