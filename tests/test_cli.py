@@ -112,3 +112,15 @@ def test_discover_then_assess_on_a_planted_model(tmp_path):
     assert (tmp_path / "a" / "vulnerability.png").read_bytes()[:4] == b"\x89PNG"
     result = invoke("assess", *common, "--circuits", tmp_path / "d" / "circuits.json", "--out", tmp_path / "b", "--weights", "1,2")
     assert result.exit_code == 1 and "--weights expects 3" in result.output and not (tmp_path / "b").exists()
+
+
+def test_bound_sweep_on_a_tiny_model(tmp_path):
+    result = invoke("bound", "--out", tmp_path / "b", "--model", "tiny-bert", "--tail-sizes", "8,16,32", "--n-head", 32, "--n-test-tail", 40, "--epochs", 1)
+    assert result.exit_code == 0, result.output
+    sweep = json.loads((tmp_path / "b" / "bound.json").read_text())
+    assert [p["n_tail"] for p in sweep["points"]] == [8, 16, 32]
+    for point in sweep["points"]:
+        assert point["gap"] == pytest.approx(point["l_tail"] - point["l_head"])
+        assert point["l_head"] > 0 and point["l_tail"] > 0
+    assert (tmp_path / "b" / "bound.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "b" / "n_tail_8" / "circuits.json").exists()

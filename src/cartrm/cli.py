@@ -221,6 +221,41 @@ def assess(
 
 @app.command()
 @_one_line_errors
+def bound(
+    out: Annotated[Path, typer.Option(help="output folder: bound.json, bound.png and one sub-folder per N_tail")],
+    model: Annotated[str, typer.Option(help="base model: built-in name or model folder")] = "minilm",
+    tail_sizes: Annotated[str, typer.Option(help="comma-separated numbers of tail training pairs")] = "25,50,100,200",
+    n_head: Annotated[int, typer.Option(help="head training pairs (the same at every point)")] = 600,
+    n_test_tail: Annotated[int, typer.Option(help="tail pairs in the shared test split")] = 600,
+    epochs: Annotated[float, typer.Option(help="training epochs per point")] = 1.0,
+    seed: SeedOption = 0,
+) -> None:
+    """Sweep N_tail on the embedded benchmark and test whether L_tail − L_head follows the bound's terms (eq. 4–5)."""
+    from cartrm.training import TrainConfig
+    from cartrm.vulnerability.sweep import BoundSweepConfig, plot_bound_sweep, run_bound_sweep
+
+    sizes = tuple(int(v) for v in _floats(tail_sizes, len(tail_sizes.split(",")), "--tail-sizes"))
+    config = BoundSweepConfig(
+        model=model, tail_sizes=sizes, n_head=n_head, n_test_tail=n_test_tail, seed=seed,
+        train=TrainConfig(epochs=epochs, learning_rate=1e-4, max_length=128, seed=seed),
+    )
+    sweep = run_bound_sweep(config, out)
+    sweep.save(out / "bound.json")
+    plot_bound_sweep(sweep, out / "bound.png")
+    for point in sweep.points:
+        typer.echo(
+            f"  N_tail {point.n_tail:4d}: L_head {point.l_head:.3f} L_tail {point.l_tail:.3f} gap {point.gap:+.3f}; "
+            f"|C_tail| {point.n_circuits}, complexity {point.complexity:.3f}, Div {point.divergence:.3f}"
+        )
+    typer.echo(
+        f"gap vs complexity: Spearman {sweep.spearman_complexity} (p {sweep.p_complexity}); "
+        f"gap vs Div: Spearman {sweep.spearman_divergence} (p {sweep.p_divergence})"
+    )
+    typer.echo(f"wrote {out / 'bound.json'}")
+
+
+@app.command()
+@_one_line_errors
 def run(
     quick: Annotated[bool, typer.Option("--quick", help="small sizes: finishes in about 10 minutes on 2 CPU cores")] = False,
     name: Annotated[Optional[str], typer.Option(help="run name (folder under --out-root); default 'quick' or 'default'")] = None,

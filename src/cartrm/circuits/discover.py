@@ -54,6 +54,7 @@ from cartrm.circuits.statistics import (
 )
 from cartrm.data.tail import TailSplit
 from cartrm.models.reward_model import RewardModel
+from cartrm.vulnerability.bound import circuit_divergence
 
 MAX_LISTED_NEURONS = 1000
 HISTOGRAM_BINS = 60
@@ -157,7 +158,9 @@ def _circuit_records(groups, candidate_acts, rewards, is_tail, features, config)
     records = [
         CircuitRecord(
             id=f"c{i}", members=[_ref(features, m) for m in g.members], coherence=g.mean_coherence,
-            tail_delta=float(deltas[i]), tail_effect_size=float(effects[i]), decomposition_weight=float(decomposition.weights[i]),
+            tail_delta=float(deltas[i]), tail_effect_size=float(effects[i]),
+            divergence=circuit_divergence(circuit_acts[is_tail, i], circuit_acts[~is_tail, i]),
+            decomposition_weight=float(decomposition.weights[i]),
         )
         for i, g in enumerate(groups)
     ]

@@ -51,6 +51,7 @@ class CircuitRecord(_Record):
     coherence: float
     tail_delta: float
     tail_effect_size: float
+    divergence: float
     decomposition_weight: float
     patch_effect: float | None = None
     patch_p_value: float | None = None
