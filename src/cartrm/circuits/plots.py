@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import networkx as nx
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import networkx as nx  # noqa: E402
-
-from cartrm.circuits.result import Circuits  # noqa: E402
-from cartrm.io import atomic_path  # noqa: E402
+from cartrm.circuits.result import Circuits
+from cartrm.plotting import plt, save_figure
 
 
 def plot_delta_histogram(circuits: Circuits, path: str | Path) -> None:
@@ -26,7 +22,7 @@ def plot_delta_histogram(circuits: Circuits, path: str | Path) -> None:
     axis.set_xlabel("Δ = E_tail[a] − E_head[a]")
     axis.set_ylabel("features")
     axis.set_title(f"{circuits.n_significant} of {circuits.n_features} features pass FDR (red: candidates)")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_coherence_graph(circuits: Circuits, path: str | Path) -> None:
@@ -45,10 +41,4 @@ def plot_coherence_graph(circuits: Circuits, path: str | Path) -> None:
         )
     axis.set_title(f"{len(circuits.circuits)} circuits; edges: coherence > {circuits.coherence_threshold or 0:.3g}")
     axis.axis("off")
-    _save(figure, path)
-
-
-def _save(figure, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(figure)
+    save_figure(figure, path)
