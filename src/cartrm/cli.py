@@ -189,6 +189,7 @@ def assess(
     weights: Annotated[str, typer.Option(help="α,β,γ of eq. 9")] = "0.3333,0.3333,0.3333",
     groups: Annotated[Optional[str], typer.Option(help="column of semantic group ids (default: k-means of hidden states)")] = None,
     top_targets: Annotated[int, typer.Option(help="circuits kept as targets C_v")] = 3,
+    threshold: Annotated[Optional[float], typer.Option(help="also require Vuln ≥ this for a target")] = None,
     max_circuits: Annotated[int, typer.Option(help="largest circuits assessed")] = 10,
     sensitivity_examples: Annotated[int, typer.Option(help="tail texts used for sensitivity")] = 32,
     max_pairs: MaxPairsOption = None,
@@ -202,7 +203,7 @@ def assess(
     from cartrm.vulnerability.plots import plot_vulnerability
 
     config = AssessConfig(
-        eps=eps, norm=norm, weights=_floats(weights, 3, "--weights"), groups_column=groups, top_targets=top_targets,
+        eps=eps, norm=norm, weights=_floats(weights, 3, "--weights"), groups_column=groups, top_targets=top_targets, vuln_threshold=threshold,
         max_circuits=max_circuits, sensitivity_examples=sensitivity_examples, seed=seed,
     )
     found = Circuits.load(circuits)
