@@ -171,7 +171,7 @@ def train(
                 history.append(entry)
                 accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=global_step)
             end_of_epoch = micro % micro_per_epoch == 0
-            if (config.save_steps and global_step % config.save_steps == 0) or (not config.save_steps and end_of_epoch):
+            if global_step >= total_steps or (config.save_steps and global_step % config.save_steps == 0) or (not config.save_steps and end_of_epoch):
                 _checkpoint(accelerator, out, global_step, micro, history)
             if global_step >= total_steps:
                 break
