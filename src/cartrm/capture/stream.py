@@ -33,6 +33,11 @@ class FeatureIndex:
     def size(self) -> int:
         return int(self.offsets[-1])
 
+    def offset_of(self, site_name: str) -> int:
+        """Position of a site's first feature on the concatenated axis."""
+        names = [s.name for s in self.sites]
+        return int(self.offsets[names.index(site_name)])
+
     def locate(self, feature: int) -> tuple[Site, int]:
         position = int(np.searchsorted(self.offsets, feature, side="right") - 1)
         return self.sites[position], int(feature - self.offsets[position])

@@ -83,12 +83,11 @@ class PatchBench:
             features, mode = patch
             by_site = self.features.by_site(features)
             sites = [s for s in self.sites if s.name in by_site]
-            offsets = dict(zip((s.name for s in self.sites), self.features.offsets[:-1]))
 
             def interventions(indices: np.ndarray):
                 rows = np.array([self.row_of[int(i)] for i in indices])
                 return {
-                    site: patch_response_tokens(torch.as_tensor(local), torch.as_tensor(self.values(mode, local + offsets[site], rows)))
+                    site: patch_response_tokens(torch.as_tensor(local), torch.as_tensor(self.values(mode, local + self.features.offset_of(site), rows)))
                     for site, local in by_site.items()
                 }
 
@@ -127,7 +126,6 @@ def random_feature_sets(
     features: FeatureIndex, members: np.ndarray, n_sets: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
     """Random feature sets with the same number of features per site (hence per layer) as ``members``."""
-    offsets = dict(zip((s.name for s in features.sites), features.offsets[:-1]))
     widths = {s.name: s.width for s in features.sites}
     per_site = {site: len(local) for site, local in features.by_site(members).items()}
     excluded = set(int(m) for m in members)
@@ -135,7 +133,8 @@ def random_feature_sets(
     for _ in range(n_sets):
         chosen = []
         for site, count in per_site.items():
-            pool_ids = np.array([offsets[site] + i for i in range(widths[site]) if offsets[site] + i not in excluded])
+            start = features.offset_of(site)
+            pool_ids = np.array([start + i for i in range(widths[site]) if start + i not in excluded])
             chosen.append(rng.choice(pool_ids, size=count, replace=False))
         sets.append(np.sort(np.concatenate(chosen)))
     return sets
