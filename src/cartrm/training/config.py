@@ -5,6 +5,37 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class CartConfig(BaseModel):
+    """Components and weights of the CART objective (eq. 16: ``L_head + L_aug + L_circuit + L_prog``).
+
+    Circuits come from ``circuits`` (circuits.json) and targets ``C_v`` from ``vulnerability``
+    (vulnerability.json) or ``target_circuits``; with neither file, training runs ``warmup_steps`` of plain
+    Bradley–Terry, then discovers and assesses circuits on the current model itself.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    circuits: str | None = Field(None, description="circuits.json from cart discover")
+    vulnerability: str | None = Field(None, description="vulnerability.json from cart assess (its targets are C_v)")
+    target_circuits: tuple[str, ...] | None = Field(None, description="explicit circuit ids for C_v (overrides the targets)")
+    augmentation: bool = True
+    aug_weight: float = Field(1.0, ge=0, description="weight of L_aug (eq. 10-11)")
+    aug_candidates: int = Field(8, ge=1, description="transformations G(x) drawn per tail pair")
+    aug_keep: int = Field(1, ge=1, description="M: candidates kept per tail pair (largest circuit activation)")
+    generator: str | None = Field(None, description="local causal LM folder for sampled rewrites")
+    circuit_reg: bool = True
+    circuit_reg_weight: float = Field(1.0, ge=0, description="λ of eq. 12")
+    progressive: bool = True
+    progressive_eta: float | None = Field(None, gt=0, description="η of eq. 13; default w_max / (progressive_ramp · total steps)")
+    progressive_ramp: float = Field(0.5, gt=0, le=1, description="share of training over which tail weights reach w_max")
+    w_max: float = Field(1.0, gt=0, description="cap of the tail weight; 1 reproduces the paper")
+    min_tail_per_batch: int = Field(4, ge=0, description="k: tail pairs guaranteed in every batch")
+    rediscover_every: int = Field(0, ge=0, description="re-run discovery and assessment every N steps (0: never)")
+    warmup_steps: int | None = Field(None, ge=1, description="BT steps before self-discovery; default 10% of the steps")
+    discovery_pairs: int = Field(256, ge=16, description="pairs used when discovering / assessing during training")
+    top_targets: int = Field(3, ge=1, description="circuits in C_v when training picks the targets itself")
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -23,3 +54,7 @@ class TrainConfig(BaseModel):
     save_steps: int = Field(0, ge=0, description="also checkpoint every N optimizer steps (0: at each epoch end)")
     logging_steps: int = Field(10, gt=0)
     tail_by: str | None = None
+    label_smoothing: float = Field(0.1, ge=0, lt=0.5, description="ε of the label-smoothing baseline")
+    tail_weight: float | None = Field(None, gt=0, description="reweight baseline: tail weight (default N_head / N_tail)")
+    hidden_reg_weight: float = Field(0.1, ge=0, description="hidden-reg baseline: weight of the hidden-state drift penalty")
+    cart: CartConfig = Field(default_factory=CartConfig)
