@@ -19,6 +19,7 @@ data_app = typer.Typer(help="Data utilities.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 ALL_SPLITS = "all"
+CART_PANEL = "CART (--method cart)"
 
 
 def _one_line_errors(command):
@@ -76,25 +77,53 @@ def train(
     split: SplitOption = None,
     seed: SeedOption = 0,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in --out")] = False,
+    label_smoothing: Annotated[float, typer.Option(help="[label-smoothing] ε: the target preference is 1 − ε")] = 0.1,
+    tail_weight: Annotated[Optional[float], typer.Option(help="[reweight] weight of tail pairs (default N_head / N_tail)")] = None,
+    hidden_reg_weight: Annotated[float, typer.Option(help="[hidden-reg] weight of the hidden-state drift penalty")] = 0.1,
+    circuits: Annotated[Optional[Path], typer.Option(help="circuits.json (default: discover after a warm-up)", rich_help_panel=CART_PANEL)] = None,
+    vulnerability: Annotated[Optional[Path], typer.Option(help="vulnerability.json whose targets are C_v", rich_help_panel=CART_PANEL)] = None,
+    aug: Annotated[bool, typer.Option("--aug/--no-aug", help="circuit-guided augmentation (eq. 10-11)", rich_help_panel=CART_PANEL)] = True,
+    circuit_reg: Annotated[bool, typer.Option("--circuit-reg/--no-circuit-reg", help="circuit variance regulariser (eq. 12)", rich_help_panel=CART_PANEL)] = True,
+    progressive: Annotated[bool, typer.Option("--progressive/--no-progressive", help="progressive tail weights (eq. 13)", rich_help_panel=CART_PANEL)] = True,
+    circuit_reg_weight: Annotated[float, typer.Option("--lambda", help="λ of eq. 12", rich_help_panel=CART_PANEL)] = 1.0,
+    aug_weight: Annotated[float, typer.Option(help="weight of L_aug", rich_help_panel=CART_PANEL)] = 1.0,
+    aug_candidates: Annotated[int, typer.Option(help="transformations drawn per tail pair", rich_help_panel=CART_PANEL)] = 8,
+    aug_keep: Annotated[int, typer.Option(help="M: augmentations kept per tail pair", rich_help_panel=CART_PANEL)] = 1,
+    generator: Annotated[Optional[Path], typer.Option(help="local causal LM folder for sampled rewrites", rich_help_panel=CART_PANEL)] = None,
+    w_max: Annotated[float, typer.Option(help="cap of the tail weight (1 reproduces the paper)", rich_help_panel=CART_PANEL)] = 1.0,
+    eta: Annotated[Optional[float], typer.Option(help="η of eq. 13 (default: reach w_max halfway)", rich_help_panel=CART_PANEL)] = None,
+    min_tail: Annotated[int, typer.Option(help="tail pairs guaranteed per batch", rich_help_panel=CART_PANEL)] = 4,
+    rediscover_every: Annotated[int, typer.Option(help="re-discover circuits every N steps (0: never)", rich_help_panel=CART_PANEL)] = 0,
+    warmup_steps: Annotated[Optional[int], typer.Option(help="steps before self-discovery when no --circuits (default 10%)", rich_help_panel=CART_PANEL)] = None,
 ) -> None:
-    """Train a reward model (Bradley–Terry on pairs, squared error on scored data)."""
+    """Train a reward model: bt (Bradley–Terry; squared error on scored data), label-smoothing, reweight,
+    hidden-reg, or cart (needs --tail-by)."""
     from cartrm.data import load_dataset, parse_tail_spec
     from cartrm.models import RewardModel
     from cartrm.training import TrainConfig
     from cartrm.training import train as run_training
+    from cartrm.training.config import CartConfig
 
+    cart = CartConfig(
+        circuits=_existing(circuits, "--circuits"), vulnerability=_existing(vulnerability, "--vulnerability"), augmentation=aug,
+        circuit_reg=circuit_reg, progressive=progressive, circuit_reg_weight=circuit_reg_weight, aug_weight=aug_weight,
+        aug_candidates=aug_candidates, aug_keep=aug_keep, generator=_existing(generator, "--generator"), w_max=w_max,
+        progressive_eta=eta, min_tail_per_batch=min_tail, rediscover_every=rediscover_every, warmup_steps=warmup_steps,
+    )
     config = TrainConfig(
         method=method, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate, warmup_ratio=warmup_ratio,
         max_length=max_length, center_rewards_coefficient=center_rewards_coefficient, save_steps=save_steps, seed=seed,
-        tail_by=tail_by,
+        tail_by=tail_by, label_smoothing=label_smoothing, tail_weight=tail_weight, hidden_reg_weight=hidden_reg_weight, cart=cart,
     )
     dataset = load_dataset(data, split=_split(split, "train"))
     reward_model = RewardModel.load(model, max_length=max_length, seed=seed)
+    tail_mask = None
     if tail_by:
         tail = parse_tail_spec(tail_by).fit_transform(dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
         typer.echo(f"tail: {tail.description}")
-    result = run_training(reward_model, dataset, config, out, resume=resume)
+        tail_mask = tail.mask
+    result = run_training(reward_model, dataset, config, out, tail_mask=tail_mask, resume=resume)
     typer.echo(f"trained {result.global_step} steps in {result.seconds:.0f}s, final loss {result.final_loss:.4f}; model saved to {out}")
 
 
@@ -315,6 +344,12 @@ def _subset(dataset, max_pairs: int | None, seed: int):
     if max_pairs is None or max_pairs >= len(dataset):
         return dataset
     return dataset.select(np.sort(np.random.default_rng(seed).choice(len(dataset), size=max_pairs, replace=False)))
+
+
+def _existing(path: Path | None, flag: str) -> str | None:
+    if path is not None and not path.exists():
+        raise CartError(f"{flag} {path}: no such file or folder")
+    return None if path is None else str(path)
 
 
 def _floats(text: str, count: int, flag: str) -> tuple[float, ...]:

@@ -25,7 +25,7 @@ from cartrm.errors import CartError
 from cartrm.io import write_json_atomic
 from cartrm.models.reward_model import RewardModel
 from cartrm.training.config import TrainConfig
-from cartrm.training.methods import get_method
+from cartrm.training.methods import TrainingContext, get_method
 
 CHECKPOINTS_KEPT = 2
 
@@ -64,15 +64,57 @@ class EpochShuffleSampler(Sampler[int]):
         return self.size
 
 
+class TailAwareSampler(Sampler[int]):
+    """Like :class:`EpochShuffleSampler`, but every consecutive block of ``batch_size`` indices holds at least
+    ``min_tail`` tail examples (eq. 12 needs tail examples in each batch).
+
+    Each epoch shuffles all examples into batches, then swaps head examples of a batch short of tail
+    examples for tail examples drawn from a cycling, reshuffled tail order: the tail is over-sampled, the
+    epoch keeps its length, and the order depends on ``(seed, epoch)`` alone (so resuming is exact).
+    """
+
+    def __init__(self, tail_mask: np.ndarray, batch_size: int, min_tail: int, seed: int) -> None:
+        self.tail_mask = np.asarray(tail_mask, dtype=bool)
+        if not self.tail_mask.any():
+            raise CartError("a tail-aware sampler needs at least one tail example")
+        self.batch_size, self.min_tail, self.seed, self.epoch = batch_size, min(min_tail, batch_size), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.tail_mask))
+        tail_pool = np.flatnonzero(self.tail_mask)
+        tail_order, cursor = rng.permutation(tail_pool), 0
+        batches = []
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size].copy()
+            is_tail = self.tail_mask[batch]
+            needed = min(self.min_tail, len(batch)) - int(is_tail.sum())
+            for slot in np.flatnonzero(~is_tail)[: max(needed, 0)]:
+                if cursor == len(tail_order):
+                    tail_order, cursor = rng.permutation(tail_pool), 0
+                batch[slot] = tail_order[cursor]
+                cursor += 1
+            batches.append(batch)
+        return iter(np.concatenate(batches).tolist())
+
+    def __len__(self) -> int:
+        return len(self.tail_mask)
+
+
 class BatchBuilder:
     """Tokenises the dataset once; turns a list of row indices into a padded batch.
 
-    Pairwise batches stack the chosen rows over the rejected rows (2B sequences).
+    Pairwise batches stack the chosen rows over the rejected rows (2B sequences); ``is_tail`` marks the
+    tail pairs (all False without a tail mask).
     """
 
-    def __init__(self, reward_model: RewardModel, dataset: PreferenceDataset | PointwiseDataset) -> None:
+    def __init__(self, reward_model: RewardModel, dataset: PreferenceDataset | PointwiseDataset, tail_mask: np.ndarray | None = None) -> None:
         self.model = reward_model
         self.n = len(dataset)
+        self.is_tail = np.zeros(self.n, dtype=bool) if tail_mask is None else np.asarray(tail_mask, dtype=bool)
         self.pairwise = isinstance(dataset, PreferenceDataset)
         self.weight = dataset.numeric_column("weight") if dataset.has_column("weight") else np.ones(self.n)
         if (self.weight < 0).any() or self.weight.sum() <= 0:
@@ -92,6 +134,7 @@ class BatchBuilder:
         batch = self.model.collate(self.encoded, rows)
         batch["index"] = torch.tensor(indices, dtype=torch.long)
         batch["weight"] = torch.tensor(self.weight[indices], dtype=torch.float32)
+        batch["is_tail"] = torch.tensor(self.is_tail[indices], dtype=torch.bool)
         if self.pairwise:
             batch["margin"] = torch.tensor(self.margin[indices], dtype=torch.float32)
         else:
@@ -105,10 +148,15 @@ def train(
     config: TrainConfig,
     output_dir: str | Path,
     *,
+    tail_mask: np.ndarray | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``reward_model`` in place on ``dataset`` and save it to ``output_dir``."""
+    """Train ``reward_model`` in place on ``dataset`` and save it to ``output_dir``.
+
+    ``tail_mask`` marks the tail examples; methods that use the head/tail split (``cart``, ``reweight``)
+    require it.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -123,9 +171,15 @@ def train(
     if config.max_length:
         reward_model.max_length = config.max_length
     method = get_method(config.method, config)
-    method.setup(reward_model, dataset)
-    builder = BatchBuilder(reward_model, dataset)
-    sampler = EpochShuffleSampler(len(dataset), config.seed)
+    if tail_mask is not None and len(tail_mask) != len(dataset):
+        raise CartError(f"tail mask has {len(tail_mask)} entries for {len(dataset)} training examples")
+    if method.needs_tail and tail_mask is None:
+        raise CartError(f"method '{config.method}' needs the head/tail split: pass --tail-by")
+    builder = BatchBuilder(reward_model, dataset, tail_mask)
+    if method.min_tail_per_batch and tail_mask is not None:
+        sampler = TailAwareSampler(tail_mask, config.batch_size, method.min_tail_per_batch, config.seed)
+    else:
+        sampler = EpochShuffleSampler(len(dataset), config.seed)
     loader = DataLoader(
         range(len(dataset)), batch_size=config.batch_size, sampler=sampler, collate_fn=builder,
         generator=torch.Generator().manual_seed(config.seed),
@@ -134,14 +188,17 @@ def train(
     micro_per_epoch = math.ceil(len(loader) / accelerator.num_processes)
     steps_per_epoch = math.ceil(micro_per_epoch / config.gradient_accumulation_steps)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    context = TrainingContext(tail_mask=builder.is_tail, total_steps=total_steps, output_dir=out, progress=progress)
+    method.setup(reward_model, dataset, context)
     scheduler = get_scheduler(
         "linear", optimizer,
         num_warmup_steps=int(config.warmup_ratio * total_steps) * accelerator.num_processes,
         num_training_steps=total_steps * accelerator.num_processes,
     )
     model, optimizer, loader, scheduler = accelerator.prepare(reward_model.model, optimizer, loader, scheduler)
-    state = _resume(accelerator, out) if resume else {"global_step": 0, "micro": 0, "history": []}
-    accelerator.init_trackers("train", config={k: v for k, v in config.model_dump().items() if v is not None})
+    state = _resume(accelerator, out) if resume else {"global_step": 0, "micro": 0, "history": [], "method": {}}
+    method.restore(state.get("method", {}))
+    accelerator.init_trackers("train", config=_hparams(config.model_dump()))
     model.train()
     global_step, micro, history = state["global_step"], state["micro"], state["history"]
     bar = tqdm(total=total_steps, initial=global_step, desc=f"train[{config.method}]", disable=not progress or not accelerator.is_local_main_process)
@@ -172,7 +229,7 @@ def train(
                 accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=global_step)
             end_of_epoch = micro % micro_per_epoch == 0
             if global_step >= total_steps or (config.save_steps and global_step % config.save_steps == 0) or (not config.save_steps and end_of_epoch):
-                _checkpoint(accelerator, out, global_step, micro, history)
+                _checkpoint(accelerator, out, {"global_step": global_step, "micro": micro, "history": history, "method": method.state()})
             if global_step >= total_steps:
                 break
     bar.close()
@@ -188,6 +245,17 @@ def train(
     return result
 
 
+def _hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flat ``{name: scalar}`` for TensorBoard's hparams (nested configs become ``cart.x``; None is dropped)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_hparams(value, f"{prefix}{key}."))
+        elif value is not None:
+            flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on biases and normalisation weights (the usual AdamW practice)."""
     decay, no_decay = [], []
@@ -197,9 +265,10 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _checkpoint(accelerator: Any, out: Path, global_step: int, micro: int, history: list) -> None:
-    """Save accelerate state + loop position under ``checkpoints/step-N`` atomically; keep the newest few."""
-    folder = out / "checkpoints" / f"step-{global_step}"
+def _checkpoint(accelerator: Any, out: Path, loop_state: dict[str, Any]) -> None:
+    """Save accelerate state + loop position (and the method's state) under ``checkpoints/step-N`` atomically;
+    keep the newest few."""
+    folder = out / "checkpoints" / f"step-{loop_state['global_step']}"
     if accelerator.is_main_process:
         tmp = folder.with_name(f".{folder.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -207,7 +276,7 @@ def _checkpoint(accelerator: Any, out: Path, global_step: int, micro: int, histo
     tmp = folder.with_name(f".{folder.name}.tmp")
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps({"global_step": global_step, "micro": micro, "history": history}))
+        (tmp / "trainer_state.json").write_text(json.dumps(loop_state))
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
         for old in _checkpoints(out)[:-CHECKPOINTS_KEPT]:

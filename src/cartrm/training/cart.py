@@ -1,0 +1,258 @@
+"""``--method cart``: the combined CART objective (SPEC §Phase 3, eq. 10–16).
+
+``L_CART = L_head + L_prog + L_aug + L_circuit`` (eq. 16):
+
+- ``L_head + L_prog``: the Bradley–Terry loss with per-pair weights 1 (head) and ``w_t = min(w_max, η·t)``
+  (tail, eq. 13), summed and divided by the batch's base weight (so the curriculum scales the tail's share).
+- ``L_aug`` (eq. 10–11): for the batch's tail pairs, their circuit-guided augmentations (the candidates of
+  G(x) with the largest Σ_{c∈C_v} a_c(x'), chosen when the targets were set) with the pair's label.
+- ``L_circuit`` (eq. 12): ``λ Σ_{c∈C_v} Var_tail[a_c(x)]``, the population variance over the batch's tail
+  texts of each target circuit's pooled activation, with gradients through the forward hooks.
+
+Targets ``C_v`` come from a circuits.json + vulnerability.json (found on the baseline model, which starts
+from the same initialisation, so the neuron ids name the same units) or, without them, from discovery and
+assessment run on the model itself after ``warmup_steps`` of plain training; ``rediscover_every`` repeats that.
+Each time targets are set, ``OUT/cart/step-N/`` receives the circuits, vulnerability and augmented pairs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cartrm.capture.hooks import ActivationCapture, pooling_mask
+from cartrm.capture.sites import list_sites
+from cartrm.capture.stream import FeatureIndex
+from cartrm.circuits.result import Circuits
+from cartrm.data.dataset import PreferenceDataset
+from cartrm.errors import CartError
+from cartrm.io import write_text_atomic
+from cartrm.models.reward_model import reward_forward
+from cartrm.training.methods import BradleyTerry, TrainingContext, pairwise_losses, register
+from cartrm.vulnerability.result import VulnerabilityReport
+
+ARTIFACTS = "cart"
+ASSESS_SENSITIVITY_EXAMPLES = 16
+
+
+@dataclass(frozen=True)
+class TargetCircuit:
+    """A circuit of C_v as the regulariser reads it: per site, the local indices of its members."""
+
+    id: str
+    members: np.ndarray
+    by_site: dict[str, np.ndarray]
+
+
+def progressive_weight(step: int, eta: float, w_max: float) -> float:
+    """eq. 13: ``w_t = min(w_max, η·t)`` with ``t = step + 1`` (the optimizer step being taken)."""
+    return min(w_max, eta * (step + 1))
+
+
+def circuit_variance(pooled: dict[str, torch.Tensor], targets: list[TargetCircuit], rows: torch.Tensor) -> torch.Tensor:
+    """eq. 12 without λ: Σ_c Var over ``rows`` of a_c(x), the mean of the members' pooled activations."""
+    total = next(iter(pooled.values())).new_zeros(())
+    if int(rows.sum()) < 2:
+        return total
+    for target in targets:
+        parts = [pooled[name][:, torch.as_tensor(local)] for name, local in target.by_site.items()]
+        activation = torch.cat(parts, dim=1).mean(dim=1)
+        total = total + activation[rows].var(unbiased=False)
+    return total
+
+
+@register
+class CircuitAwareTraining(BradleyTerry):
+    name = "cart"
+    needs_tail = True
+
+    @property
+    def min_tail_per_batch(self) -> int:
+        return self.config.cart.min_tail_per_batch
+
+    def setup(self, reward_model: Any, dataset: Any, context: TrainingContext) -> None:
+        cart = self.config.cart
+        if cart.augmentation and not isinstance(dataset, PreferenceDataset):
+            raise CartError("CART augmentation needs preference pairs; use --no-aug for scored (pointwise) data")
+        self.reward_model, self.dataset, self.context = reward_model, dataset, context
+        self.eta = cart.progressive_eta or cart.w_max / (cart.progressive_ramp * context.total_steps)
+        self.targets: list[TargetCircuit] = []
+        self.augmented: list[Any] = []
+        self.artifacts: str | None = None
+        self._last_step = -1
+        if cart.circuits:
+            circuits = Circuits.load(cart.circuits)
+            report = VulnerabilityReport.load(cart.vulnerability) if cart.vulnerability else None
+            self._set_targets(circuits, self._target_ids(circuits, report), step=0)
+            self.next_discovery = cart.rediscover_every or None
+        else:
+            self.next_discovery = cart.warmup_steps or max(1, round(0.1 * context.total_steps))
+
+    def state(self) -> dict[str, Any]:
+        return {"next_discovery": self.next_discovery, "artifacts": self.artifacts}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.next_discovery = state["next_discovery"]
+        if state["artifacts"] and state["artifacts"] != self.artifacts:
+            folder = Path(state["artifacts"])
+            circuits = Circuits.load(folder / "circuits.json")
+            targets = json.loads((folder / "targets.json").read_text())
+            self._use(circuits, targets, _read_augmented(folder / "augmented.jsonl"), folder)
+
+    def loss(self, module: Any, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        if step != self._last_step:
+            self._last_step = step
+            if self.next_discovery is not None and step >= self.next_discovery:
+                self._discover(step)
+        cart = self.config.cart
+        if cart.circuit_reg and self.targets:
+            with ActivationCapture(_unwrap(module), self.sites, self.pooling, keep_grad=True) as capture:
+                capture.set_mask(pooling_mask(batch))
+                rewards = reward_forward(module, batch)
+            is_tail = batch["is_tail"].to(rewards.device)
+            rows = torch.cat([is_tail, is_tail]) if "score" not in batch else is_tail
+            variance = circuit_variance(capture.pooled, self.targets, rows)
+        else:
+            rewards, variance = reward_forward(module, batch), None
+        loss, logs = self.preference_loss(rewards, batch, step)
+        if variance is not None:
+            loss = loss + cart.circuit_reg_weight * variance
+            logs["circuit_var"] = variance.item()
+        if cart.augmentation and self.augmented:
+            aug_loss = self._augmentation_loss(module, batch)
+            if aug_loss is not None:
+                loss = loss + cart.aug_weight * aug_loss
+                logs["aug_loss"] = aug_loss.item()
+        logs["loss"] = loss.item()
+        return loss, logs
+
+    def preference_loss(self, rewards: torch.Tensor, batch: dict[str, torch.Tensor], step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+        """L_head + L_prog: tail pairs weighted by eq. 13, normalised by the base weights."""
+        base = batch["weight"].to(rewards.device)
+        tail_weight = progressive_weight(step, self.eta, self.config.cart.w_max) if self.config.cart.progressive else 1.0
+        weights = base * torch.where(batch["is_tail"].to(rewards.device), tail_weight, 1.0)
+        if "score" in batch:
+            loss = (weights * (rewards - batch["score"].to(rewards.device)) ** 2).sum() / base.sum()
+            return loss, {"tail_weight": tail_weight}
+        losses, logits = pairwise_losses(rewards, batch)
+        loss = (weights * losses).sum() / base.sum()
+        return loss, {"accuracy": (logits > 0).float().mean().item(), "tail_weight": tail_weight}
+
+    def _augmentation_loss(self, module: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """eq. 10: the Bradley–Terry loss on the kept augmentations of the batch's tail pairs."""
+        sources = batch["index"][batch["is_tail"]].tolist()
+        rows = [r for s in sources for r in self.aug_rows.get(int(s), [])]
+        if not rows:
+            return None
+        n = len(self.augmented)
+        aug_batch = self.reward_model.collate(self.aug_encoded, rows + [r + n for r in rows])
+        aug_batch["margin"] = torch.zeros(len(rows))
+        losses, _ = pairwise_losses(reward_forward(module, aug_batch), aug_batch)
+        return losses.mean()
+
+    def _target_ids(self, circuits: Circuits, report: VulnerabilityReport | None) -> list[str]:
+        cart = self.config.cart
+        known = [c.id for c in circuits.circuits]
+        if cart.target_circuits:
+            missing = [i for i in cart.target_circuits if i not in known]
+            if missing:
+                raise CartError(f"target circuits {', '.join(missing)} are not in {circuits.model}'s circuits ({', '.join(known[:10])}…)")
+            return list(cart.target_circuits)
+        if report is not None:
+            return list(report.targets)
+        return known[: cart.top_targets]
+
+    def _set_targets(self, circuits: Circuits, target_ids: list[str], step: int) -> None:
+        """Make ``target_ids`` the regulariser's C_v, select their augmentations (eq. 11), record artifacts."""
+        features = FeatureIndex(tuple(list_sites(self.reward_model.model, tuple(circuits.config["sites"]))))
+        if features.size != circuits.n_features:
+            raise CartError(
+                f"circuits.json describes {circuits.n_features} features at sites {circuits.config['sites']}, but this model has "
+                f"{features.size}: it was made from a different architecture"
+            )
+        augmented = self._augment(circuits, target_ids, features) if self.config.cart.augmentation else []
+        folder = Path(self.context.output_dir) / ARTIFACTS / f"step-{step}"
+        circuits.save(folder / "circuits.json")
+        write_text_atomic(folder / "targets.json", json.dumps(target_ids))
+        write_text_atomic(folder / "augmented.jsonl", "".join(json.dumps(asdict(a)) + "\n" for a in augmented))
+        self._use(circuits, target_ids, augmented, folder)
+
+    def _use(self, circuits: Circuits, target_ids: list[str], augmented: list[Any], folder: Path) -> None:
+        features = FeatureIndex(tuple(list_sites(self.reward_model.model, tuple(circuits.config["sites"]))))
+        by_id = {c.id: c for c in circuits.circuits}
+        self.targets = []
+        for circuit_id in target_ids:
+            members = np.array([m.feature for m in by_id[circuit_id].members])
+            self.targets.append(TargetCircuit(circuit_id, members, features.by_site(members)))
+        used = {name for t in self.targets for name in t.by_site}
+        self.sites = [s for s in features.sites if s.name in used]
+        self.pooling = circuits.config["pooling"]
+        self.augmented = augmented
+        self.aug_rows: dict[int, list[int]] = {}
+        for row, pair in enumerate(augmented):
+            self.aug_rows.setdefault(pair.source, []).append(row)
+        if augmented:
+            prompts = [a.prompt for a in augmented]
+            self.aug_encoded = self.reward_model.encode(prompts * 2, [a.chosen for a in augmented] + [a.rejected for a in augmented])
+        self.artifacts = str(folder)
+
+    def _augment(self, circuits: Circuits, target_ids: list[str], features: FeatureIndex) -> list[Any]:
+        from cartrm.training.augment import LMRewriter, augment_tail_pairs
+
+        cart = self.config.cart
+        by_id = {c.id: c for c in circuits.circuits}
+        members = [np.array([m.feature for m in by_id[i].members]) for i in target_ids]
+        rewriter = LMRewriter(cart.generator, seed=self.config.seed) if cart.generator else None
+        return augment_tail_pairs(
+            self.reward_model, self.dataset, self.context.tail_mask, members, features, circuits.config["pooling"],
+            n_candidates=cart.aug_candidates, keep=cart.aug_keep, seed=self.config.seed, rewriter=rewriter,
+        )
+
+    def _discover(self, step: int) -> None:
+        """Discovery + assessment on a seeded subset of the training data, with the model as it is now."""
+        from cartrm.circuits.discover import DiscoveryConfig, discover
+        from cartrm.data.tail import TailSplit
+        from cartrm.vulnerability.assess import AssessConfig, assess
+
+        cart = self.config.cart
+        subset = _discovery_subset(self.context.tail_mask, cart.discovery_pairs, self.config.seed + step)
+        data, mask = self.dataset.select(subset), self.context.tail_mask[subset]
+        progress = self.context.progress
+        circuits = discover(self.reward_model, data, TailSplit(mask, "training tail"), DiscoveryConfig(patch_pairs=0, seed=self.config.seed), progress=progress)
+        if not circuits.circuits:
+            raise CartError(f"step {step}: discovery found no tail circuits on {len(subset)} training pairs")
+        report = assess(
+            self.reward_model, data, mask, circuits,
+            AssessConfig(top_targets=cart.top_targets, sensitivity_examples=ASSESS_SENSITIVITY_EXAMPLES, seed=self.config.seed), progress=progress,
+        )
+        folder = Path(self.context.output_dir) / ARTIFACTS / f"step-{step}"
+        report.save(folder / "vulnerability.json")
+        self._set_targets(circuits, self._target_ids(circuits, report), step)
+        self.next_discovery = step + cart.rediscover_every if cart.rediscover_every else None
+
+
+def _discovery_subset(tail_mask: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Up to ``size`` rows: as many tail rows as fit in half of it, the rest head; sorted, seeded."""
+    rng = np.random.default_rng(seed)
+    tail, head = np.flatnonzero(tail_mask), np.flatnonzero(~tail_mask)
+    n_tail = min(len(tail), size // 2)
+    n_head = min(len(head), size - n_tail)
+    return np.sort(np.concatenate([rng.choice(tail, n_tail, replace=False), rng.choice(head, n_head, replace=False)]))
+
+
+def _unwrap(module: Any) -> Any:
+    """The model inside a DDP wrapper (hooks go on the real modules)."""
+    return getattr(module, "module", module)
+
+
+def _read_augmented(path: Path) -> list[Any]:
+    from cartrm.training.augment import AugmentedPair
+
+    return [AugmentedPair(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
