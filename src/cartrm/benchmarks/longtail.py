@@ -63,7 +63,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -568,3 +568,74 @@ def generate_pairs(config: BenchmarkConfig = BenchmarkConfig()) -> list[Benchmar
 def generate_benchmark(config: BenchmarkConfig = BenchmarkConfig()) -> list[dict]:
     """The benchmark as TRL plain-text preference records, ordered train, validation, test."""
     return [pair.to_record() for pair in generate_pairs(config)]
+
+
+# Reading the gold reward back from response text: checks the labels of edited (augmented) pairs.
+
+
+def _text_sentences(text: str) -> list[str]:
+    """Sentences of a response, whitespace-normalised; bullets ("- ") and line breaks are ignored.
+
+    A sentence ends at a token ending in ".", "!" or "?", so bulleted or reordered responses parse alike.
+    """
+    sentences: list[str] = []
+    current: list[str] = []
+    for token in text.split():
+        if not current and token == "-":
+            continue
+        current.append(token)
+        if token[-1] in ".!?":
+            sentences.append(" ".join(current))
+            current = []
+    if current:
+        sentences.append(" ".join(current))
+    return sentences
+
+
+def _fills_template(sentence: str, templates: tuple[str, ...], slot: str) -> bool:
+    """Whether ``sentence`` is one of ``templates`` with any non-empty text in ``{slot}``.
+
+    The slot is matched loosely so a word substituted consistently in prompt and response (the rare-token
+    augmentation renames the topic) keeps the feature; on benchmark text the slot always holds a domain
+    topic or term.
+    """
+    for template in templates:
+        prefix, suffix = template.split("{" + slot + "}")
+        if len(sentence) > len(prefix) + len(suffix) and sentence.startswith(prefix) and sentence.endswith(suffix):
+            return True
+    return False
+
+
+def features_from_text(response: str, domain: str) -> dict[str, float]:
+    """The six FEATURES of a response rendered by :func:`render_response`, read from its text.
+
+    Robust to sentence order, bullets and line breaks. Enthusiasm is read as any sentence ending in "!":
+    the enthusiastic openers and closers are the benchmark's only uses of "!" (the plain closer is
+    "Good luck." with a period).
+    """
+    if domain not in DOMAIN_BY_NAME:
+        raise ValueError(f"unknown domain {domain!r}")
+    sentences = _text_sentences(response)
+    features = {
+        "relevance": any(_fills_template(s, RELEVANT_MAINS, "topic") for s in sentences),
+        "detail": sum(_fills_template(s, DETAIL_SENTENCES, "term") for s in sentences),
+        "example": any(s.startswith(EXAMPLE_MARKERS) for s in sentences),
+        "caveat": any(marker in s for s in sentences for marker in CAVEAT_MARKERS),
+        "enthusiasm": any(s.endswith("!") for s in sentences),
+        "off_topic": any(s.startswith(OFF_TOPIC_MARKERS) for s in sentences),
+    }
+    return {name: float(features[name]) for name in FEATURES}
+
+
+def gold_from_text(response: str, domain: str) -> float:
+    """Gold reward of a benchmark response read from its text (equals the pair's stored gold)."""
+    return gold_reward(features_from_text(response, domain), domain)
+
+
+def label_agreement(pairs: Sequence[tuple[str, str]], domains: Sequence[str]) -> float:
+    """Share of (chosen, rejected) texts whose gold reward, read from the text, prefers the chosen one."""
+    if len(pairs) != len(domains):
+        raise ValueError(f"{len(pairs)} pairs but {len(domains)} domains")
+    if not pairs:
+        raise ValueError("label agreement needs at least one pair")
+    return float(np.mean([gold_from_text(c, d) > gold_from_text(r, d) for (c, r), d in zip(pairs, domains)]))

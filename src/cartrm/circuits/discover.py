@@ -53,6 +53,7 @@ from cartrm.circuits.statistics import (
     tau_specialised,
 )
 from cartrm.data.tail import TailSplit
+from cartrm.errors import CartError
 from cartrm.models.reward_model import RewardModel
 from cartrm.vulnerability.bound import circuit_divergence
 
@@ -135,7 +136,7 @@ def discover(
     if records and config.patch_pairs and config.max_validated:
         rank_correlation = _validate(reward_model, examples, features, moments, records, config, progress)
     return Circuits(
-        model=reward_model.name, model_fingerprint=fingerprint, data=dataset.source,
+        model=reward_model.name, model_fingerprint=fingerprint, model_type=reward_model.model.config.model_type, data=dataset.source,
         tail_description=tail.description, config=config.model_dump(mode="json"), n_examples=len(examples),
         n_features=features.size, n_significant=int((differential.q_value <= config.fdr).sum()),
         tau=tau, n_tau_specialised=int(specialised.sum()),
@@ -281,3 +282,15 @@ def _neuron_records(features, differential: DifferentialResult, specialised, can
         )
         for j in ranked
     ]
+
+
+def balanced_subset(tail_mask: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Up to ``limit`` row indices, half tail and half head where the data allows: discovery contrasts tail with
+    head, so a balanced subset gives both sides as many examples as it can."""
+    tail, head = np.flatnonzero(tail_mask), np.flatnonzero(~tail_mask)
+    if len(tail) == 0 or len(head) == 0:
+        raise CartError(f"the training data has {len(tail)} tail and {len(head)} head examples; discovery needs both")
+    n_tail = min(len(tail), max(limit // 2, limit - len(head)))
+    n_head = min(len(head), limit - n_tail)
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([rng.choice(tail, n_tail, replace=False), rng.choice(head, n_head, replace=False)]))

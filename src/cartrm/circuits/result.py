@@ -82,6 +82,7 @@ class Circuits(_Record):
     schema_version: int = CIRCUITS_SCHEMA_VERSION
     model: str
     model_fingerprint: str
+    model_type: str | None = None
     data: str
     tail_description: str
     config: dict

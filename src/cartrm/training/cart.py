@@ -172,10 +172,11 @@ class CircuitAwareTraining(BradleyTerry):
     def _set_targets(self, circuits: Circuits, target_ids: list[str], step: int) -> None:
         """Make ``target_ids`` the regulariser's C_v, select their augmentations (eq. 11), record artifacts."""
         features = FeatureIndex(tuple(list_sites(self.reward_model.model, tuple(circuits.config["sites"]))))
-        if features.size != circuits.n_features:
+        model_type = self.reward_model.model.config.model_type
+        if circuits.model_type not in (None, model_type) or features.size != circuits.n_features:
             raise CartError(
-                f"circuits.json describes {circuits.n_features} features at sites {circuits.config['sites']}, but this model has "
-                f"{features.size}: it was made from a different architecture"
+                f"circuits.json describes {circuits.n_features} features of a {circuits.model_type or '?'} model at sites "
+                f"{circuits.config['sites']}, but this {model_type} model has {features.size}: it was made from a different architecture"
             )
         augmented = self._augment(circuits, target_ids, features) if self.config.cart.augmentation else []
         folder = Path(self.context.output_dir) / ARTIFACTS / f"step-{step}"
@@ -212,17 +213,17 @@ class CircuitAwareTraining(BradleyTerry):
         rewriter = LMRewriter(cart.generator, seed=self.config.seed) if cart.generator else None
         return augment_tail_pairs(
             self.reward_model, self.dataset, self.context.tail_mask, members, features, circuits.config["pooling"],
-            n_candidates=cart.aug_candidates, keep=cart.aug_keep, seed=self.config.seed, rewriter=rewriter,
+            n_candidates=cart.aug_candidates, keep=cart.aug_keep, seed=self.config.seed, rewriter=rewriter, transforms=cart.aug_transforms,
         )
 
     def _discover(self, step: int) -> None:
         """Discovery + assessment on a seeded subset of the training data, with the model as it is now."""
-        from cartrm.circuits.discover import DiscoveryConfig, discover
+        from cartrm.circuits.discover import DiscoveryConfig, balanced_subset, discover
         from cartrm.data.tail import TailSplit
         from cartrm.vulnerability.assess import AssessConfig, assess
 
         cart = self.config.cart
-        subset = _discovery_subset(self.context.tail_mask, cart.discovery_pairs, self.config.seed + step)
+        subset = balanced_subset(self.context.tail_mask, cart.discovery_pairs, self.config.seed + step)
         data, mask = self.dataset.select(subset), self.context.tail_mask[subset]
         progress = self.context.progress
         circuits = discover(self.reward_model, data, TailSplit(mask, "training tail"), DiscoveryConfig(patch_pairs=0, seed=self.config.seed), progress=progress)
@@ -236,15 +237,6 @@ class CircuitAwareTraining(BradleyTerry):
         report.save(folder / "vulnerability.json")
         self._set_targets(circuits, self._target_ids(circuits, report), step)
         self.next_discovery = step + cart.rediscover_every if cart.rediscover_every else None
-
-
-def _discovery_subset(tail_mask: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Up to ``size`` rows: as many tail rows as fit in half of it, the rest head; sorted, seeded."""
-    rng = np.random.default_rng(seed)
-    tail, head = np.flatnonzero(tail_mask), np.flatnonzero(~tail_mask)
-    n_tail = min(len(tail), size // 2)
-    n_head = min(len(head), size - n_tail)
-    return np.sort(np.concatenate([rng.choice(tail, n_tail, replace=False), rng.choice(head, n_head, replace=False)]))
 
 
 def _unwrap(module: Any) -> Any:

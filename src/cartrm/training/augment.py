@@ -1,0 +1,374 @@
+"""Circuit-guided augmentation of tail pairs (SPEC §Phase 3, paper eq. 10–11).
+
+A family G(x) of transformations edits a tail pair; the candidates that most activate the vulnerable
+circuits C_v are kept: x̃ = argmax_{x'∈G(x)} Σ_{c∈C_v} a_c(x') (eq. 11), a_c(x) being the plain mean of the
+circuit's members' pooled activations (as in phase 2). A pair's score is the mean over its two texts
+(prompt + chosen, prompt + rejected).
+
+The rule-based transformations (``TRANSFORMS``) apply the same edit to chosen and rejected (and to the
+prompt where it names the edited word), so the pair's label is meant to hold: rare-token substitution,
+synonym substitution, dropping a sentence both responses share, reordering inner sentences, bullet
+formatting. ``lm_rewrite`` (with an :class:`LMRewriter`) paraphrases chosen and rejected separately with a
+sampled causal LM: it gives more varied text but does not guarantee the label.
+
+Sentences are split with the regex ``(?<=[.!?])\\s+`` (after ".", "!" or "?" followed by whitespace); good
+enough for short advice text, not for abbreviations such as "e.g. this".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cartrm.capture.stream import ExampleSet, FeatureIndex, pooled_batches
+from cartrm.data.dataset import RenderedPair
+from cartrm.errors import CartError
+from cartrm.models.reward_model import RewardModel
+
+TailVocabulary = tuple[str, ...]
+Transform = Callable[[RenderedPair, np.random.Generator, TailVocabulary], RenderedPair | None]
+
+SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?])\s+")
+WORD = re.compile(r"\b[A-Za-z]{4,}\b")
+STOP_WORDS = frozenset(
+    """about after again also because been before being could does doing each from have here into just
+    like make more most much need only other over some such than that their them then there these they
+    this those through very want were what when where which while will with would your yours
+    user assistant system human""".split()  # the last four: chat-template role names, never edited
+)
+SYNONYMS: dict[str, str] = {
+    "start": "begin", "careful": "cautious", "help": "assist", "practice": "training", "important": "essential",
+    "simple": "basic", "slowly": "gradually", "main": "principal", "thing": "point", "patience": "perseverance",
+    "progress": "improvement", "deliberate": "intentional", "preparation": "planning", "notes": "records",
+    "compare": "contrast", "short": "brief", "regular": "frequent", "sessions": "periods", "better": "superior",
+    "change": "alter", "closely": "attentively", "early": "soon", "understand": "grasp", "check": "verify",
+    "many": "numerous", "people": "folks", "begin": "commence", "worth": "valuable", "proper": "suitable",
+    "guidance": "advice", "unsure": "uncertain", "useful": "helpful", "enjoy": "savour", "great": "excellent",
+}
+REWRITE_PROMPT = "Rewrite the following answer in different words:\n{text}\nRewrite:"
+
+
+@dataclass(frozen=True)
+class AugmentedPair:
+    """One candidate x' ∈ G(x): the edited pair, the index of its source pair and the transform's name."""
+
+    source: int
+    transform: str
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+# ---- tail vocabulary ------------------------------------------------------------------------------------
+
+
+def _words(texts: Iterable[str]) -> Counter:
+    return Counter(w.lower() for text in texts for w in WORD.findall(text))
+
+
+def tail_vocabulary(tail_texts: Iterable[str], head_texts: Iterable[str], size: int = 200) -> TailVocabulary:
+    """Words (alphabetic, ≥ 4 letters, lower-case) frequent in tail texts and rare or absent in head texts.
+
+    Ranked by the add-one smoothed log-ratio of their relative frequencies, log p_tail(w) − log p_head(w);
+    only words with a positive ratio are kept; ties go alphabetically, so the order is deterministic.
+    """
+    tail, head = _words(tail_texts), _words(head_texts)
+    n_vocab = len(tail.keys() | head.keys())
+    tail_total, head_total = sum(tail.values()) + n_vocab, sum(head.values()) + n_vocab
+    ratio = {w: math.log((tail[w] + 1) / tail_total) - math.log((head[w] + 1) / head_total) for w in tail}
+    ranked = sorted((w for w in ratio if ratio[w] > 0), key=lambda w: (-ratio[w], w))
+    return tuple(ranked[:size])
+
+
+# ---- rule-based transformations -------------------------------------------------------------------------
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in SENTENCE_BOUNDARY.split(text.strip()) if s]
+
+
+def _keep_margins(text: str, body: str) -> str:
+    """``body`` with ``text``'s leading and trailing whitespace (chat templates put newlines there)."""
+    stripped = text.strip()
+    if not stripped:
+        return text
+    start = text.index(stripped)
+    return text[:start] + body + text[start + len(stripped) :]
+
+
+def _match_case(word: str, template: str) -> str:
+    if template.isupper():
+        return word.upper()
+    return word.capitalize() if template[0].isupper() else word
+
+
+def _replace_words(text: str, mapping: dict[str, str]) -> str:
+    """Replace whole-word, case-insensitive occurrences of ``mapping``'s keys, keeping simple capitalisation."""
+    if not mapping:
+        return text
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(mapping)) + r")\b", re.IGNORECASE)
+    return pattern.sub(lambda m: _match_case(mapping[m.group(0).lower()], m.group(0)), text)
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _words([text]) if w not in STOP_WORDS}
+
+
+def rare_token(pair: RenderedPair, rng: np.random.Generator, vocabulary: TailVocabulary) -> RenderedPair | None:
+    """Rename a content word of the prompt that a response repeats to a rare tail word, everywhere."""
+    shared = sorted(_content_words(pair.prompt) & (_content_words(pair.chosen) | _content_words(pair.rejected)))
+    present = _words([pair.prompt, pair.chosen, pair.rejected])
+    replacements = [w for w in vocabulary if w not in present]
+    if not shared or not replacements:
+        return None
+    mapping = {shared[int(rng.integers(len(shared)))]: replacements[int(rng.integers(len(replacements)))]}
+    return RenderedPair(*(_replace_words(t, mapping) for t in (pair.prompt, pair.chosen, pair.rejected)))
+
+
+def synonym(pair: RenderedPair, rng: np.random.Generator, vocabulary: TailVocabulary) -> RenderedPair | None:
+    """Swap a random non-empty subset of the table's words found in the responses, in both responses."""
+    found = sorted(set(SYNONYMS) & _words([pair.chosen, pair.rejected]).keys())
+    if not found:
+        return None
+    picked = [w for w in found if rng.random() < 0.5] or [found[int(rng.integers(len(found)))]]
+    mapping = {w: SYNONYMS[w] for w in picked}
+    return replace(pair, chosen=_replace_words(pair.chosen, mapping), rejected=_replace_words(pair.rejected, mapping))
+
+
+def drop_shared_sentence(pair: RenderedPair, rng: np.random.Generator, vocabulary: TailVocabulary) -> RenderedPair | None:
+    """Delete a sentence both responses contain verbatim: shared content is not what the label is about."""
+    chosen, rejected = split_sentences(pair.chosen), split_sentences(pair.rejected)
+    shared = [s for s in dict.fromkeys(chosen) if s in rejected]
+    if not shared or min(len(chosen), len(rejected)) < 2:
+        return None
+    drop = shared[int(rng.integers(len(shared)))]
+
+    def without(text: str, sentences: list[str]) -> str:
+        return _keep_margins(text, " ".join(s for s in sentences if s != drop))
+
+    return replace(pair, chosen=without(pair.chosen, chosen), rejected=without(pair.rejected, rejected))
+
+
+def _shuffle_inner(text: str, rng: np.random.Generator) -> str:
+    """Shuffle the sentences between the first and the last (a non-identity order when there are ≥ 2)."""
+    sentences = split_sentences(text)
+    inner = sentences[1:-1]
+    if len(inner) < 2:
+        return text
+    order = rng.permutation(len(inner))
+    if np.array_equal(order, np.arange(len(inner))):
+        order = np.roll(order, 1)
+    return _keep_margins(text, " ".join([sentences[0], *(inner[i] for i in order), sentences[-1]]))
+
+
+def reorder(pair: RenderedPair, rng: np.random.Generator, vocabulary: TailVocabulary) -> RenderedPair | None:
+    """Shuffle each response's inner sentences independently (the first and last stay in place)."""
+    edited = replace(pair, chosen=_shuffle_inner(pair.chosen, rng), rejected=_shuffle_inner(pair.rejected, rng))
+    return None if edited == pair else edited
+
+
+def _bulleted(text: str) -> str:
+    return _keep_margins(text, "\n".join(f"- {s}" for s in split_sentences(text)))
+
+
+def format_bullets(pair: RenderedPair, rng: np.random.Generator, vocabulary: TailVocabulary) -> RenderedPair | None:
+    """Render both responses as bulleted lists, one sentence per line."""
+    return replace(pair, chosen=_bulleted(pair.chosen), rejected=_bulleted(pair.rejected))
+
+
+TRANSFORMS: dict[str, Transform] = {
+    "rare_token": rare_token,
+    "synonym": synonym,
+    "drop_shared_sentence": drop_shared_sentence,
+    "reorder": reorder,
+    "format": format_bullets,
+}
+
+
+# ---- sampled rewrites -----------------------------------------------------------------------------------
+
+
+class LMRewriter:
+    """Paraphrases texts by sampling a local causal LM (the ``lm_rewrite`` transformation).
+
+    Each text is sampled under a torch seed derived from (``seed``, ``salt``, the text), so a rewrite does
+    not depend on which other texts share the call; the global torch RNG is left untouched. Chosen and
+    rejected are rewritten separately, so the pair's label is not guaranteed to hold.
+    """
+
+    def __init__(self, path: str, seed: int = 0, max_new_tokens: int = 48, temperature: float = 0.9) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        _require_causal_lm(path)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(path).eval()
+        except (OSError, ValueError) as exc:
+            raise CartError(f"cannot load a causal LM from {path}: {str(exc).splitlines()[0]}") from exc
+        self.seed, self.max_new_tokens, self.temperature = seed, max_new_tokens, temperature
+        self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+
+    def rewrite(self, texts: list[str], salt: int = 0) -> list[str]:
+        """One sampled paraphrase per text (the original text when the sample decodes to nothing)."""
+        return [self._rewrite_one(text, salt) for text in texts]
+
+    def _rewrite_one(self, text: str, salt: int) -> str:
+        inputs = self.tokenizer(REWRITE_PROMPT.format(text=text), return_tensors="pt")
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, salt, zlib.crc32(text.encode())]).generate_state(1)[0]))
+            output = self.model.generate(
+                **inputs, do_sample=True, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
+                pad_token_id=self.pad_token_id,
+            )
+        sample = self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        return sample or text
+
+
+def _require_causal_lm(path: str) -> None:
+    """Refuse folders whose saved architecture is not a causal LM (e.g. a reward model's classifier)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if not Path(path).is_dir():
+        raise CartError(f"generator LM '{path}' is not a local model folder")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise CartError(f"{path} is not a Hugging Face model folder: {str(exc).splitlines()[0]}") from exc
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    architectures = getattr(config, "architectures", None) or []
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (architectures and not causal & set(architectures)):
+        saved = ", ".join(architectures) or config.model_type
+        raise CartError(f"{path} holds {saved}, not a causal LM; lm_rewrite needs a generator (AutoModelForCausalLM)")
+
+
+def _lm_rewrite(pair: RenderedPair, rng: np.random.Generator, rewriter: LMRewriter) -> RenderedPair:
+    """Paraphrase chosen and rejected separately (their label is not guaranteed), keeping their outer whitespace."""
+    chosen, rejected = rewriter.rewrite([pair.chosen.strip(), pair.rejected.strip()], salt=int(rng.integers(2**31)))
+    return replace(pair, chosen=_keep_margins(pair.chosen, chosen), rejected=_keep_margins(pair.rejected, rejected))
+
+
+# ---- candidates (eq. 10) --------------------------------------------------------------------------------
+
+
+def generate_candidates(
+    pairs: Sequence[RenderedPair], sources: Sequence[int], n_candidates: int, seed: int, vocabulary: TailVocabulary,
+    rewriter: LMRewriter | None = None, transforms: Sequence[str] | None = None,
+) -> list[AugmentedPair]:
+    """Up to ``n_candidates`` distinct edits of each pair, none equal to the original (G(x), eq. 10), drawn
+    from ``transforms`` (names in ``TRANSFORMS``; default all).
+
+    Each pair's draws come from a generator seeded with (``seed``, its source index), so a pair's candidates
+    do not depend on the other pairs or their order. Transforms are tried in a fresh random order each
+    round, for at most ``n_candidates`` rounds.
+    """
+    if len(pairs) != len(sources):
+        raise ValueError(f"{len(pairs)} pairs but {len(sources)} sources")
+    chosen = list(TRANSFORMS if transforms is None else transforms)
+    unknown = [name for name in chosen if name not in TRANSFORMS]
+    if unknown or not chosen:
+        raise CartError(f"unknown augmentation transform(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TRANSFORMS)}")
+    names = [*chosen, *(["lm_rewrite"] if rewriter else [])]
+    return [c for pair, source in zip(pairs, sources) for c in _pair_candidates(pair, int(source), n_candidates, seed, vocabulary, rewriter, names)]
+
+
+def _pair_candidates(pair, source, n_candidates, seed, vocabulary, rewriter, names) -> list[AugmentedPair]:
+    rng = np.random.default_rng([seed, source])
+    seen, out = {pair}, []
+    for _ in range(n_candidates):
+        for name in (names[i] for i in rng.permutation(len(names))):
+            edited = _lm_rewrite(pair, rng, rewriter) if name == "lm_rewrite" else TRANSFORMS[name](pair, rng, vocabulary)
+            if edited is None or edited in seen:
+                continue
+            seen.add(edited)
+            out.append(AugmentedPair(source, name, edited.prompt, edited.chosen, edited.rejected))
+            if len(out) == n_candidates:
+                return out
+    return out
+
+
+# ---- selection by circuit activation (eq. 11) -----------------------------------------------------------
+
+
+def _circuit_activations(reward_model, encoded, members, feature_index, pooling, batch_size) -> np.ndarray:
+    """a_c(x) (N, C): the mean of each circuit's members' pooled activations, capturing only their sites."""
+    union = np.unique(np.concatenate(members))
+    needed = feature_index.by_site(union)
+    sub_index = FeatureIndex(tuple(s for s in feature_index.sites if s.name in needed))
+    where = {int(f): i for i, f in enumerate(union)}
+    columns = np.array([sub_index.offset_of(site.name) + local for site, local in map(feature_index.locate, union)])
+    columns_of = [np.array([where[int(f)] for f in m]) for m in members]
+    n = len(encoded)
+    examples = ExampleSet(encoded, np.arange(n), np.ones(n, bool), np.ones(n, bool))
+    out = np.zeros((n, len(members)))
+    for batch in pooled_batches(reward_model, examples, sub_index.sites, pooling=pooling, batch_size=batch_size):
+        acts = batch.activations[:, columns]
+        out[batch.indices] = np.stack([acts[:, cols].mean(axis=1) for cols in columns_of], axis=1)
+    return out
+
+
+def circuit_scores(
+    reward_model: RewardModel, prompts: Sequence[str], responses: Sequence[str], members: Sequence[np.ndarray],
+    feature_index: FeatureIndex, pooling: str, batch_size: int = 32,
+) -> np.ndarray:
+    """Σ_{c∈C_v} a_c(x) for every ``prompt + response`` text (the objective of eq. 11), shape (N,)."""
+    if not members or any(len(m) == 0 for m in members):
+        raise CartError("circuit scores need at least one circuit, each with at least one member feature")
+    if not prompts:
+        return np.zeros(0)
+    encoded = reward_model.encode(list(prompts), list(responses))
+    return _circuit_activations(reward_model, encoded, list(members), feature_index, pooling, batch_size).sum(axis=1)
+
+
+def select_by_circuits(
+    reward_model: RewardModel, candidates: Sequence[AugmentedPair], members: Sequence[np.ndarray],
+    feature_index: FeatureIndex, pooling: str, keep: int = 1, batch_size: int = 32,
+) -> list[AugmentedPair]:
+    """Per source pair, the ``keep`` candidates of largest score (eq. 11), best first, sources in order.
+
+    A candidate's score is the mean of Σ_c a_c over its two texts; ties keep the candidates' order.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be ≥ 1, got {keep}")
+    if not candidates:
+        return []
+    prompts = [c.prompt for c in candidates]
+    texts = circuit_scores(reward_model, prompts * 2, [c.chosen for c in candidates] + [c.rejected for c in candidates],
+                           members, feature_index, pooling, batch_size)
+    scores = (texts[: len(candidates)] + texts[len(candidates) :]) / 2
+    by_source: dict[int, list[int]] = {}
+    for i in np.argsort(-scores, kind="stable"):
+        by_source.setdefault(candidates[i].source, []).append(int(i))
+    return [candidates[i] for source in sorted(by_source) for i in by_source[source][:keep]]
+
+
+def augment_tail_pairs(
+    reward_model: RewardModel, dataset, tail_mask: np.ndarray, members: Sequence[np.ndarray], feature_index: FeatureIndex,
+    pooling: str, n_candidates: int, keep: int, seed: int, rewriter: LMRewriter | None = None, batch_size: int = 32,
+    transforms: Sequence[str] | None = None,
+) -> list[AugmentedPair]:
+    """Eq. 10–11 on a dataset: candidates for every tail pair, the ``keep`` most circuit-activating kept.
+
+    The rare-token vocabulary contrasts the tail pairs' texts (prompts and responses) with the head pairs'.
+    """
+    tail_mask = np.asarray(tail_mask, dtype=bool)
+    if len(tail_mask) != len(dataset):
+        raise CartError(f"tail mask has {len(tail_mask)} entries for {len(dataset)} pairs")
+    if not tail_mask.any():
+        raise CartError("no tail pairs to augment: the tail mask selects nothing")
+    pairs = dataset.render(reward_model.tokenizer)
+    sources, head = np.flatnonzero(tail_mask), np.flatnonzero(~tail_mask)
+    vocabulary = tail_vocabulary(
+        (t for i in sources for t in (pairs[i].prompt, pairs[i].chosen, pairs[i].rejected)),
+        (t for i in head for t in (pairs[i].prompt, pairs[i].chosen, pairs[i].rejected)),
+    )
+    candidates = generate_candidates([pairs[i] for i in sources], sources, n_candidates, seed, vocabulary, rewriter, transforms)
+    return select_by_circuits(reward_model, candidates, members, feature_index, pooling, keep, batch_size)

@@ -1,0 +1,244 @@
+"""CART training terms (eq. 12, 13, 16) and the baselines' losses, on known cases."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cartrm.capture.sites import list_sites
+from cartrm.capture.stream import ExampleSet, FeatureIndex, pooled_batches
+from cartrm.circuits.discover import DiscoveryConfig, discover
+from cartrm.data.tail import TailSplit
+from cartrm.errors import CartError
+from cartrm.models import RewardModel
+from cartrm.training import TrainConfig, register, train
+from cartrm.training.cart import CircuitAwareTraining, circuit_variance, progressive_weight, TargetCircuit
+from cartrm.training.config import CartConfig
+from cartrm.training.methods import TrainingContext, get_method, pairwise_losses
+from cartrm.training.trainer import BatchBuilder, TailAwareSampler
+from tests.test_discovery import PLANTED, planted_data, planted_model
+
+NO_COMPONENTS = CartConfig(augmentation=False, circuit_reg=False, progressive=False)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    data = planted_data()
+    mask = np.array(data.column("is_tail"), dtype=bool)
+    config = DiscoveryConfig(top_k=8, patch_pairs=0, n_permutations=50, seed=0)
+    circuits = discover(planted_model(), data, TailSplit(mask, "is_tail"), config, progress=False)
+    return data, mask, circuits
+
+
+@pytest.fixture()
+def planted_circuits_file(planted, tmp_path):
+    circuits = planted[2]
+    circuits.save(tmp_path / "circuits.json")
+    target = next(c for c in circuits.circuits if PLANTED in {m.index for m in c.members if m.layer == 0})
+    return tmp_path / "circuits.json", target.id
+
+
+def test_progressive_weights_follow_eq_13():
+    assert [progressive_weight(t, 0.25, 1.0) for t in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [progressive_weight(t, 0.5, 2.0) for t in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+
+
+def test_default_eta_reaches_w_max_at_the_ramp_end(planted, tmp_path):
+    data, mask, _ = planted
+    method = get_method("cart", TrainConfig(method="cart", cart=CartConfig(augmentation=False, w_max=3.0, progressive_ramp=0.5)))
+    method.setup(planted_model(), data, TrainingContext(mask, total_steps=40, output_dir=tmp_path))
+    assert progressive_weight(18, method.eta, 3.0) < 3.0
+    assert progressive_weight(19, method.eta, 3.0) == pytest.approx(3.0)
+
+
+def test_tail_aware_sampler_puts_k_tail_examples_in_every_batch():
+    mask = np.zeros(100, dtype=bool)
+    mask[[3, 50, 97]] = True
+    sampler = TailAwareSampler(mask, batch_size=16, min_tail=4, seed=0)
+    order = list(sampler)
+    assert len(order) == len(sampler) == 100
+    for start in range(0, 100, 16):
+        block = order[start : start + 16]
+        assert mask[block].sum() >= min(4, len(block))
+    assert list(sampler) == order
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+
+
+def test_circuit_variance_is_eq_12_on_a_known_case():
+    pooled = {"a": torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [100.0, 0.0]]), "b": torch.tensor([[2.0], [2.0], [2.0], [9.0]])}
+    rows = torch.tensor([True, True, True, False])
+    one = TargetCircuit("c0", np.array([0]), {"a": np.array([0])})
+    # a_c = mean over members on sites a and b: (1+2)/2, (3+2)/2, (5+2)/2 → 1.5, 2.5, 3.5; population variance 2/3
+    two = TargetCircuit("c1", np.array([0, 2]), {"a": np.array([0]), "b": np.array([0])})
+    assert circuit_variance(pooled, [one], rows).item() == pytest.approx(8 / 3)
+    assert circuit_variance(pooled, [one, two], rows).item() == pytest.approx(8 / 3 + 2 / 3)
+    assert circuit_variance(pooled, [one], torch.tensor([True, False, False, False])).item() == 0.0
+
+
+def test_label_smoothing_loss_has_its_optimum_at_the_smoothed_target():
+    epsilon = 0.1
+    batch = {"margin": torch.zeros(1)}
+    optimum = math.log((1 - epsilon) / epsilon)
+    for z, sign in ((optimum - 1, -1), (optimum, 0), (optimum + 1, 1)):
+        logit = torch.tensor([z], requires_grad=True)
+        rewards = torch.cat([logit, torch.zeros(1)])
+        losses, _ = pairwise_losses(rewards, batch, smoothing=epsilon)
+        losses.sum().backward()
+        assert np.sign(round(logit.grad.item(), 6)) == sign
+    at_zero, _ = pairwise_losses(torch.zeros(2), batch, smoothing=epsilon)
+    assert at_zero.item() == pytest.approx(math.log(2))
+
+
+def test_reweight_gives_tail_pairs_the_head_to_tail_ratio(planted, tmp_path):
+    data, mask, _ = planted
+    method = get_method("reweight", TrainConfig(method="reweight"))
+    method.setup(planted_model(), data, TrainingContext(mask, total_steps=1, output_dir=tmp_path))
+    assert method.tail_weight == pytest.approx((~mask).sum() / mask.sum())
+    batch = BatchBuilder(planted_model(), data, mask)([0, 1, 170, 171])
+    assert method.example_weights(batch).tolist() == [1.0, 1.0, 2.0, 2.0]
+
+
+def test_methods_that_need_the_tail_split_refuse_to_run_without_it(planted, tmp_path):
+    data = planted[0]
+    for name in ("cart", "reweight"):
+        with pytest.raises(CartError, match="--tail-by"):
+            train(planted_model(), data, TrainConfig(method=name, max_steps=1), tmp_path / name, progress=False)
+
+
+def _one_batch_loss(name, config, data, mask, tmp_path, rows=(0, 1, 170, 171)):
+    model = planted_model()
+    method = get_method(name, config)
+    method.setup(model, data, TrainingContext(mask, total_steps=10, output_dir=tmp_path))
+    batch = BatchBuilder(model, data, mask)(list(rows))
+    with model.eval_mode():
+        return method.loss(model.model, batch, step=0)
+
+
+def test_cart_with_every_component_off_is_plain_bradley_terry(planted, tmp_path):
+    data, mask, _ = planted
+    bt, _ = _one_batch_loss("bt", TrainConfig(), data, mask, tmp_path / "bt")
+    cart, logs = _one_batch_loss("cart", TrainConfig(method="cart", cart=NO_COMPONENTS.model_copy(update={"warmup_steps": 5})), data, mask, tmp_path / "c")
+    assert cart.item() == pytest.approx(bt.item(), rel=1e-6)
+    assert "circuit_var" not in logs and "aug_loss" not in logs
+
+
+def test_progressive_weighting_scales_only_the_tail_pairs(planted, tmp_path):
+    data, mask, _ = planted
+    config = TrainConfig(method="cart", cart=CartConfig(augmentation=False, circuit_reg=False, progressive_eta=0.0 + 1e-9, warmup_steps=5))
+    head_only, _ = _one_batch_loss("bt", TrainConfig(), data, mask, tmp_path / "bt", rows=(0, 1))
+    mixed, logs = _one_batch_loss("cart", config, data, mask, tmp_path / "c", rows=(0, 1, 170, 171))
+    assert logs["tail_weight"] == pytest.approx(1e-9)
+    # tail pairs weigh ~0, and the sum is divided by all four base weights: half the head-only mean
+    assert mixed.item() == pytest.approx(head_only.item() / 2, rel=1e-5)
+
+
+def _circuit_tail_variance(model, data, mask, members) -> float:
+    """Var over all tail texts of a_c(x), the mean of the members' pooled activations (global feature ids)."""
+    examples = ExampleSet.from_pairs(model, data, mask)
+    values = np.zeros(len(examples))
+    for batch in pooled_batches(model, examples, list_sites(model.model, ("mlp",)), batch_size=64):
+        values[batch.indices] = batch.activations[:, members].mean(axis=1)
+    return float(values[examples.is_tail].var())
+
+
+def test_circuit_regulariser_lowers_the_tail_variance_of_the_targeted_circuit(planted, planted_circuits_file, tmp_path):
+    data, mask, circuits = planted
+    circuits_path, target = planted_circuits_file
+    members = [m.feature for c in circuits.circuits if c.id == target for m in c.members]
+    before = _circuit_tail_variance(planted_model(), data, mask, members)
+    variances = {}
+    for regularise in (False, True):
+        model = planted_model()
+        cart = CartConfig(circuits=str(circuits_path), target_circuits=(target,), augmentation=False, progressive=False, circuit_reg=regularise, circuit_reg_weight=50.0)
+        config = TrainConfig(method="cart", max_steps=8, batch_size=16, learning_rate=1e-2, warmup_ratio=0.0, cart=cart)
+        result = train(model, data, config, tmp_path / str(regularise), tail_mask=mask, progress=False)
+        variances[regularise] = _circuit_tail_variance(model, data, mask, members)
+        assert ("circuit_var" in result.history[-1]) == regularise
+    assert variances[True] < 0.5 * before
+    assert variances[True] < 0.5 * variances[False]
+
+
+def test_targets_come_from_the_vulnerability_report_or_explicit_ids(planted, planted_circuits_file, tmp_path):
+    data, mask, circuits = planted
+    circuits_path, target = planted_circuits_file
+    method = get_method("cart", TrainConfig(method="cart", cart=CartConfig(circuits=str(circuits_path), augmentation=False)))
+    method.setup(planted_model(), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path / "a"))
+    assert [t.id for t in method.targets] == [c.id for c in circuits.circuits[:3]]
+    bad = TrainConfig(method="cart", cart=CartConfig(circuits=str(circuits_path), target_circuits=("c999",), augmentation=False))
+    with pytest.raises(CartError, match="c999"):
+        get_method("cart", bad).setup(planted_model(), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path / "b"))
+
+
+def test_circuits_of_another_architecture_are_refused(planted, planted_circuits_file, tmp_path):
+    data, mask, _ = planted
+    config = TrainConfig(method="cart", cart=CartConfig(circuits=str(planted_circuits_file[0]), augmentation=False))
+    with pytest.raises(CartError, match="different architecture"):
+        get_method("cart", config).setup(RewardModel.load("tiny-bert"), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path))
+
+
+def test_self_discovery_after_warm_up_sets_targets_and_writes_artifacts(planted, tmp_path):
+    data, mask, _ = planted
+    cart = CartConfig(augmentation=False, warmup_steps=2, discovery_pairs=120, rediscover_every=3)
+    result = train(planted_model(), data, TrainConfig(method="cart", max_steps=6, batch_size=16, logging_steps=1, cart=cart), tmp_path, tail_mask=mask, progress=False)
+    assert sorted(p.name for p in (tmp_path / "cart").iterdir()) == ["step-2", "step-5"]
+    assert (tmp_path / "cart" / "step-2" / "vulnerability.json").exists()
+    assert "circuit_var" not in result.history[1] and "circuit_var" in result.history[2]
+
+
+class Interrupt(Exception):
+    pass
+
+
+@register
+class InterruptedCart(CircuitAwareTraining):
+    name = "test-interrupted-cart"
+    interrupt_at: int | None = None
+
+    def loss(self, module, batch, step):
+        if step == InterruptedCart.interrupt_at:
+            raise Interrupt
+        return super().loss(module, batch, step)
+
+
+def test_resumed_cart_run_matches_an_uninterrupted_one(planted, tmp_path):
+    data, mask, _ = planted
+    cart = CartConfig(augmentation=False, warmup_steps=2, discovery_pairs=120)
+    config = TrainConfig(method="test-interrupted-cart", max_steps=6, batch_size=16, save_steps=3, learning_rate=3e-3, cart=cart)
+    InterruptedCart.interrupt_at = None
+    reference = planted_model()
+    train(reference, data, config, tmp_path / "ref", tail_mask=mask, progress=False)
+    InterruptedCart.interrupt_at = 4
+    with pytest.raises(Interrupt):
+        train(planted_model(), data, config, tmp_path / "run", tail_mask=mask, progress=False)
+    InterruptedCart.interrupt_at = None
+    resumed = planted_model()
+    train(resumed, data, config, tmp_path / "run", tail_mask=mask, resume=True, progress=False)
+    for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_hidden_reg_penalises_drift_from_the_initial_hidden_states(planted, tmp_path):
+    data, mask, _ = planted
+    _, logs = _one_batch_loss("hidden-reg", TrainConfig(method="hidden-reg"), data, mask, tmp_path / "h0")
+    assert logs["hidden_drift"] == pytest.approx(0.0, abs=1e-10)
+    drifts = {}
+    for weight in (0.0, 100.0):
+        config = TrainConfig(method="hidden-reg", hidden_reg_weight=weight, max_steps=5, batch_size=16, learning_rate=3e-3, logging_steps=1)
+        drifts[weight] = train(planted_model(), data, config, tmp_path / str(weight), progress=False).history[-1]["hidden_drift"]
+    assert 0 < drifts[100.0] < drifts[0.0]
+
+
+def test_augmentation_trains_on_the_kept_candidates_of_the_batch_tail_pairs(planted, planted_circuits_file, tmp_path):
+    data, mask, _ = planted
+    circuits_path, target = planted_circuits_file
+    cart = CartConfig(circuits=str(circuits_path), target_circuits=(target,), aug_candidates=4, aug_keep=2, circuit_reg=False)
+    config = TrainConfig(method="cart", max_steps=2, batch_size=16, logging_steps=1, cart=cart)
+    result = train(planted_model(), data, config, tmp_path, tail_mask=mask, progress=False)
+    lines = (tmp_path / "cart" / "step-0" / "augmented.jsonl").read_text().splitlines()
+    sources = [json.loads(line)["source"] for line in lines]
+    assert set(sources) == set(np.flatnonzero(mask).tolist())
+    assert max(sources.count(s) for s in set(sources)) <= 2
+    assert all("aug_loss" in entry for entry in result.history)
