@@ -15,7 +15,7 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def benchmark_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "bench.jsonl"
-    result = invoke("data", "make-benchmark", "--out", path, "--n-train", 64, "--n-validation", 8, "--n-test-head", 24, "--n-test-tail", 24)
+    result = invoke("data", "make-benchmark", "--out", path, "--n-train", 64, "--n-validation", 40, "--n-test-head", 24, "--n-test-tail", 24)
     assert result.exit_code == 0, result.output
     return path
 
@@ -28,7 +28,7 @@ def test_every_command_has_help(command):
 
 def test_make_benchmark_writes_trl_records_with_gold_columns(benchmark_file):
     rows = [json.loads(line) for line in benchmark_file.read_text().splitlines()]
-    assert len(rows) == 64 + 8 + 48
+    assert len(rows) == 64 + 40 + 48
     assert {"prompt", "chosen", "rejected", "domain", "is_tail", "gold_chosen", "gold_rejected", "split"} <= set(rows[0])
 
 
@@ -124,3 +124,28 @@ def test_bound_sweep_on_a_tiny_model(tmp_path):
         assert point["l_head"] > 0 and point["l_tail"] > 0
     assert (tmp_path / "b" / "bound.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "b" / "n_tail_8" / "circuits.json").exists()
+
+
+def test_ensemble_trains_members_and_saves_a_loadable_ensemble(benchmark_file, tmp_path):
+    from cartrm.training.ensemble import load_reward_model
+
+    result = invoke(
+        "ensemble", "--data", benchmark_file, "--out", tmp_path / "e", "--tail-by", "label:is_tail", "--model", "tiny-bert",
+        "--method", "bt", "--members", 2, "--max-steps", 2, "--batch-size", 8, "--max-length", 32,
+    )
+    assert result.exit_code == 0, result.output
+    ensemble = load_reward_model(tmp_path / "e" / "ensemble")
+    assert len(ensemble.members) == 2 and abs(sum(ensemble.alpha) - 1) < 1e-9
+    result = invoke("evaluate", "--model", tmp_path / "e" / "ensemble", "--data", benchmark_file, "--tail-by", "label:is_tail", "--out", tmp_path / "ev")
+    assert result.exit_code == 0, result.output
+
+
+def test_cart_training_from_the_command_line_runs_its_own_discovery(benchmark_file, tmp_path):
+    result = invoke(
+        "train", "--data", benchmark_file, "--out", tmp_path / "m", "--model", "tiny-bert", "--method", "cart", "--tail-by", "label:is_tail",
+        "--max-steps", 3, "--batch-size", 8, "--max-length", 32, "--warmup-steps", 1,
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m" / "config.json").exists()
+    result = invoke("train", "--data", benchmark_file, "--out", tmp_path / "r", "--model", "tiny-bert", "--method", "reweight", "--max-steps", 1)
+    assert result.exit_code == 1 and "--tail-by" in result.output

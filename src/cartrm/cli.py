@@ -129,6 +129,50 @@ def train(
 
 @app.command()
 @_one_line_errors
+def ensemble(
+    data: Annotated[Path, typer.Option(help="training data (its 'validation' split, or --validation-data, fits α)")],
+    out: Annotated[Path, typer.Option(help="output folder: members/, circuits/, ensemble/ (loadable), ensemble_result.json")],
+    tail_by: RequiredTailOption,
+    model: Annotated[str, typer.Option(help="base model: built-in name or model folder")] = "minilm",
+    method: Annotated[str, typer.Option(help="members' training method (cart, or bt for the plain ensemble)")] = "cart",
+    members: Annotated[int, typer.Option(help="K: ensemble members (seeds seed … seed+K−1)")] = 3,
+    weighting: Annotated[str, typer.Option(help="fit (α on the simplex, eq. 15) or uniform")] = "fit",
+    validation_data: Annotated[Optional[Path], typer.Option(help="held-out pairs for α (default: the 'validation' split of --data)")] = None,
+    circuits: Annotated[Optional[Path], typer.Option(help="[cart] circuits.json; members split its targets")] = None,
+    vulnerability: Annotated[Optional[Path], typer.Option(help="[cart] vulnerability.json with the targets C_v")] = None,
+    epochs: Annotated[float, typer.Option(help="passes over the data per member")] = 1.0,
+    max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps per member (overrides --epochs)")] = None,
+    batch_size: Annotated[int, typer.Option(help="pairs per micro-batch")] = 16,
+    learning_rate: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate")] = 5e-5,
+    max_length: Annotated[Optional[int], typer.Option(help="token limit")] = None,
+    seed: SeedOption = 0,
+) -> None:
+    """Circuit-aware ensemble (eq. 14-15): K members with different seeds and circuit targets, α fit on held-out tail pairs."""
+    from cartrm.data import load_dataset, parse_tail_spec
+    from cartrm.models import RewardModel
+    from cartrm.training import TrainConfig
+    from cartrm.training.config import CartConfig
+    from cartrm.training.ensemble import EnsembleConfig, train_ensemble
+    from cartrm.vulnerability.result import VulnerabilityReport
+
+    cart = CartConfig(circuits=_existing(circuits, "--circuits"), vulnerability=_existing(vulnerability, "--vulnerability"))
+    training = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, max_length=max_length, seed=seed, tail_by=tail_by, cart=cart)
+    config = EnsembleConfig(members=members, method=method, weighting=weighting, seed=seed, train=training)
+    everything = load_dataset(data)
+    if validation_data is None and not everything.has_column("split"):
+        raise CartError(f"{data}: α needs held-out pairs; pass --validation-data or give the rows a 'split' column with 'validation' rows")
+    dataset = everything.split("train") if everything.has_column("split") else everything
+    held_out = load_dataset(validation_data) if validation_data else everything.split("validation")
+    probe = RewardModel.load(model, max_length=max_length)
+    spec = parse_tail_spec(tail_by).fit(dataset, tokenizer=probe.tokenizer, embedder=probe.embed)
+    targets = VulnerabilityReport.load(vulnerability).targets if vulnerability else None
+    result = train_ensemble(model, dataset, spec.transform(dataset).mask, held_out, spec.transform(held_out).mask, config, out, targets=targets)
+    typer.echo(f"α = {', '.join(f'{a:.3f}' for a in result.alpha)}; tail-circuit overlap {result.overlap}; validation tail accuracy {result.ensemble_tail_accuracy}")
+    typer.echo(f"wrote {result.ensemble_dir} (load it with cartrm.training.ensemble.load_reward_model)")
+
+
+@app.command()
+@_one_line_errors
 def evaluate(
     model: Annotated[str, typer.Option(help="trained reward model folder (or a built-in name)")],
     data: DataOption,
@@ -142,12 +186,12 @@ def evaluate(
     """Pairwise accuracy overall / head / tail / per column, with bootstrap 95% intervals; writes metrics.json."""
     from cartrm.data import load_preferences, parse_tail_spec
     from cartrm.evaluation import evaluate as run_evaluation
-    from cartrm.models import RewardModel
+    from cartrm.training.ensemble import load_reward_model
 
     dataset = load_preferences(data, split=_split(split, "test"))
     for column in by or []:
         dataset.column(column)
-    reward_model = RewardModel.load(model)
+    reward_model = load_reward_model(model)
     tail = None
     if tail_by:
         tail = parse_tail_spec(tail_by).fit_transform(dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
@@ -291,12 +335,15 @@ def run(
     name: Annotated[Optional[str], typer.Option(help="run name (folder under --out-root); default 'quick' or 'default'")] = None,
     out_root: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
     model: Annotated[str, typer.Option(help="base model: built-in name or model folder")] = "minilm",
+    methods: Annotated[Optional[str], typer.Option(help="comma-separated methods (default: bt,cart with --quick, all otherwise)")] = None,
     seed: SeedOption = 0,
 ) -> None:
-    """The main job: make the long-tail benchmark, train the baseline, evaluate head/tail, write a report."""
+    """The main job: make the long-tail benchmark, train the baseline, find and assess its tail circuits, train
+    CART and the baselines, evaluate head/tail, write a report."""
     from cartrm.pipeline import RunConfig, run_experiment
 
-    config = RunConfig.preset(quick, name=name or ("quick" if quick else "default"), out_root=out_root, model=model, seed=seed)
+    chosen = {"methods": tuple(m.strip() for m in methods.split(",") if m.strip())} if methods else {}
+    config = RunConfig.preset(quick, name=name or ("quick" if quick else "default"), out_root=out_root, model=model, seed=seed, **chosen)
     result = run_experiment(config)
     for method, report in result.reports.items():
         typer.echo(f"[{method}] {_summary(report)}")

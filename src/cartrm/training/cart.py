@@ -18,6 +18,7 @@ Each time targets are set, ``OUT/cart/step-N/`` receives the circuits, vulnerabi
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -227,8 +228,10 @@ class CircuitAwareTraining(BradleyTerry):
         data, mask = self.dataset.select(subset), self.context.tail_mask[subset]
         progress = self.context.progress
         circuits = discover(self.reward_model, data, TailSplit(mask, "training tail"), DiscoveryConfig(patch_pairs=0, seed=self.config.seed), progress=progress)
+        self.next_discovery = step + cart.rediscover_every if cart.rediscover_every else None
         if not circuits.circuits:
-            raise CartError(f"step {step}: discovery found no tail circuits on {len(subset)} training pairs")
+            warnings.warn(f"step {step}: discovery found no tail circuits on {len(subset)} training pairs; training goes on without circuit terms", stacklevel=2)
+            return
         report = assess(
             self.reward_model, data, mask, circuits,
             AssessConfig(top_targets=cart.top_targets, sensitivity_examples=ASSESS_SENSITIVITY_EXAMPLES, seed=self.config.seed), progress=progress,
@@ -236,7 +239,6 @@ class CircuitAwareTraining(BradleyTerry):
         folder = Path(self.context.output_dir) / ARTIFACTS / f"step-{step}"
         report.save(folder / "vulnerability.json")
         self._set_targets(circuits, self._target_ids(circuits, report), step)
-        self.next_discovery = step + cart.rediscover_every if cart.rediscover_every else None
 
 
 def _unwrap(module: Any) -> Any:
