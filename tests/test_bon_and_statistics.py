@@ -1,0 +1,73 @@
+"""Best-of-n curves and paired statistics on cases with known answers."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from cartrm.errors import CartError
+from cartrm.evaluation.bon import best_of_n_curve, best_of_n_weights, expected_best_of_n, kl_best_of_n
+from cartrm.evaluation.statistics import paired_bootstrap, summarise_seeds
+
+
+def test_kl_of_best_of_n():
+    assert kl_best_of_n(1) == 0.0
+    assert kl_best_of_n(256) == pytest.approx(math.log(256) - 255 / 256)
+
+
+def test_best_of_n_estimator_matches_enumerating_every_subset():
+    rng = np.random.default_rng(0)
+    proxy, gold = rng.normal(size=(1, 8)), rng.normal(size=(1, 8))
+    for n in (1, 3, 8):
+        subsets = list(itertools.combinations(range(8), n))
+        brute = np.mean([gold[0, max(s, key=lambda i: proxy[0, i])] for s in subsets])
+        assert expected_best_of_n(proxy, gold, n)[1][0] == pytest.approx(brute)
+    assert best_of_n_weights(8, 3).sum() == pytest.approx(1.0)
+
+
+def test_a_proxy_equal_to_gold_never_falls():
+    gold = np.random.default_rng(1).normal(size=(50, 256))
+    curve = best_of_n_curve(gold.copy(), gold)
+    assert np.all(np.diff(curve.gold) > 0)
+    assert curve.peak_n == 256 and curve.gap_at_max_n == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_proxy_rewarding_a_gold_penalised_feature_falls():
+    rng = np.random.default_rng(2)
+    quality, hack = rng.normal(size=(50, 256)), rng.normal(size=(50, 256))
+    gold, proxy = quality - hack, quality + 2 * hack  # the proxy likes what gold penalises
+    curve = best_of_n_curve(proxy, gold)
+    assert curve.gold[-1] < curve.gold[0]
+    assert curve.peak_n < 256
+    assert np.all(np.diff(curve.proxy) > 0) and curve.gap_at_max_n > 1
+
+
+def test_best_of_n_rejects_bad_shapes():
+    with pytest.raises(CartError):
+        best_of_n_curve(np.zeros((2, 4)), np.zeros((2, 5)))
+
+
+def test_paired_bootstrap_on_known_cases():
+    same = np.r_[np.ones(50), np.zeros(50)]
+    tie = paired_bootstrap(same, same)
+    assert tie.difference == 0 and tie.p_value == 1.0
+    # 30 items where a is right and b wrong, 10 the other way, 60 agreeing: McNemar's exact p ≈ 0.002
+    a = np.r_[np.ones(30), np.zeros(10), np.ones(30), np.zeros(30)]
+    b = np.r_[np.zeros(30), np.ones(10), np.ones(30), np.zeros(30)]
+    better = paired_bootstrap(a, b)
+    assert better.difference == pytest.approx(0.2)
+    assert better.ci_low > 0.05 and better.ci_high < 0.35
+    assert better.p_value < 0.01
+    assert stats.binomtest(10, 40).pvalue < 0.01
+    close = paired_bootstrap(np.r_[np.ones(22), np.zeros(18)], np.r_[np.zeros(22), np.ones(18)])
+    assert close.p_value > 0.3
+
+
+def test_seed_summary_is_a_t_interval():
+    summary = summarise_seeds([0.70, 0.72, 0.74])
+    half_width = stats.t.ppf(0.975, 2) * np.std([0.70, 0.72, 0.74], ddof=1) / math.sqrt(3)
+    assert summary.mean == pytest.approx(0.72)
+    assert summary.ci_high - summary.mean == pytest.approx(half_width)
+    assert summarise_seeds([0.5]).ci_low == 0.5
