@@ -71,3 +71,36 @@ def test_seed_summary_is_a_t_interval():
     assert summary.mean == pytest.approx(0.72)
     assert summary.ci_high - summary.mean == pytest.approx(half_width)
     assert summarise_seeds([0.5]).ci_low == 0.5
+
+
+class GoldReader:
+    """A stand-in reward model scoring benchmark text by its gold reward read back from the text, plus a
+    bonus for a feature the gold reward penalises."""
+
+    def __init__(self, hack: float = 0.0):
+        self.hack = hack
+
+    def score(self, prompts, responses, batch_size=64, progress=False):
+        from cartrm.benchmarks.longtail import DOMAIN_BY_NAME, features_from_text, gold_reward
+
+        scores = []
+        for prompt, response in zip(prompts, responses):
+            domain = next(d.name for d in DOMAIN_BY_NAME.values() if any(t in prompt for t in d.topics))
+            features = features_from_text(response, domain)
+            scores.append(gold_reward(features, domain) + self.hack * features["off_topic"])
+        return np.array(scores)
+
+
+def test_benchmark_best_of_n_separates_an_honest_proxy_from_a_hacked_one():
+    from cartrm.benchmarks import BenchmarkConfig
+    from cartrm.benchmarks.best_of_n import best_of_n_by_group, candidate_pool
+
+    pool = candidate_pool(BenchmarkConfig(n_train=0, n_validation=0, n_test_head=20, n_test_tail=20), n_head=6, n_tail=6, n_candidates=64)
+    assert pool.gold.shape == (12, 64) and pool.is_tail.sum() == 6
+    honest = best_of_n_by_group(GoldReader(), pool)
+    assert set(honest) == {"head", "tail"}
+    for curve in honest.values():
+        assert np.all(np.diff(curve.gold) >= -1e-9) and curve.peak_n == 64
+    hacked = best_of_n_by_group(GoldReader(hack=10.0), pool)["tail"]
+    assert hacked.gold[-1] < honest["tail"].gold[-1] - 1
+    assert hacked.gap_at_max_n > honest["tail"].gap_at_max_n + 1
