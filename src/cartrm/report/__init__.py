@@ -1,0 +1,1 @@
+"""The experiment's results (``results.json``) and its self-contained HTML report."""

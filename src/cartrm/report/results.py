@@ -1,0 +1,106 @@
+"""``results.json``: every headline figure of a ``cart run``, over seeds, with intervals and paired tests.
+
+Written by :func:`cartrm.pipeline.run_experiment`; read by the HTML report (``cart report RUN_DIR``).
+Paths in ``artifacts`` are relative to the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from cartrm.evaluation.bon import BoNCurve
+from cartrm.evaluation.statistics import PairedComparison, SeedSummary
+from cartrm.io import write_json_atomic
+
+RESULTS_SCHEMA_VERSION = 1
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BoNSummary(_Record):
+    """Best-of-n on one prompt group (``head`` or ``tail``): one curve per seed and their summaries."""
+
+    group: str
+    curves: list[BoNCurve]
+    peak_n: list[int]
+    gold_at_peak: SeedSummary
+    gold_at_max: SeedSummary
+    gap_at_max: SeedSummary
+
+
+class MethodResults(_Record):
+    method: str
+    head_accuracy: SeedSummary
+    tail_accuracy: SeedSummary
+    overall_accuracy: SeedSummary
+    head_gold_accuracy: SeedSummary | None = None
+    tail_gold_accuracy: SeedSummary | None = None
+    ece: SeedSummary
+    train_seconds: SeedSummary
+    bon: dict[str, BoNSummary] = {}
+
+
+class Comparison(_Record):
+    """``method − baseline`` on one metric, paired over the same test pairs of every seed."""
+
+    method: str
+    baseline: str
+    metric: str
+    paired: PairedComparison
+
+
+class SeedStability(_Record):
+    """Within one seed: the baseline's top tail neurons vs CART's, and Vuln of the targeted circuits
+    before (baseline model) and after (CART model) CART training."""
+
+    seed: int
+    top_k: int
+    baseline_vs_cart_jaccard: float
+    targets: list[str]
+    vuln_before: dict[str, float]
+    vuln_after: dict[str, float]
+
+
+class Stability(_Record):
+    """Across seeds: mean pairwise Jaccard of the baselines' top tail neurons and of their circuits (each
+    circuit matched to its best counterpart); per seed: before/after CART."""
+
+    top_k: int
+    across_seeds_neuron_jaccard: float | None
+    across_seeds_circuit_jaccard: float | None
+    per_seed: list[SeedStability]
+
+
+class RunResults(_Record):
+    schema_version: int = RESULTS_SCHEMA_VERSION
+    name: str
+    config: dict
+    setup: dict[str, str]
+    seeds: list[int]
+    methods: dict[str, MethodResults]
+    comparisons: list[Comparison]
+    stability: Stability | None = None
+    verdict: list[str]
+    notes: list[str] = []
+    artifacts: dict[str, str] = {}
+    total_seconds: float
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic(path, self.model_dump(mode="json"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunResults:
+        from cartrm.errors import CartError
+
+        path = Path(path)
+        if not path.exists():
+            raise CartError(f"{path}: no results.json (run `cart run` first)")
+        data = json.loads(path.read_text())
+        if data.get("schema_version") != RESULTS_SCHEMA_VERSION:
+            raise CartError(f"{path}: results schema version {data.get('schema_version')}, expected {RESULTS_SCHEMA_VERSION}")
+        return cls.model_validate(data)
