@@ -65,14 +65,30 @@ def test_bad_options_are_one_line_errors(benchmark_file, tmp_path):
     assert result.exit_code == 1 and "no column 'nope'" in result.output
 
 
-def test_run_quick_end_to_end_on_a_tiny_model(tmp_path):
-    result = invoke("run", "--quick", "--model", "tiny-bert", "--out-root", tmp_path, "--name", "t")
+def test_run_from_a_config_file_then_report_rerenders(tmp_path):
+    from tests.test_pipeline import TINY
+
+    from cartrm.pipeline import RunConfig
+
+    config = RunConfig(name="c", out_root=tmp_path, methods=("bt",), **TINY)
+    (tmp_path / "config.yaml").write_text(config.to_yaml())
+    result = invoke("run", "--config", tmp_path / "config.yaml")
     assert result.exit_code == 0, result.output
-    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
-    report = metrics["reports"]["bt"]
-    assert report["tail"]["n"] == 1100 and report["head"]["n"] == 300
-    assert "| bt |" in (tmp_path / "t" / "report.md").read_text()
-    assert json.loads((tmp_path / "t" / "eval" / "bt" / "metrics.json").read_text())["tail"]["n"] == 1100
+    results = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert results["methods"]["bt"]["tail_accuracy"]["values"] == [
+        json.loads((tmp_path / "c" / "seed-0" / "eval" / "bt" / "metrics.json").read_text())["tail"]["accuracy"]
+    ]
+    (tmp_path / "c" / "report.html").unlink()
+    result = invoke("report", tmp_path / "c")
+    assert result.exit_code == 0 and (tmp_path / "c" / "report.html").exists()
+    result = invoke("report", tmp_path / "nothing")
+    assert result.exit_code == 1 and "results.json" in result.output
+
+
+def test_run_rejects_data_without_a_tail_spec(tmp_path, benchmark_file):
+    result = invoke("run", "--data", benchmark_file, "--out-root", tmp_path)
+    assert result.exit_code == 1 and "--tail-by" in result.output
+    assert not any(tmp_path.iterdir())
 
 
 def test_discover_writes_circuits_and_plots(benchmark_file, tmp_path):

@@ -331,23 +331,50 @@ def bound(
 @app.command()
 @_one_line_errors
 def run(
-    quick: Annotated[bool, typer.Option("--quick", help="small sizes: finishes in about 10 minutes on 2 CPU cores")] = False,
-    name: Annotated[Optional[str], typer.Option(help="run name (folder under --out-root); default 'quick' or 'default'")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="one seed, bt vs cart, small sizes (the README's main command)")] = False,
+    config: Annotated[Optional[Path], typer.Option(help="config.yaml of an earlier run: reproduces it (other options are ignored)")] = None,
+    name: Annotated[Optional[str], typer.Option(help="run name (folder under --out-root); default 'quick' or 'full'")] = None,
     out_root: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
     model: Annotated[str, typer.Option(help="base model: built-in name or model folder")] = "minilm",
     methods: Annotated[Optional[str], typer.Option(help="comma-separated methods (default: bt,cart with --quick, all otherwise)")] = None,
-    seed: SeedOption = 0,
+    seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds (default: 0 with --quick, 0,1,2 otherwise)")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="your preference file instead of the embedded benchmark (needs --tail-by)")] = None,
+    tail_by: TailOption = None,
 ) -> None:
-    """The main job: make the long-tail benchmark, train the baseline, find and assess its tail circuits, train
-    CART and the baselines, evaluate head/tail, write a report."""
-    from cartrm.pipeline import RunConfig, run_experiment
+    """The main job: baseline, tail circuits and their vulnerability, CART and the baselines, evaluation,
+    best-of-n reward hacking, results.json and report.html. Finished stages are skipped when rerun."""
+    from cartrm.pipeline import BENCHMARK_TAIL_SPEC, RunConfig, run_experiment
 
-    chosen = {"methods": tuple(m.strip() for m in methods.split(",") if m.strip())} if methods else {}
-    config = RunConfig.preset(quick, name=name or ("quick" if quick else "default"), out_root=out_root, model=model, seed=seed, **chosen)
-    result = run_experiment(config)
-    for method, report in result.reports.items():
-        typer.echo(f"[{method}] {_summary(report)}")
-    typer.echo(f"wrote {config.directory / 'metrics.json'} and {config.directory / 'report.md'}")
+    if config is not None:
+        run_config = RunConfig.from_yaml(config)
+    else:
+        if data is not None and not tail_by:
+            raise CartError("--data needs --tail-by (how to tell tail pairs from head pairs)")
+        overrides = {"name": name or ("quick" if quick else "full"), "out_root": out_root, "model": model}
+        if methods:
+            overrides["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
+        if seeds:
+            overrides["seeds"] = tuple(int(v) for v in _floats(seeds, len(seeds.split(",")), "--seeds"))
+        if data is not None:
+            overrides |= {"data": _existing(data, "--data"), "tail_by": tail_by}
+        elif tail_by and tail_by != BENCHMARK_TAIL_SPEC:
+            raise CartError(f"--tail-by applies to --data; the embedded benchmark's tail is {BENCHMARK_TAIL_SPEC}")
+        run_config = RunConfig.preset(quick, **overrides)
+    results = run_experiment(run_config)
+    for method, summary in results.methods.items():
+        typer.echo(f"[{method}] head acc {summary.head_accuracy.mean:.3f}, tail acc {summary.tail_accuracy.mean:.3f}")
+    for line in results.verdict:
+        typer.echo(line)
+    typer.echo(f"wrote {run_config.directory / 'results.json'} and {run_config.directory / 'report.html'}")
+
+
+@app.command()
+@_one_line_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="a run folder written by cart run")]) -> None:
+    """Re-render RUN_DIR/report.html from RUN_DIR/results.json."""
+    from cartrm.report.html import write_report
+
+    typer.echo(f"wrote {write_report(run_dir)}")
 
 
 @data_app.command("make-benchmark")

@@ -1,32 +1,50 @@
-"""``cart run``: the whole experiment on the embedded long-tail benchmark.
+"""``cart run``: the whole experiment, per seed, with every intermediate artifact kept.
 
-Stages: benchmark data → baseline (``bt``) → discovery and assessment on the baseline (when a CART method
-runs) → every other method → evaluation on the test split → report.
+Stages (per seed): data → baseline ``bt`` → discovery + assessment of the baseline's tail circuits (when a
+CART method runs) → every other method → evaluation on the test split → best-of-n (where a gold reward and
+a sampler exist: the embedded benchmark) → circuit stability before/after CART. Then ``results.json``
+(means over seeds with 95% intervals, paired comparisons) and ``report.html``.
 
-Layout of ``runs/<name>/``: ``data/benchmark.jsonl`` (all splits), ``models/<method>/`` (trained reward
-models, plain HF folders; ensembles hold ``members/`` and a loadable ``ensemble/``), ``analysis/``
-(``circuits.json`` and ``vulnerability.json`` of the baseline), ``eval/<method>/metrics.json`` (``cart
-evaluate`` output on the test split), ``metrics.json`` (all methods together, with the run's config) and
-``report.md``.
+Layout of ``runs/<name>/``: ``config.yaml`` (``cart run --config`` reproduces the run), ``versions.json``,
+``run.log``, ``results.json``, ``report.html``, ``plots/`` and, per seed, ``seed-<s>/``: ``data/``
+(the data used), ``models/<method>/`` (plain HF folders; ensembles hold ``members/`` and ``ensemble/``),
+``analysis/`` (baseline ``circuits.json``, ``vulnerability.json`` and their plots), ``eval/<method>/``
+(``metrics.json``, ``scores.json``), ``bon/<method>/curves.json`` and ``stability/``.
+
+Every stage folder gets a ``.stage.json`` holding a digest of everything the stage depends on; a stage
+whose digest matches is skipped, so an interrupted run resumes at the first unfinished stage and a changed
+setting reruns exactly what it affects.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
 from cartrm.circuits.discover import DiscoveryConfig, balanced_subset, discover
-from cartrm.data.tail import TailSplit, parse_tail_spec
+from cartrm.circuits.result import Circuits
+from cartrm.data import load_preferences
+from cartrm.data.tail import LabelTail, TailSplit, parse_tail_spec
 from cartrm.errors import CartError
-from cartrm.evaluation import EvaluationReport, evaluate
+from cartrm.evaluation import EvaluationReport, evaluate_scores
+from cartrm.evaluation.bon import BoNCurve
+from cartrm.evaluation.metrics import gold_margin_of
 from cartrm.io import write_json_atomic, write_text_atomic
 from cartrm.models import RewardModel
 from cartrm.training import METHODS, TrainConfig, get_method, train
 from cartrm.training.ensemble import EnsembleConfig, EnsembleRewardModel, train_ensemble
 from cartrm.vulnerability.assess import AssessConfig, assess
+from cartrm.vulnerability.result import VulnerabilityReport
 
 BENCHMARK_TAIL_SPEC = "label:is_tail"
 BREAKDOWN_COLUMNS = ("rule_set", "domain")
@@ -34,6 +52,10 @@ ENSEMBLES = {"ensemble-mean": ("bt", "uniform"), "cart-ensemble": ("cart", "fit"
 ALL_METHODS = ("bt", "label-smoothing", "reweight", "hidden-reg", "ensemble-mean", "cart", "cart-ensemble")
 QUICK_METHODS = ("bt", "cart")
 CIRCUIT_METHODS = ("cart", "cart-ensemble")
+STAGE_MARKER = ".stage.json"
+SPLITS = ("train", "validation", "test")
+USER_SPLIT_SHARES = (0.8, 0.1)
+log = logging.getLogger("cartrm.run")
 
 
 class RunConfig(BaseModel):
@@ -42,14 +64,19 @@ class RunConfig(BaseModel):
     name: str = "default"
     out_root: Path = Path("runs")
     model: str = "minilm"
-    seed: int = 0
+    seeds: tuple[int, ...] = Field((0,), min_length=1)
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
+    data: str | None = Field(None, description="the user's preference file instead of the embedded benchmark")
+    tail_by: str = BENCHMARK_TAIL_SPEC
     train: TrainConfig = Field(default_factory=TrainConfig)
     methods: tuple[str, ...] = QUICK_METHODS
     discovery: DiscoveryConfig = Field(default_factory=lambda: DiscoveryConfig(patch_pairs=16, max_validated=5))
     assessment: AssessConfig = Field(default_factory=AssessConfig)
     analysis_pairs: int = Field(400, ge=16, description="training pairs (up to half tail) used for discovery and assessment")
     ensemble_members: int = Field(3, ge=2)
+    bon_prompts: int = Field(16, ge=0, description="best-of-n test prompts per group (head, tail); 0 skips best-of-n")
+    bon_candidates: int = Field(256, ge=2, description="responses drawn per best-of-n prompt (largest n)")
+    stability_top_k: int = Field(64, ge=1, description="top tail neurons compared across seeds and before/after CART")
 
     @field_validator("methods")
     @classmethod
@@ -64,134 +91,321 @@ class RunConfig(BaseModel):
 
     @classmethod
     def preset(cls, quick: bool, **overrides) -> RunConfig:
-        """``quick``: a ≤10-minute CPU run of bt vs cart; otherwise the larger sizes and every method."""
-        seed = overrides.get("seed", 0)
+        """``quick``: one seed, bt vs cart, small sizes; otherwise three seeds, every method, larger sizes."""
         if quick:
-            benchmark = BenchmarkConfig(n_train=1000, n_validation=200, n_test_head=300, n_test_tail=1100, seed=seed)
-            training = TrainConfig(epochs=1, batch_size=16, learning_rate=1e-4, max_length=128, seed=seed)
-            methods = QUICK_METHODS
+            values = dict(
+                benchmark=BenchmarkConfig(n_train=1000, n_validation=200, n_test_head=300, n_test_tail=1100),
+                train=TrainConfig(epochs=1, batch_size=16, learning_rate=1e-4, max_length=128),
+                methods=QUICK_METHODS, seeds=(0,), bon_prompts=8, analysis_pairs=300,
+                discovery=DiscoveryConfig(patch_pairs=8, max_validated=3),
+                assessment=AssessConfig(max_circuits=5, sensitivity_examples=16),
+            )
         else:
-            benchmark = BenchmarkConfig(n_train=6000, n_validation=600, seed=seed)
-            training = TrainConfig(epochs=2, batch_size=16, learning_rate=5e-5, max_length=128, seed=seed)
-            methods = ALL_METHODS
-        return cls(**{"benchmark": benchmark, "train": training, "methods": methods, **overrides})
+            values = dict(
+                benchmark=BenchmarkConfig(n_train=6000, n_validation=600),
+                train=TrainConfig(epochs=2, batch_size=16, learning_rate=5e-5, max_length=128),
+                methods=ALL_METHODS, seeds=(0, 1, 2), bon_prompts=32,
+            )
+        return cls(**{**values, **overrides})
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        if not path.exists():
+            raise CartError(f"--config {path}: no such file")
+        try:
+            values = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise CartError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        return cls.model_validate(values)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     @property
     def directory(self) -> Path:
         return self.out_root / self.name
 
-
-class RunResult(BaseModel):
-    config: RunConfig
-    reports: dict[str, EvaluationReport]
-    train_seconds: dict[str, float]
-    total_seconds: float
+    @property
+    def uses_benchmark(self) -> bool:
+        return self.data is None
 
 
-def run_experiment(config: RunConfig, progress: bool = True) -> RunResult:
+@dataclass
+class SeedOutcome:
+    """What one seed produced, for the aggregation: per method its test report, per-pair correctness on each
+    metric (for paired comparisons), best-of-n curves per prompt group and training time."""
+
+    seed: int
+    reports: dict[str, EvaluationReport] = field(default_factory=dict)
+    correct: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    bon: dict[str, dict[str, BoNCurve]] = field(default_factory=dict)
+    train_seconds: dict[str, float] = field(default_factory=dict)
+    stability: dict | None = None
+
+
+def run_experiment(config: RunConfig, progress: bool = True):
+    """Run every stage for every seed (skipping finished ones), then write results.json and report.html."""
+    from cartrm.report.aggregate import aggregate
+    from cartrm.report.html import write_report
+
     started = time.time()
     root = config.directory
-    dataset = make_longtail_dataset(config.benchmark)
-    dataset.save(root / "data" / "benchmark.jsonl")
-    splits = {name: dataset.split(name) for name in ("train", "validation", "test")}
-    tail_spec = parse_tail_spec(BENCHMARK_TAIL_SPEC).fit(splits["train"])
-    tails = {name: tail_spec.transform(split) for name, split in splits.items()}
-    reports, seconds = {}, {}
-    for method in config.methods:
-        method_started = time.time()
+    root.mkdir(parents=True, exist_ok=True)
+    handler = _log_to(root / "run.log")
+    try:
+        write_text_atomic(root / "config.yaml", config.to_yaml())
+        write_json_atomic(root / "versions.json", versions())
+        outcomes = [SeedRun(config, seed, progress).run() for seed in config.seeds]
+        results = aggregate(config, outcomes, time.time() - started)
+        results.save(root / "results.json")
+        write_report(root)
+        log.info("wrote %s and %s", root / "results.json", root / "report.html")
+        return results
+    finally:
+        logging.getLogger("cartrm").removeHandler(handler)
+        handler.close()
+
+
+class SeedRun:
+    """The stages of one seed under ``runs/<name>/seed-<s>/``."""
+
+    def __init__(self, config: RunConfig, seed: int, progress: bool) -> None:
+        self.config, self.seed, self.progress = config, seed, progress
+        self.root = config.directory / f"seed-{seed}"
+        self.train_config = config.train.model_copy(update={"seed": seed})
+        self.splits = self._data()
+        spec = parse_tail_spec(config.tail_by)
+        if isinstance(spec, LabelTail):
+            spec.fit(self.splits["train"])
+        else:  # rarity counts tokens of the model's tokenizer; density embeds with the model
+            probe = RewardModel.load(config.model, max_length=config.train.max_length)
+            spec.fit(self.splits["train"], tokenizer=probe.tokenizer, embedder=probe.embed)
+        self.tails = {name: spec.transform(split) for name, split in self.splits.items()}
+        self.has_gold = gold_margin_of(self.splits["test"]) is not None
+
+    def run(self) -> SeedOutcome:
+        outcome = SeedOutcome(self.seed)
+        for method in self.config.methods:
+            model, seconds = self._trained(method)
+            outcome.train_seconds[method] = seconds
+            outcome.reports[method], outcome.correct[method] = self._evaluated(method, model)
+            if self.config.uses_benchmark and self.config.bon_prompts:
+                outcome.bon[method] = self._best_of_n(method, model)
+        if "cart" in self.config.methods and (self.root / "analysis" / "vulnerability.json").exists():
+            outcome.stability = self._stability()
+        return outcome
+
+    # -- data ---------------------------------------------------------------------------------------------
+
+    def _data(self) -> dict:
+        if self.config.uses_benchmark:
+            dataset = make_longtail_dataset(self.config.benchmark.model_copy(update={"seed": self.seed}))
+            dataset.save(self.root / "data" / "benchmark.jsonl")
+            return {name: dataset.split(name) for name in SPLITS}
+        dataset = load_preferences(self.config.data)
+        splits = _user_splits(dataset, self.seed)
+        log.info("seed %d: %s", self.seed, ", ".join(f"{k} {len(v)} pairs" for k, v in splits.items()))
+        return splits
+
+    # -- training -----------------------------------------------------------------------------------------
+
+    def _trained(self, method: str) -> tuple[RewardModel | EnsembleRewardModel, float]:
+        folder = self.root / "models" / method
+        training = self.train_config.model_copy(update={"method": method})
+        if method in CIRCUIT_METHODS:
+            training = training.model_copy(update={"cart": self._analysis()})
+        upstream = _stage_key(self.root / "analysis") if method in CIRCUIT_METHODS else None  # circuits are inputs too
+        key = _digest(self.config.model, self.config.benchmark if self.config.uses_benchmark else self.config.data, self.config.tail_by,
+                      training, self.config.ensemble_members if method in ENSEMBLES else None, upstream)
+        ensemble_dir = folder / "ensemble"
+        if _stage_done(folder, key):
+            log.info("seed %d: %s already trained, skipping", self.seed, method)
+            seconds = json.loads((folder / STAGE_MARKER).read_text())["seconds"]
+            return (EnsembleRewardModel.load(ensemble_dir) if method in ENSEMBLES else RewardModel.load(folder)), seconds
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("seed %d: training %s", self.seed, method)
+        started = time.time()
         if method in ENSEMBLES:
-            model = _train_ensemble(config, method, splits, tails, root, progress)
+            model = self._train_ensemble(method, training, folder)
         else:
-            model = _train_method(config, method, splits["train"], tails["train"], root, progress)
-        seconds[method] = time.time() - method_started
-        report = evaluate(model, splits["test"], tail=tails["test"], by=BREAKDOWN_COLUMNS, tail_by=BENCHMARK_TAIL_SPEC, progress=progress)
-        report.save(root / "eval" / method / "metrics.json")
-        reports[method] = report
-    outcome = RunResult(config=config, reports=reports, train_seconds=seconds, total_seconds=time.time() - started)
-    write_json_atomic(root / "metrics.json", outcome.model_dump(mode="json"))
-    write_text_atomic(root / "report.md", markdown_report(outcome))
-    return outcome
+            model = RewardModel.load(self.config.model, seed=self.seed)
+            train(model, self.splits["train"], training, folder, tail_mask=self.tails["train"].mask, progress=self.progress)
+        seconds = time.time() - started
+        _stage_finish(folder, key, seconds=seconds)
+        return model, seconds
 
-
-def _train_method(config: RunConfig, method: str, train_split, tail: TailSplit, root: Path, progress: bool) -> RewardModel:
-    training = config.train.model_copy(update={"method": method})
-    if method in CIRCUIT_METHODS:
-        training = training.model_copy(update={"cart": _analysis(config, train_split, tail, root, progress)})
-    model = RewardModel.load(config.model, seed=config.seed)
-    train(model, train_split, training, root / "models" / method, tail_mask=tail.mask, progress=progress)
-    return model
-
-
-def _train_ensemble(config: RunConfig, method: str, splits: dict, tails: dict, root: Path, progress: bool) -> EnsembleRewardModel:
-    member_method, weighting = ENSEMBLES[method]
-    training = config.train
-    targets = None
-    if member_method == "cart":
-        cart = _analysis(config, splits["train"], tails["train"], root, progress)
-        training = training.model_copy(update={"cart": cart})
-        targets = _targets(cart)
-    ensemble = EnsembleConfig(
-        members=config.ensemble_members, method=member_method, weighting=weighting, seed=config.seed, train=training,
-    )
-    result = train_ensemble(
-        config.model, splits["train"], tails["train"].mask, splits["validation"], tails["validation"].mask, ensemble,
-        root / "models" / method, targets=targets, progress=progress,
-    )
-    return EnsembleRewardModel.load(result.ensemble_dir)
-
-
-def _analysis(config: RunConfig, train_split, tail: TailSplit, root: Path, progress: bool):
-    """Discovery and assessment on the baseline (phases 1–2), once per run; returns the CART config using them."""
-    folder = root / "analysis"
-    circuits_path, vulnerability_path = folder / "circuits.json", folder / "vulnerability.json"
-    if not vulnerability_path.exists():
-        baseline_dir = root / "models" / "bt"
-        if not (baseline_dir / "config.json").exists():
-            raise CartError(f"CART needs the baseline model in {baseline_dir}; include 'bt' in the methods")
-        baseline = RewardModel.load(baseline_dir)
-        subset = balanced_subset(tail.mask, config.analysis_pairs, config.seed)
-        data, mask = train_split.select(subset), tail.mask[subset]
-        circuits = discover(baseline, data, TailSplit(mask, tail.description), config.discovery.model_copy(update={"seed": config.seed}), progress=progress)
-        circuits.save(circuits_path)
-        assess(baseline, data, mask, circuits, config.assessment.model_copy(update={"seed": config.seed}), progress=progress).save(vulnerability_path)
-    return config.train.cart.model_copy(update={"circuits": str(circuits_path), "vulnerability": str(vulnerability_path)})
-
-
-def _targets(cart) -> list[str]:
-    from cartrm.vulnerability.result import VulnerabilityReport
-
-    return list(VulnerabilityReport.load(cart.vulnerability).targets)
-
-
-def markdown_report(result: RunResult) -> str:
-    config = result.config
-    lines = [
-        f"# cartrm run `{config.name}`",
-        "",
-        f"Model `{config.model}`, seed {config.seed}; benchmark: {config.benchmark.n_train} training pairs, "
-        f"head share α = {config.benchmark.alpha}; test: {config.benchmark.n_test_head} head + "
-        f"{config.benchmark.n_test_tail} tail pairs. Total time {result.total_seconds / 60:.1f} min.",
-        "",
-        "Accuracy is agreement with the (noisy) annotator label; gold accuracy is agreement with the benchmark's "
-        "gold reward; brackets are bootstrap 95% intervals.",
-        "",
-        "| method | head acc | tail acc | head gold acc | tail gold acc | tail − head (gold) | ECE | train s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for method, report in result.reports.items():
-        head, tail = report.head, report.tail
-        lines.append(
-            f"| {method} | {_cell(head.accuracy, head.ci_low, head.ci_high)} | {_cell(tail.accuracy, tail.ci_low, tail.ci_high)} "
-            f"| {_cell(head.gold_accuracy, head.gold_ci_low, head.gold_ci_high)} "
-            f"| {_cell(tail.gold_accuracy, tail.gold_ci_low, tail.gold_ci_high)} "
-            f"| {tail.gold_accuracy - head.gold_accuracy:+.3f} | {report.overall.ece:.3f} | {result.train_seconds[method]:.0f} |"
+    def _train_ensemble(self, method: str, training: TrainConfig, folder: Path) -> EnsembleRewardModel:
+        member_method, weighting = ENSEMBLES[method]
+        has_targets = member_method == "cart" and training.cart.vulnerability
+        targets = VulnerabilityReport.load(training.cart.vulnerability).targets if has_targets else None
+        ensemble = EnsembleConfig(members=self.config.ensemble_members, method=member_method, weighting=weighting, seed=self.seed, train=training)
+        result = train_ensemble(
+            self.config.model, self.splits["train"], self.tails["train"].mask, self.splits["validation"], self.tails["validation"].mask,
+            ensemble, folder, targets=targets, progress=self.progress,
         )
-    for method, report in result.reports.items():
-        lines += ["", f"## `{method}` by rule set (gold accuracy)", "", "| rule set | n | gold acc | label–gold agreement |", "|---|---|---|---|"]
-        for value, metrics in report.by.get("rule_set", {}).items():
-            lines.append(f"| {value} | {metrics.n} | {_cell(metrics.gold_accuracy, metrics.gold_ci_low, metrics.gold_ci_high)} | {metrics.label_gold_agreement:.3f} |")
-    return "\n".join(lines) + "\n"
+        return EnsembleRewardModel.load(result.ensemble_dir)
+
+    def _analysis(self):
+        """Phases 1–2 on the baseline, once per seed; returns the CART config pointing at their outputs."""
+        from cartrm.circuits.plots import plot_coherence_graph, plot_delta_histogram
+        from cartrm.vulnerability.plots import plot_vulnerability
+
+        folder = self.root / "analysis"
+        key = _digest(_stage_key(self.root / "models" / "bt"), self.config.discovery,
+                      self.config.assessment, self.config.analysis_pairs)
+        circuits_path, vulnerability_path = folder / "circuits.json", folder / "vulnerability.json"
+        if not _stage_done(folder, key):
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("seed %d: discovering and assessing the baseline's tail circuits", self.seed)
+            baseline = RewardModel.load(self.root / "models" / "bt")
+            data, mask = self._analysis_data()
+            circuits = discover(baseline, data, TailSplit(mask, self.tails["train"].description), self.config.discovery.model_copy(update={"seed": self.seed}), progress=self.progress)
+            circuits.save(circuits_path)
+            plot_delta_histogram(circuits, folder / "delta_hist.png")
+            plot_coherence_graph(circuits, folder / "coherence_graph.png")
+            if circuits.circuits:
+                report = assess(baseline, data, mask, circuits, self.config.assessment.model_copy(update={"seed": self.seed}), progress=self.progress)
+                report.save(vulnerability_path)
+                plot_vulnerability(report, folder / "vulnerability.png")
+            else:
+                log.warning("seed %d: discovery found no tail circuits; CART trains without circuit terms", self.seed)
+            _stage_finish(folder, key)
+        found = vulnerability_path.exists()
+        return self.train_config.cart.model_copy(update={"circuits": str(circuits_path), "vulnerability": str(vulnerability_path) if found else None})
+
+    def _analysis_data(self):
+        subset = balanced_subset(self.tails["train"].mask, self.config.analysis_pairs, self.seed)
+        return self.splits["train"].select(subset), self.tails["train"].mask[subset]
+
+    # -- evaluation ---------------------------------------------------------------------------------------
+
+    def _evaluated(self, method: str, model) -> tuple[EvaluationReport, dict[str, np.ndarray]]:
+        """The test report and per-pair correctness (label and gold) for the paired comparisons."""
+        folder = self.root / "eval" / method
+        key = _digest(_stage_key(self.root / "models" / method), "eval")
+        if not _stage_done(folder, key):
+            shutil.rmtree(folder, ignore_errors=True)
+            test = self.splits["test"]
+            chosen, rejected = model.score_pairs(test, progress=self.progress)
+            groups = {c: test.column(c) for c in BREAKDOWN_COLUMNS if test.has_column(c)}
+            report = evaluate_scores(
+                chosen, rejected, tail=self.tails["test"], groups=groups, gold_margin=gold_margin_of(test),
+                model=method, data=test.source, tail_by=self.config.tail_by, seed=self.seed,
+            )
+            report.save(folder / "metrics.json")
+            write_json_atomic(folder / "scores.json", {"chosen": chosen.tolist(), "rejected": rejected.tolist()})
+            _stage_finish(folder, key)
+        scores = json.loads((folder / "scores.json").read_text())
+        return EvaluationReport.load(folder / "metrics.json"), self._correctness(np.array(scores["chosen"]), np.array(scores["rejected"]))
+
+    def _correctness(self, chosen: np.ndarray, rejected: np.ndarray) -> dict[str, np.ndarray]:
+        from cartrm.evaluation.metrics import pairwise_correct
+
+        tail = self.tails["test"].mask
+        out = {"head_accuracy": pairwise_correct(chosen, rejected)[~tail], "tail_accuracy": pairwise_correct(chosen, rejected)[tail]}
+        gold = gold_margin_of(self.splits["test"])
+        if gold is not None:
+            correct = pairwise_correct(np.sign(gold) * (chosen - rejected), np.zeros(len(gold)))
+            out |= {"head_gold_accuracy": correct[~tail], "tail_gold_accuracy": correct[tail]}
+        return out
+
+    def _best_of_n(self, method: str, model) -> dict[str, BoNCurve]:
+        from cartrm.benchmarks.best_of_n import best_of_n_by_group, candidate_pool
+
+        folder = self.root / "bon" / method
+        key = _digest(_stage_key(self.root / "models" / method), self.config.bon_prompts, self.config.bon_candidates)
+        path = folder / "curves.json"
+        if not _stage_done(folder, key):
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("seed %d: best-of-n for %s", self.seed, method)
+            benchmark = self.config.benchmark.model_copy(update={"seed": self.seed})
+            pool = candidate_pool(benchmark, self.config.bon_prompts, self.config.bon_prompts, self.config.bon_candidates, seed=self.seed)
+            curves = best_of_n_by_group(model, pool, progress=self.progress)
+            write_json_atomic(path, {group: curve.model_dump() for group, curve in curves.items()})
+            _stage_finish(folder, key)
+        return {group: BoNCurve.model_validate(curve) for group, curve in json.loads(path.read_text()).items()}
+
+    # -- stability ----------------------------------------------------------------------------------------
+
+    def _stability(self) -> dict:
+        """CART's top tail neurons vs the baseline's, and Vuln of the targeted circuits after CART."""
+        from cartrm.training.ensemble import circuit_overlap, top_tail_neurons
+
+        folder = self.root / "stability"
+        key = _digest(_stage_key(self.root / "models" / "cart"), self.config.stability_top_k)
+        if not _stage_done(folder, key):
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("seed %d: circuit stability before/after CART", self.seed)
+            baseline_circuits = Circuits.load(self.root / "analysis" / "circuits.json")
+            before = VulnerabilityReport.load(self.root / "analysis" / "vulnerability.json")
+            cart_model = RewardModel.load(self.root / "models" / "cart")
+            data, mask = self._analysis_data()
+            cheap = self.config.discovery.model_copy(update={"seed": self.seed, "patch_pairs": 0, "top_k": self.config.stability_top_k})
+            cart_circuits = discover(cart_model, data, TailSplit(mask, "training tail"), cheap, progress=self.progress)
+            cart_circuits.save(folder / "cart_circuits.json")
+            after = assess(cart_model, data, mask, baseline_circuits, self.config.assessment.model_copy(update={"seed": self.seed}),
+                           progress=self.progress, check_fingerprint=False)
+            k = self.config.stability_top_k
+            write_json_atomic(folder / "stability.json", {
+                "seed": self.seed, "top_k": k,
+                "baseline_vs_cart_jaccard": circuit_overlap([top_tail_neurons(baseline_circuits, k), top_tail_neurons(cart_circuits, k)]),
+                "targets": list(before.targets),
+                "vuln_before": {c.id: c.vuln for c in before.circuits if c.id in before.targets},
+                "vuln_after": {c.id: c.vuln for c in after.circuits if c.id in before.targets},
+            })
+            _stage_finish(folder, key)
+        return json.loads((folder / "stability.json").read_text())
 
 
-def _cell(value: float, low: float, high: float) -> str:
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+def _user_splits(dataset, seed: int) -> dict:
+    """The data's own train/validation/test when its ``split`` column has them; else a seeded 80/10/10 split
+    (validation carved from train when only train/test exist)."""
+    present = set(dataset.column("split")) if dataset.has_column("split") else set()
+    if {"train", "test"} <= present:
+        train_split, test = dataset.split("train"), dataset.split("test")
+        if "validation" in present:
+            return {"train": train_split, "validation": dataset.split("validation"), "test": test}
+        order = np.random.default_rng(seed).permutation(len(train_split))
+        cut = max(1, int(len(order) * USER_SPLIT_SHARES[1]))
+        return {"train": train_split.select(np.sort(order[cut:])), "validation": train_split.select(np.sort(order[:cut])), "test": test}
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    n_train, n_validation = int(len(order) * USER_SPLIT_SHARES[0]), int(len(order) * USER_SPLIT_SHARES[1])
+    parts = np.split(order, [n_train, n_train + n_validation])
+    return {name: dataset.select(np.sort(part)) for name, part in zip(SPLITS, parts, strict=True)}
+
+
+def _digest(*parts) -> str:
+    """A content address of a stage's inputs (pydantic configs are dumped; paths become strings)."""
+    plain = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _stage_done(folder: Path, key: str) -> bool:
+    marker = folder / STAGE_MARKER
+    return marker.exists() and json.loads(marker.read_text()).get("key") == key
+
+
+def _stage_key(folder: Path) -> str:
+    return json.loads((folder / STAGE_MARKER).read_text())["key"]
+
+
+def _stage_finish(folder: Path, key: str, **extra) -> None:
+    write_json_atomic(folder / STAGE_MARKER, {"key": key, **extra})
+
+
+def versions() -> dict[str, str]:
+    import platform
+    from importlib.metadata import version
+
+    packages = ("cartrm", "torch", "transformers", "accelerate", "numpy", "scipy", "scikit-learn")
+    return {"python": platform.python_version(), **{name: version(name) for name in packages}}
+
+
+def _log_to(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("cartrm")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler

@@ -173,7 +173,9 @@ class CircuitAwareTraining(BradleyTerry):
     def _set_targets(self, circuits: Circuits, target_ids: list[str], step: int) -> None:
         """Make ``target_ids`` the regulariser's C_v, select their augmentations (eq. 11), record artifacts."""
         if not target_ids:
-            raise CartError(f"no target circuits: the circuits of {circuits.model} hold {len(circuits.circuits)} circuits and none was selected")
+            warnings.warn(f"no target circuits ({len(circuits.circuits)} circuits found on {circuits.model}, none selected): "
+                          "CART trains without circuit terms", stacklevel=2)
+            return
         features = FeatureIndex(tuple(list_sites(self.reward_model.model, tuple(circuits.config["sites"]))))
         model_type = self.reward_model.model.config.model_type
         if circuits.model_type not in (None, model_type) or features.size != circuits.n_features:

@@ -1,0 +1,156 @@
+"""From per-seed outcomes to :class:`RunResults`: means over seeds with 95% intervals, paired comparisons of
+CART against every baseline on the same test pairs, circuit stability, and a verdict computed from them."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cartrm.circuits.result import Circuits
+from cartrm.evaluation.statistics import paired_bootstrap, summarise_seeds
+from cartrm.report.results import BoNSummary, Comparison, MethodResults, RunResults, SeedStability, Stability
+
+COMPARED_METRICS = ("tail_accuracy", "head_accuracy", "tail_gold_accuracy", "head_gold_accuracy")
+CHALLENGERS = {"cart": None, "cart-ensemble": ("ensemble-mean",)}  # None: against every non-CART method
+SIGNIFICANCE = 0.05
+PHASE_PLOTS = {"delta_hist": "delta_hist.png", "coherence_graph": "coherence_graph.png", "vulnerability": "vulnerability.png"}
+
+
+def aggregate(config, outcomes: Sequence, total_seconds: float) -> RunResults:
+    methods = {m: _method_results(m, outcomes) for m in config.methods}
+    comparisons = _comparisons(config.methods, outcomes)
+    first = config.directory / f"seed-{outcomes[0].seed}"
+    artifacts = {name: str(Path(first.name) / "analysis" / file) for name, file in PHASE_PLOTS.items() if (first / "analysis" / file).exists()}
+    if (config.directory / "bound" / "bound.png").exists():
+        artifacts["bound"] = "bound/bound.png"
+    return RunResults(
+        name=config.name, config=config.model_dump(mode="json"), setup=_setup(config), seeds=list(config.seeds),
+        methods=methods, comparisons=comparisons, stability=_stability(config, outcomes), verdict=verdict(comparisons),
+        notes=_notes(config, outcomes), artifacts=artifacts, total_seconds=total_seconds,
+    )
+
+
+def _method_results(method: str, outcomes: Sequence) -> MethodResults:
+    reports = [o.reports[method] for o in outcomes]
+
+    def over_seeds(values):
+        return summarise_seeds(values) if all(v is not None for v in values) else None
+
+    bon = {}
+    for group in ("head", "tail"):
+        curves = [o.bon[method][group] for o in outcomes if method in o.bon and group in o.bon[method]]
+        if curves:
+            bon[group] = BoNSummary(
+                group=group, curves=curves, peak_n=[c.peak_n for c in curves],
+                gold_at_peak=summarise_seeds([max(c.gold) for c in curves]), gold_at_max=summarise_seeds([c.gold[-1] for c in curves]),
+                gap_at_max=summarise_seeds([c.gap_at_max_n for c in curves]),
+            )
+    return MethodResults(
+        method=method,
+        head_accuracy=summarise_seeds([r.head.accuracy for r in reports]),
+        tail_accuracy=summarise_seeds([r.tail.accuracy for r in reports]),
+        overall_accuracy=summarise_seeds([r.overall.accuracy for r in reports]),
+        head_gold_accuracy=over_seeds([r.head.gold_accuracy for r in reports]),
+        tail_gold_accuracy=over_seeds([r.tail.gold_accuracy for r in reports]),
+        ece=summarise_seeds([r.overall.ece for r in reports]),
+        train_seconds=summarise_seeds([o.train_seconds[method] for o in outcomes]),
+        bon=bon,
+    )
+
+
+def _comparisons(methods: Sequence[str], outcomes: Sequence) -> list[Comparison]:
+    """Each CART method minus each baseline, per metric, on the concatenated test pairs of all seeds."""
+    found = []
+    for challenger, baselines in CHALLENGERS.items():
+        if challenger not in methods:
+            continue
+        against = [m for m in methods if m not in CHALLENGERS] if baselines is None else [b for b in baselines if b in methods]
+        for baseline, metric in itertools.product(against, COMPARED_METRICS):
+            if metric not in outcomes[0].correct[challenger]:
+                continue
+            a = np.concatenate([o.correct[challenger][metric] for o in outcomes])
+            b = np.concatenate([o.correct[baseline][metric] for o in outcomes])
+            found.append(Comparison(method=challenger, baseline=baseline, metric=metric, paired=paired_bootstrap(a, b)))
+    return found
+
+
+def verdict(comparisons: Sequence[Comparison]) -> list[str]:
+    """One line per CART-vs-baseline pair: the tail accuracy change (gold accuracy where a gold reward exists)
+    with its interval and p-value, and the head change beside it."""
+    by_key = {(c.method, c.baseline, c.metric): c for c in comparisons}
+    lines = []
+    for method, baseline in dict.fromkeys((c.method, c.baseline) for c in comparisons):
+        prefix = "gold_" if (method, baseline, "tail_gold_accuracy") in by_key else ""
+        tail, head = by_key[(method, baseline, f"tail_{prefix}accuracy")], by_key[(method, baseline, f"head_{prefix}accuracy")]
+        label = "gold accuracy" if prefix else "accuracy"
+        lines.append(f"{method} {_effect(tail)} tail {label} over {baseline}: {_points(tail)}; head {label} changes by {_points(head)}.")
+    return lines or ["No CART method ran, so there is no comparison to report."]
+
+
+def _effect(comparison: Comparison) -> str:
+    paired = comparison.paired
+    if paired.p_value >= SIGNIFICANCE:
+        return "does not significantly change"
+    return "improves" if paired.difference > 0 else "worsens"
+
+
+def _points(comparison: Comparison) -> str:
+    p = comparison.paired
+    p_text = "p < 0.001" if p.p_value < 0.001 else f"p = {p.p_value:.3f}"
+    return f"{100 * p.difference:+.1f} points [{100 * p.ci_low:+.1f}, {100 * p.ci_high:+.1f}] ({p_text}, n = {p.n} pairs)"
+
+
+def _stability(config, outcomes: Sequence) -> Stability | None:
+    from cartrm.training.ensemble import circuit_overlap, top_tail_neurons
+
+    folders = [config.directory / f"seed-{o.seed}" / "analysis" / "circuits.json" for o in outcomes]
+    if not all(f.exists() for f in folders):
+        return None
+    circuits = [Circuits.load(f) for f in folders]
+    k = config.stability_top_k
+    multi = len(circuits) > 1
+    return Stability(
+        top_k=k,
+        across_seeds_neuron_jaccard=circuit_overlap([top_tail_neurons(c, k) for c in circuits]) if multi else None,
+        across_seeds_circuit_jaccard=_circuit_matching(circuits) if multi else None,
+        per_seed=[SeedStability(**o.stability) for o in outcomes if o.stability],
+    )
+
+
+def _circuit_matching(circuits: Sequence[Circuits], largest: int = 10) -> float:
+    """Mean over ordered seed pairs and over the ``largest`` circuits of one seed of the best Jaccard with any
+    circuit of the other seed (circuits as sets of neuron ids)."""
+    sets = [[{m.feature for m in c.members} for c in found.circuits[:largest]] for found in circuits]
+    scores = [max(len(a & b) / len(a | b) for b in other) for mine, other in itertools.permutations(sets, 2) for a in mine if other]
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def _setup(config) -> dict[str, str]:
+    from cartrm.pipeline import versions
+
+    if config.uses_benchmark:
+        b = config.benchmark
+        data = (f"embedded long-tail benchmark: {b.n_train} training / {b.n_validation} validation pairs (head share α = {b.alpha}), "
+                f"test {b.n_test_head} head + {b.n_test_tail} tail pairs; one benchmark instance per seed")
+    else:
+        data = f"{config.data} (tail: {config.tail_by})"
+    t = config.train
+    return {
+        "data": data, "model": config.model, "methods": ", ".join(config.methods), "seeds": ", ".join(map(str, config.seeds)),
+        "training": f"{t.epochs} epoch(s), batch {t.batch_size} pairs, lr {t.learning_rate}, max length {t.max_length}",
+        "analysis": f"discovery and assessment on ≤ {config.analysis_pairs} training pairs (up to half tail)",
+        "best-of-n": f"{config.bon_prompts} head + {config.bon_prompts} tail test prompts, {config.bon_candidates} candidates each" if config.uses_benchmark and config.bon_prompts else "skipped",
+        "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
+    }
+
+
+def _notes(config, outcomes: Sequence) -> list[str]:
+    notes = []
+    if not config.uses_benchmark:
+        notes.append("User data: no gold reward and no response sampler, so gold accuracy and best-of-n are skipped.")
+    if len(outcomes) == 1:
+        notes.append("One seed: intervals over seeds have zero width; the paired comparisons still resample test pairs.")
+    return notes

@@ -1,0 +1,261 @@
+"""The run's report: one self-contained HTML page (inline CSS, images as base64 data URIs, no scripts).
+
+Everything shown comes from ``results.json``; the phase figures (Δ histogram, coherence graph, Vuln ranking,
+bound trend) are the PNGs listed in its ``artifacts``, the run-level figures are drawn into ``RUN_DIR/plots``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from html import escape
+from pathlib import Path
+
+from cartrm.evaluation.statistics import SeedSummary
+from cartrm.io import write_text_atomic
+from cartrm.report.plots import bon_groups, plot_accuracy, plot_best_of_n, plot_vuln_before_after
+from cartrm.report.results import MethodResults, RunResults
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+Column = tuple[str, Callable[[MethodResults], str]]  # a results-table column: header, cell text of a method
+
+# (name, caption, drawer or None for a phase artifact), in page order.
+FIGURES: tuple[tuple[str, str, Callable | None], ...] = (
+    ("accuracy", "Head and tail accuracy per method (mean over seeds, 95% interval)", plot_accuracy),
+    ("best_of_n", "Best-of-n: gold reward of the proxy's pick vs KL_bon (mean over seeds, band: min–max)", plot_best_of_n),
+    ("delta_hist", "Δ = E_tail[a] − E_head[a] over all features (circuit discovery)", None),
+    ("coherence_graph", "Candidate neurons joined by coherence, coloured by circuit", None),
+    ("vulnerability", "Circuit vulnerability ranking (eq. 9)", None),
+    ("vuln_before_after", "Vuln of the targeted circuits before and after CART", plot_vuln_before_after),
+    ("bound", "Bound trend", None),
+)
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
+       padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
+h1 { margin-bottom: 0.3rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; margin-top: 2rem; }
+.verdict { background: #fff8db; border-left: 5px solid #e0a800; padding: 0.6rem 1rem; margin: 1rem 0; }
+.verdict li { font-weight: 600; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 0.2rem 1rem; }
+dt { font-weight: 600; } dd { margin: 0; }
+table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; font-variant-numeric: tabular-nums; }
+td { white-space: nowrap; } th { background: #f0f0f3; }
+td:first-child, th:first-child, td.text, th.text { text-align: left; }
+.scroll { overflow-x: auto; }
+tr:nth-child(even) td { background: #fafafa; }
+figure { margin: 1rem 0 2rem; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.9rem; color: #555; }
+pre { background: #f6f6f6; padding: 0.6rem; overflow-x: auto; font-size: 0.8rem; }
+.muted { color: #777; }
+"""
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Draw the run-level figures and write ``RUN_DIR/report.html`` from ``RUN_DIR/results.json``."""
+    run_dir = Path(run_dir)
+    results = RunResults.load(run_dir / "results.json")
+    path = run_dir / "report.html"
+    write_text_atomic(path, render_html(results, run_dir))
+    return path
+
+
+def render_html(results: RunResults, run_dir: str | Path) -> str:
+    """The page as a string; draws the run-level figures into ``RUN_DIR/plots`` to embed them."""
+    run_dir = Path(run_dir)
+    notes = list(results.notes)
+    figures = _figures(results, run_dir, notes)
+    body = [
+        f"<h1>{escape(results.name)}</h1>",
+        _verdict(results.verdict),
+        _setup(results),
+        _results_table(results),
+        _comparisons(results),
+        _stability(results),
+        figures,
+        _notes(notes),
+        _config(results.config),
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>CART report: {escape(results.name)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(part for part in body if part)
+        + "\n</body>\n</html>\n"
+    )
+
+
+# --- formatting ---------------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def fmt_summary(summary: SeedSummary | None, digits: int = 3) -> str:
+    """``mean [low, high]``; the mean alone for one seed, where there is no interval."""
+    if summary is None:
+        return "–"
+    if summary.n_seeds < 2:
+        return fmt(summary.mean, digits)
+    return f"{fmt(summary.mean, digits)} [{fmt(summary.ci_low, digits)}, {fmt(summary.ci_high, digits)}]"
+
+
+def fmt_p(p_value: float) -> str:
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
+
+
+def fmt_duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def _table(header: list[str], rows: list[list[str]], text_columns: frozenset[int] = frozenset()) -> str:
+    """Numbers right-aligned, the first column and ``text_columns`` left-aligned; wide tables scroll sideways."""
+    def cell(tag: str, i: int, text: str) -> str:
+        return f'<{tag} class="text">{escape(text)}</{tag}>' if i in text_columns else f"<{tag}>{escape(text)}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>\n" for row in rows)
+    return f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table></div>'
+
+
+# --- sections -----------------------------------------------------------------------------------------------
+
+
+def _verdict(lines: list[str]) -> str:
+    if not lines:
+        return '<div class="verdict"><p>No verdict recorded.</p></div>'
+    items = "".join(f"<li>{escape(line)}</li>" for line in lines)
+    return f'<div class="verdict"><ul>{items}</ul></div>'
+
+
+def _setup(results: RunResults) -> str:
+    entries = {**results.setup, "seeds": ", ".join(map(str, results.seeds)), "total time": fmt_duration(results.total_seconds)}
+    items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in entries.items())
+    return f"<h2>Setup</h2>\n<dl>{items}</dl>"
+
+
+def _results_table(results: RunResults) -> str:
+    """Accuracy and calibration in one table, best-of-n in another: one table of both is too wide to read."""
+    if not results.methods:
+        return '<h2>Results</h2>\n<p class="muted">No methods were evaluated.</p>'
+    n_seeds = len(results.seeds)
+    caption = f"Mean over {n_seeds} seed{'s' if n_seeds != 1 else ''} [95% t-interval]."
+    parts = [f'<h2>Results</h2>\n<p class="muted">{escape(caption)}</p>', _method_table(results, _accuracy_columns(results))]
+    bon_columns = _bon_columns(results)
+    if bon_columns:
+        note = "Gold reward of the proxy's pick at its best n and at the largest n; gap: proxy − gold gain (in SDs) at the largest n."
+        parts += [f'<h3>Best-of-n</h3>\n<p class="muted">{escape(note)}</p>', _method_table(results, bon_columns)]
+    return "\n".join(parts)
+
+
+def _method_table(results: RunResults, columns: list[Column]) -> str:
+    header = ["method"] + [name for name, _ in columns]
+    return _table(header, [[m.method] + [cell(m) for _, cell in columns] for m in results.methods.values()])
+
+
+def _accuracy_columns(results: RunResults) -> list[Column]:
+    columns: list[Column] = [
+        ("head acc", lambda m: fmt_summary(m.head_accuracy)),
+        ("tail acc", lambda m: fmt_summary(m.tail_accuracy)),
+        ("overall acc", lambda m: fmt_summary(m.overall_accuracy)),
+    ]
+    for group in ("head", "tail"):
+        if any(getattr(m, f"{group}_gold_accuracy") for m in results.methods.values()):
+            columns.append((f"{group} gold acc", lambda m, g=group: fmt_summary(getattr(m, f"{g}_gold_accuracy"))))
+    columns.append(("ECE", lambda m: fmt_summary(m.ece)))
+    columns.append(("train s", lambda m: fmt_summary(m.train_seconds, digits=0)))
+    return columns
+
+
+def _bon_columns(results: RunResults) -> list[Column]:
+    def cell(group: str, field: str) -> Callable[[MethodResults], str]:
+        return lambda m: fmt_summary(getattr(m.bon[group], field)) if group in m.bon else "–"
+
+    columns: list[Column] = []
+    for group in bon_groups(results):
+        columns += [(f"{group} gold @ peak", cell(group, "gold_at_peak")), (f"{group} gold @ max n", cell(group, "gold_at_max")),
+                    (f"{group} gap @ max n", cell(group, "gap_at_max"))]
+    return columns
+
+
+def _comparisons(results: RunResults) -> str:
+    if not results.comparisons:
+        return ""
+    rows = [
+        [f"{c.method} − {c.baseline}", c.metric, str(c.paired.n),
+         f"{fmt(c.paired.difference, signed=True)} [{fmt(c.paired.ci_low, signed=True)}, {fmt(c.paired.ci_high, signed=True)}]",
+         fmt_p(c.paired.p_value)]
+        for c in results.comparisons
+    ]
+    note = "Paired bootstrap over the same test pairs: mean difference, 95% interval, two-sided p-value."
+    table = _table(["comparison", "metric", "n", "difference [95% CI]", "p-value"], rows, frozenset({1}))
+    return f'<h2>Paired comparisons</h2>\n<p class="muted">{escape(note)}</p>\n{table}'
+
+
+def _stability(results: RunResults) -> str:
+    stability = results.stability
+    if stability is None:
+        return ""
+    summary = (
+        f"Top-{stability.top_k} tail neurons across seeds: mean pairwise Jaccard {fmt(stability.across_seeds_neuron_jaccard)}; "
+        f"circuits across seeds: {fmt(stability.across_seeds_circuit_jaccard)}."
+    )
+    rows = [
+        [str(s.seed), fmt(s.baseline_vs_cart_jaccard), ", ".join(s.targets) or "–",
+         "; ".join(f"{t}: {fmt(s.vuln_before.get(t))} → {fmt(s.vuln_after.get(t))}" for t in s.targets) or "–"]
+        for s in stability.per_seed
+    ]
+    header = ["seed", f"top-{stability.top_k} Jaccard baseline vs CART", "targets", "Vuln before → after"]
+    table = _table(header, rows, frozenset({2, 3}))
+    return f"<h2>Stability</h2>\n<p>{escape(summary)}</p>\n{table}"
+
+
+def _figures(results: RunResults, run_dir: Path, notes: list[str]) -> str:
+    """Every figure that exists, embedded; a note for each listed artifact that cannot be shown."""
+    parts = []
+    extra = [(name, name.replace("_", " "), None) for name in results.artifacts if name not in {f[0] for f in FIGURES}]
+    for name, caption, draw in (*FIGURES, *extra):
+        if draw is not None:
+            path = run_dir / "plots" / f"{name}.png"
+            if not draw(results, path):
+                continue
+        elif name in results.artifacts:
+            path = run_dir / results.artifacts[name]
+        else:
+            continue
+        image = _data_uri(path)
+        if image is None:
+            notes.append(f"figure {name!r} skipped: {results.artifacts.get(name, path)} is missing or not a PNG")
+            continue
+        parts.append(f'<figure><img alt="{escape(name)}" src="{image}"><figcaption>{escape(caption)}</figcaption></figure>')
+    return "<h2>Figures</h2>\n" + "\n".join(parts) if parts else ""
+
+
+def _data_uri(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _notes(notes: list[str]) -> str:
+    if not notes:
+        return ""
+    return "<h2>Notes</h2>\n<ul>" + "".join(f"<li>{escape(note)}</li>" for note in notes) + "</ul>"
+
+
+def _config(config: dict) -> str:
+    if not config:
+        return ""
+    text = json.dumps(config, indent=2, sort_keys=True, default=str)
+    return f"<details><summary>Configuration</summary><pre>{escape(text)}</pre></details>"

@@ -1,0 +1,105 @@
+"""``cart run`` as a library call on a tiny model: artifacts, results vs metrics, stage skipping, config.yaml,
+and the user-data mode."""
+
+import json
+
+import numpy as np
+import pytest
+
+import cartrm.pipeline as pipeline
+from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
+from cartrm.circuits.discover import DiscoveryConfig
+from cartrm.pipeline import RunConfig, run_experiment
+from cartrm.report.results import RunResults
+from cartrm.training import TrainConfig
+from cartrm.vulnerability.assess import AssessConfig
+
+TINY = dict(
+    model="tiny-bert",
+    benchmark=BenchmarkConfig(n_train=80, n_validation=40, n_test_head=24, n_test_tail=24),
+    train=TrainConfig(max_steps=2, batch_size=8, max_length=48, learning_rate=1e-3),
+    discovery=DiscoveryConfig(top_k=8, patch_pairs=2, n_null=2, max_validated=1, n_permutations=20),
+    assessment=AssessConfig(max_circuits=2, sensitivity_examples=4, pgd_steps=1),
+    analysis_pairs=80, bon_prompts=2, bon_candidates=8, stability_top_k=8,
+)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    config = RunConfig(name="t", out_root=tmp_path_factory.mktemp("runs"), methods=("bt", "cart"), seeds=(0, 1), **TINY)
+    return config, run_experiment(config, progress=False)
+
+
+def test_run_writes_every_artifact(finished):
+    config, _ = finished
+    root = config.directory
+    for path in ("config.yaml", "versions.json", "run.log", "results.json", "report.html"):
+        assert (root / path).exists(), path
+    for seed in (0, 1):
+        seed_dir = root / f"seed-{seed}"
+        assert (seed_dir / "models" / "bt" / "config.json").exists() and (seed_dir / "models" / "cart" / "config.json").exists()
+        assert (seed_dir / "analysis" / "circuits.json").exists()
+        assert (seed_dir / "eval" / "cart" / "metrics.json").exists()
+        assert set(json.loads((seed_dir / "bon" / "bt" / "curves.json").read_text())) == {"head", "tail"}
+
+
+def test_results_match_the_per_seed_metrics(finished):
+    config, results = finished
+    stored = RunResults.load(config.directory / "results.json")
+    assert stored == results
+    tails = [json.loads((config.directory / f"seed-{s}" / "eval" / "cart" / "metrics.json").read_text())["tail"]["accuracy"] for s in (0, 1)]
+    assert results.methods["cart"].tail_accuracy.values == tails
+    assert results.methods["cart"].tail_accuracy.mean == pytest.approx(np.mean(tails))
+    assert {c.metric for c in results.comparisons} == {"tail_accuracy", "head_accuracy", "tail_gold_accuracy", "head_gold_accuracy"}
+    assert results.verdict and results.verdict[0].startswith("cart ")
+    assert results.methods["bt"].bon["tail"].curves[0].n[-1] == 8
+
+
+def test_config_yaml_reproduces_the_run_config(finished):
+    config, _ = finished
+    assert RunConfig.from_yaml(config.directory / "config.yaml") == config
+
+
+def test_rerun_skips_finished_stages_and_reruns_changed_ones(finished, monkeypatch):
+    config, results = finished
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished training stage was redone")
+
+    monkeypatch.setattr(pipeline, "train", no_training)
+    again = run_experiment(config, progress=False)
+    assert again.methods["cart"].tail_accuracy == results.methods["cart"].tail_accuracy
+    changed = config.model_copy(update={"bon_candidates": 4})
+    assert run_experiment(changed, progress=False).methods["bt"].bon["head"].curves[0].n[-1] == 4
+
+
+def test_user_data_without_gold_runs_and_skips_gold_parts(tmp_path):
+    records = make_longtail_dataset(BenchmarkConfig(n_train=120, n_validation=0, n_test_head=0, n_test_tail=0)).to_records()
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected", "is_tail")}) + "\n" for r in records))
+    config = RunConfig(name="u", out_root=tmp_path, methods=("bt",), data=str(path), tail_by="label:is_tail", **TINY)
+    results = run_experiment(config, progress=False)
+    assert results.methods["bt"].tail_gold_accuracy is None and not results.methods["bt"].bon
+    assert any("no gold reward" in note for note in results.notes)
+    assert results.methods["bt"].tail_accuracy.n_seeds == 1
+
+
+def test_unknown_methods_are_refused():
+    with pytest.raises(ValueError, match="unknown method"):
+        RunConfig(methods=("bt", "magic"))
+    assert RunConfig(methods=("cart",)).methods == ("bt", "cart")
+
+
+def test_cart_stage_on_planted_circuits_records_stability(tmp_path):
+    from tests.test_discovery import planted_data, planted_model
+
+    planted_model().save(tmp_path / "planted")
+    path = tmp_path / "planted.jsonl"
+    planted_data().save(path)
+    tiny = {**TINY, "model": str(tmp_path / "planted"), "train": TrainConfig(max_steps=3, batch_size=16, max_length=48, learning_rate=1e-3)}
+    config = RunConfig(name="p", out_root=tmp_path, methods=("cart",), data=str(path), tail_by="label:is_tail", analysis_pairs=180, **{k: v for k, v in tiny.items() if k != "analysis_pairs"})
+    results = run_experiment(config, progress=False)
+    seed = results.stability.per_seed[0]
+    assert seed.targets and set(seed.vuln_before) == set(seed.targets) == set(seed.vuln_after)
+    assert 0.0 <= seed.baseline_vs_cart_jaccard <= 1.0
+    assert (config.directory / "seed-0" / "models" / "cart" / "cart" / "step-0" / "augmented.jsonl").exists()
