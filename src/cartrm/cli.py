@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -21,9 +22,23 @@ app.add_typer(data_app, name="data")
 ALL_SPLITS = "all"
 CART_PANEL = "CART (--method cart)"
 
+DEBUG = {"enabled": False}
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="show full tracebacks instead of one-line errors")] = False) -> None:
+    """Circuit-Aware Reward Training: train reward models and measure their long-tail robustness."""
+    DEBUG["enabled"] = debug
+    warnings.formatwarning = _one_line_warning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
 
 def _one_line_errors(command):
-    """Report library errors (bad input, bad options) as ``error: …`` and exit 1, without a traceback."""
+    """Report library errors (bad input, bad options) as ``error: …`` and exit 1, without a traceback
+    (unless ``cart --debug``)."""
     from pydantic import ValidationError
 
     @functools.wraps(command)
@@ -31,10 +46,12 @@ def _one_line_errors(command):
         try:
             return command(*args, **kwargs)
         except CartError as exc:
-            message = str(exc)
+            error, message = exc, str(exc)
         except ValidationError as exc:
             first = exc.errors()[0]
-            message = f"invalid option {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+            error, message = exc, f"invalid option {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        if DEBUG["enabled"]:
+            raise error
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(1)
 
@@ -422,7 +439,7 @@ def _subset(dataset, max_pairs: int | None, seed: int):
 
 def _existing(path: Path | None, flag: str) -> str | None:
     if path is not None and not path.exists():
-        raise CartError(f"{flag} {path}: no such file or folder")
+        raise CartError(f"{flag} {path}: not found")
     return None if path is None else str(path)
 
 

@@ -151,12 +151,12 @@ def run_experiment(config: RunConfig, progress: bool = True):
 
     started = time.time()
     root = config.directory
-    root.mkdir(parents=True, exist_ok=True)
+    seeds = [SeedRun(config, seed, progress) for seed in config.seeds]  # bad data or tail specs fail before anything is written
     handler = _log_to(root / "run.log")
     try:
         write_text_atomic(root / "config.yaml", config.to_yaml())
         write_json_atomic(root / "versions.json", versions())
-        outcomes = [SeedRun(config, seed, progress).run() for seed in config.seeds]
+        outcomes = [seed.run() for seed in seeds]
         results = aggregate(config, outcomes, time.time() - started)
         results.save(root / "results.json")
         write_report(root)
@@ -185,6 +185,8 @@ class SeedRun:
         self.has_gold = gold_margin_of(self.splits["test"]) is not None
 
     def run(self) -> SeedOutcome:
+        if self.config.uses_benchmark:
+            self.benchmark_data.save(self.root / "data" / "benchmark.jsonl")
         outcome = SeedOutcome(self.seed)
         for method in self.config.methods:
             model, seconds = self._trained(method)
@@ -201,7 +203,7 @@ class SeedRun:
     def _data(self) -> dict:
         if self.config.uses_benchmark:
             dataset = make_longtail_dataset(self.config.benchmark.model_copy(update={"seed": self.seed}))
-            dataset.save(self.root / "data" / "benchmark.jsonl")
+            self.benchmark_data = dataset
             return {name: dataset.split(name) for name in SPLITS}
         dataset = load_preferences(self.config.data)
         splits = _user_splits(dataset, self.seed)
@@ -403,6 +405,7 @@ def versions() -> dict[str, str]:
 
 
 def _log_to(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("cartrm")

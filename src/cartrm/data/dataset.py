@@ -9,6 +9,8 @@ in ``chosen``/``rejected`` are split into prompt and response. Pointwise rows: `
 
 from __future__ import annotations
 
+import warnings
+
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -157,19 +159,34 @@ class PreferenceDataset(_Table):
         rows = list(_numbered(records))
         if not rows:
             raise DataError("no records", file=source)
-        prompts, chosen, rejected = [], [], []
-        extras = _extra_columns(rows, PREFERENCE_FIELDS)
+        prompts, chosen, rejected, kept, identical = [], [], [], [], []
         for line, record in rows:
             p, c, r = _parse_preference(record, source, line)
+            if c == r:
+                identical.append(line)
+                continue
             prompts.append(p)
             chosen.append(c)
             rejected.append(r)
+            kept.append((line, record))
+        if identical:
+            _warn_identical(source, identical, len(rows))
+        rows = kept
+        extras = _extra_columns(rows, PREFERENCE_FIELDS)
         lines = [line for line, _ in rows]
         dataset = cls(prompt=prompts, chosen=chosen, rejected=rejected, columns=extras, source=source, lines=lines)
         for name in ("margin", "weight"):
             if name in extras:
                 dataset.numeric_column(name)
         return dataset
+
+
+def _warn_identical(source: str, lines: list[int], total: int) -> None:
+    """Pairs whose chosen and rejected are the same carry no preference: they are dropped, with a count."""
+    shown = ", ".join(map(str, lines[:5])) + (", …" if len(lines) > 5 else "")
+    if len(lines) == total:
+        raise DataError(f"all {total} pairs have identical chosen and rejected responses; nothing to learn from", file=source)
+    warnings.warn(f"{source}: dropped {len(lines)} of {total} pairs whose chosen and rejected are identical (lines {shown})", stacklevel=3)
 
 
 @dataclass(frozen=True, eq=False)

@@ -210,6 +210,12 @@ def _from_pretrained(path: Path, quiet_missing_head: bool) -> tuple[Any, Any]:
         hf_logging.enable_progress_bar()
     if model.config.num_labels != 1:
         raise CartError(f"{path} has {model.config.num_labels} outputs; a reward model needs num_labels=1")
+    embeddings = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > embeddings:
+        raise CartError(
+            f"{path}: the tokenizer has {len(tokenizer)} tokens but the model embeds only {embeddings}: "
+            "the tokenizer and the model do not belong together"
+        )
     return model, tokenizer
 
 

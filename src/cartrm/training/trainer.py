@@ -203,36 +203,44 @@ def train(
     global_step, micro, history = state["global_step"], state["micro"], state["history"]
     bar = tqdm(total=total_steps, initial=global_step, desc=f"train[{config.method}]", disable=not progress or not accelerator.is_local_main_process)
     running: list[float] = []
-    while global_step < total_steps:
-        epoch, offset = divmod(micro, micro_per_epoch)
-        batches = accelerator.skip_first_batches(loader, offset) if offset else loader
-        batches.set_epoch(epoch)  # accelerate's loaders pass the epoch on to the sampler when they start
-        for batch in batches:
-            with accelerator.accumulate(model):
-                loss, logs = method.loss(model, batch, global_step)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            micro += 1
-            running.append(logs["loss"])
-            if not accelerator.sync_gradients:
-                continue
-            global_step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
-            if global_step % config.logging_steps == 0 or global_step == total_steps:
-                entry = {"step": global_step, "epoch": micro / micro_per_epoch, "lr": scheduler.get_last_lr()[0], **logs}
-                history.append(entry)
-                accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=global_step)
-            end_of_epoch = micro % micro_per_epoch == 0
-            if global_step >= total_steps or (config.save_steps and global_step % config.save_steps == 0) or (not config.save_steps and end_of_epoch):
-                _checkpoint(accelerator, out, {"global_step": global_step, "micro": micro, "history": history, "method": method.state()})
-            if global_step >= total_steps:
-                break
-    bar.close()
+    synced_micro = micro
+    try:
+        while global_step < total_steps:
+            epoch, offset = divmod(micro, micro_per_epoch)
+            batches = accelerator.skip_first_batches(loader, offset) if offset else loader
+            batches.set_epoch(epoch)  # accelerate's loaders pass the epoch on to the sampler when they start
+            for batch in batches:
+                with accelerator.accumulate(model):
+                    loss, logs = method.loss(model, batch, global_step)
+                    _check_finite(loss, global_step + 1, out)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                micro += 1
+                running.append(logs["loss"])
+                if not accelerator.sync_gradients:
+                    continue
+                global_step += 1
+                synced_micro = micro
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
+                if global_step % config.logging_steps == 0 or global_step == total_steps:
+                    entry = {"step": global_step, "epoch": micro / micro_per_epoch, "lr": scheduler.get_last_lr()[0], **logs}
+                    history.append(entry)
+                    accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=global_step)
+                end_of_epoch = micro % micro_per_epoch == 0
+                if global_step >= total_steps or (config.save_steps and global_step % config.save_steps == 0) or (not config.save_steps and end_of_epoch):
+                    _checkpoint(accelerator, out, {"global_step": global_step, "micro": micro, "history": history, "method": method.state()})
+                if global_step >= total_steps:
+                    break
+    except KeyboardInterrupt:
+        _checkpoint(accelerator, out, {"global_step": global_step, "micro": synced_micro, "history": history, "method": method.state()})
+        raise CartError(f"interrupted at step {global_step} of {total_steps}; checkpoint saved in {out / 'checkpoints'}; continue with --resume") from None
+    finally:
+        bar.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()
     reward_model.model = accelerator.unwrap_model(model)
@@ -243,6 +251,14 @@ def train(
     if accelerator.is_main_process:
         _save_final(reward_model, config, result, out)
     return result
+
+
+def _check_finite(loss: torch.Tensor, step: int, out: Path) -> None:
+    """Stop before a NaN/inf loss reaches the weights; the last checkpoint stays the last good one."""
+    if not torch.isfinite(loss).all():
+        found = _checkpoints(out)
+        last = f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was saved yet"
+        raise CartError(f"step {step}: the loss is {loss.item()}; training stopped before applying it ({last}; try a lower --lr)")
 
 
 def _hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
