@@ -1,0 +1,128 @@
+"""Kills and Ctrl-C: a SIGKILLed training resumes to the same weights; SIGINT stops with a checkpoint;
+``cart run`` resumes after the last finished stage; a kill during a save never leaves a truncated file."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.reliability.test_bad_inputs import GOOD_ROWS, write_jsonl
+
+TRAIN = ["--model", "tiny-bert", "--batch-size", 2, "--save-steps", 1, "--max-steps", 12, "--lr", 1e-3, "--seed", 3]
+
+
+def cart(*args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cartrm", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def wait_for(path, process, timeout=120.0) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"finished before {path} appeared: {process.communicate()[1][-2000:]}"
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_jsonl(tmp_path_factory.mktemp("d") / "data.jsonl", GOOD_ROWS)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "rm"
+    process = cart("train", "--data", data, "--out", out, *TRAIN)
+    assert process.wait(timeout=300) == 0, process.communicate()[1][-2000:]
+    return load_file(out / "model.safetensors")
+
+
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(data, reference, tmp_path):
+    out = tmp_path / "rm"
+    process = cart("train", "--data", data, "--out", out, *TRAIN)
+    wait_for(out / "checkpoints" / "step-3" / "trainer_state.json", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (out / "config.json").exists()
+    resumed = cart("train", "--data", data, "--out", out, *TRAIN, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.communicate()[1][-2000:]
+    final = load_file(out / "model.safetensors")
+    assert final.keys() == reference.keys()
+    for name, tensor in reference.items():
+        assert torch.equal(final[name], tensor), name
+
+
+def test_sigint_stops_cleanly_with_a_checkpoint_and_resume_finishes(data, tmp_path):
+    out = tmp_path / "rm"
+    process = cart("train", "--data", data, "--out", out, *TRAIN)
+    wait_for(out / "checkpoints" / "step-2" / "trainer_state.json", process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1 and "interrupted at step" in stderr and "--resume" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr
+    step = int(stderr.split("interrupted at step ")[1].split()[0])
+    assert (out / "checkpoints" / f"step-{step}" / "trainer_state.json").exists()
+    resumed = cart("train", "--data", data, "--out", out, *TRAIN, "--resume")
+    assert resumed.wait(timeout=300) == 0
+    assert json.loads((out / "train_result.json").read_text())["global_step"] == 12
+
+
+def test_cart_run_resumes_after_the_last_finished_stage(tmp_path, monkeypatch):
+    import cartrm.pipeline as pipeline
+    from tests.test_pipeline import TINY
+
+    config = pipeline.RunConfig(name="r", out_root=tmp_path, methods=("bt", "label-smoothing"), **TINY)
+    real_train, calls = pipeline.train, []
+
+    def train_then_die(model, data, training, *args, **kwargs):
+        calls.append(training.method)
+        if training.method == "label-smoothing" and len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(model, data, training, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train", train_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_experiment(config, progress=False)
+    assert (config.directory / "seed-0" / "models" / "bt" / ".stage.json").exists()
+    pipeline.run_experiment(config, progress=False)
+    assert calls == ["bt", "label-smoothing", "label-smoothing"]
+
+
+KILL_DURING_SAVE = """
+import sys
+from cartrm.io import write_json_atomic
+from cartrm.models import RewardModel
+kind, target = sys.argv[1], sys.argv[2]
+model = RewardModel.load("tiny-bert") if kind == "model" else None
+print("ready", flush=True)
+for i in range(10**6):
+    if kind == "json":
+        write_json_atomic(target, {"i": i, "payload": list(range(200_000))})
+    else:
+        model.save(target)
+"""
+
+
+@pytest.mark.parametrize("kind", ["json", "model"])
+def test_a_kill_during_saves_never_leaves_a_truncated_artifact(kind, tmp_path):
+    from cartrm.models import RewardModel
+
+    target = tmp_path / ("artifact.json" if kind == "json" else "model")
+    for delay in (0.3, 0.7, 1.1):
+        process = subprocess.Popen([sys.executable, "-c", KILL_DURING_SAVE, kind, str(target)], stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        if kind == "json":
+            if target.exists():
+                assert len(json.loads(target.read_text())["payload"]) == 200_000
+        elif (target / "config.json").exists():
+            RewardModel.load(target)
+    visible = [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert visible in ([], [target.name])
