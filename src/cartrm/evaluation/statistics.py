@@ -28,8 +28,9 @@ class PairedComparison(BaseModel):
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_resamples: int = N_PAIRED_RESAMPLES, seed: int = 0) -> PairedComparison:
     """Resample items (keeping each item's pair of scores together).
 
-    The p-value tests "no difference" with the bootstrap distribution shifted to mean zero: the share of
-    resampled mean differences at least as far from the observed one as the observed one is from zero.
+    The two-sided p-value inverts the percentile interval: twice the smaller share of resampled mean
+    differences on either side of zero (``(count + 1) / (resamples + 1)`` each), so p < 0.05 exactly when
+    the 95% interval excludes zero (up to the ±1 correction).
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
@@ -39,8 +40,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_resamples: int = N_PAIRED_R
     rng = np.random.default_rng(seed)
     means = differences[rng.integers(0, len(differences), size=(n_resamples, len(differences)))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
-    extreme = np.abs(means - observed) >= abs(observed) - 1e-12
-    p_value = float((extreme.sum() + 1) / (n_resamples + 1))
+    below, above = ((means <= 0).sum() + 1) / (n_resamples + 1), ((means >= 0).sum() + 1) / (n_resamples + 1)
+    p_value = float(2 * min(below, above))
     return PairedComparison(n=len(a), difference=observed, ci_low=float(low), ci_high=float(high), p_value=min(1.0, p_value))
 
 
