@@ -305,11 +305,12 @@ class SeedRun:
         from cartrm.evaluation.metrics import pairwise_correct
 
         tail = self.tails["test"].mask
-        out = {"head_accuracy": pairwise_correct(chosen, rejected)[~tail], "tail_accuracy": pairwise_correct(chosen, rejected)[tail]}
+        correct = pairwise_correct(chosen, rejected)
+        out = {"head_accuracy": correct[~tail], "tail_accuracy": correct[tail]}
         gold = gold_margin_of(self.splits["test"])
         if gold is not None:
-            correct = pairwise_correct(np.sign(gold) * (chosen - rejected), np.zeros(len(gold)))
-            out |= {"head_gold_accuracy": correct[~tail], "tail_gold_accuracy": correct[tail]}
+            gold_correct = pairwise_correct(np.sign(gold) * (chosen - rejected), np.zeros(len(gold)))
+            out |= {"head_gold_accuracy": gold_correct[~tail], "tail_gold_accuracy": gold_correct[tail]}
         return out
 
     def _best_of_n(self, method: str, model) -> dict[str, BoNCurve]:

@@ -104,8 +104,8 @@ class CircuitAwareTraining(BradleyTerry):
         if state["artifacts"] and state["artifacts"] != self.artifacts:
             folder = Path(state["artifacts"])
             circuits = Circuits.load(folder / "circuits.json")
-            targets = json.loads((folder / "targets.json").read_text())
-            self._use(circuits, targets, _read_augmented(folder / "augmented.jsonl"), folder)
+            targets, features = self._targets_of(circuits, json.loads((folder / "targets.json").read_text()))
+            self._use(circuits, targets, features, _read_augmented(folder / "augmented.jsonl"), folder)
 
     def loss(self, module: Any, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         if step != self._last_step:
@@ -176,6 +176,16 @@ class CircuitAwareTraining(BradleyTerry):
             warnings.warn(f"no target circuits ({len(circuits.circuits)} circuits found on {circuits.model}, none selected): "
                           "CART trains without circuit terms", stacklevel=2)
             return
+        targets, features = self._targets_of(circuits, target_ids)
+        augmented = self._augment(circuits, targets, features) if self.config.cart.augmentation else []
+        folder = Path(self.context.output_dir) / ARTIFACTS / f"step-{step}"
+        circuits.save(folder / "circuits.json")
+        write_text_atomic(folder / "targets.json", json.dumps(target_ids))
+        write_text_atomic(folder / "augmented.jsonl", "".join(json.dumps(asdict(a)) + "\n" for a in augmented))
+        self._use(circuits, targets, features, augmented, folder)
+
+    def _targets_of(self, circuits: Circuits, target_ids: list[str]) -> tuple[list[TargetCircuit], FeatureIndex]:
+        """The target circuits on this model's feature axis; refuses circuits of another architecture."""
         features = FeatureIndex(tuple(list_sites(self.reward_model.model, tuple(circuits.config["sites"]))))
         model_type = self.reward_model.model.config.model_type
         if circuits.model_type not in (None, model_type) or features.size != circuits.n_features:
@@ -183,21 +193,16 @@ class CircuitAwareTraining(BradleyTerry):
                 f"circuits.json describes {circuits.n_features} features of a {circuits.model_type or '?'} model at sites "
                 f"{circuits.config['sites']}, but this {model_type} model has {features.size}: it was made from a different architecture"
             )
-        augmented = self._augment(circuits, target_ids, features) if self.config.cart.augmentation else []
-        folder = Path(self.context.output_dir) / ARTIFACTS / f"step-{step}"
-        circuits.save(folder / "circuits.json")
-        write_text_atomic(folder / "targets.json", json.dumps(target_ids))
-        write_text_atomic(folder / "augmented.jsonl", "".join(json.dumps(asdict(a)) + "\n" for a in augmented))
-        self._use(circuits, target_ids, augmented, folder)
-
-    def _use(self, circuits: Circuits, target_ids: list[str], augmented: list[Any], folder: Path) -> None:
-        features = FeatureIndex(tuple(list_sites(self.reward_model.model, tuple(circuits.config["sites"]))))
         by_id = {c.id: c for c in circuits.circuits}
-        self.targets = []
+        targets = []
         for circuit_id in target_ids:
             members = np.array([m.feature for m in by_id[circuit_id].members])
-            self.targets.append(TargetCircuit(circuit_id, members, features.by_site(members)))
-        used = {name for t in self.targets for name in t.by_site}
+            targets.append(TargetCircuit(circuit_id, members, features.by_site(members)))
+        return targets, features
+
+    def _use(self, circuits: Circuits, targets: list[TargetCircuit], features: FeatureIndex, augmented: list[Any], folder: Path) -> None:
+        self.targets = targets
+        used = {name for t in targets for name in t.by_site}
         self.sites = [s for s in features.sites if s.name in used]
         self.pooling = circuits.config["pooling"]
         self.augmented = augmented
@@ -209,15 +214,13 @@ class CircuitAwareTraining(BradleyTerry):
             self.aug_encoded = self.reward_model.encode(prompts * 2, [a.chosen for a in augmented] + [a.rejected for a in augmented])
         self.artifacts = str(folder)
 
-    def _augment(self, circuits: Circuits, target_ids: list[str], features: FeatureIndex) -> list[Any]:
+    def _augment(self, circuits: Circuits, targets: list[TargetCircuit], features: FeatureIndex) -> list[Any]:
         from cartrm.training.augment import LMRewriter, augment_tail_pairs
 
         cart = self.config.cart
-        by_id = {c.id: c for c in circuits.circuits}
-        members = [np.array([m.feature for m in by_id[i].members]) for i in target_ids]
         rewriter = LMRewriter(cart.generator, seed=self.config.seed) if cart.generator else None
         return augment_tail_pairs(
-            self.reward_model, self.dataset, self.context.tail_mask, members, features, circuits.config["pooling"],
+            self.reward_model, self.dataset, self.context.tail_mask, [t.members for t in targets], features, circuits.config["pooling"],
             n_candidates=cart.aug_candidates, keep=cart.aug_keep, seed=self.config.seed, rewriter=rewriter, transforms=cart.aug_transforms,
         )
 
