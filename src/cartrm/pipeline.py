@@ -23,6 +23,8 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,13 +228,13 @@ class SeedRun:
             seconds = json.loads((folder / STAGE_MARKER).read_text())["seconds"]
             return (EnsembleRewardModel.load(ensemble_dir) if method in ENSEMBLES else RewardModel.load(folder)), seconds
         shutil.rmtree(folder, ignore_errors=True)
-        log.info("seed %d: training %s", self.seed, method)
         started = time.time()
-        if method in ENSEMBLES:
-            model = self._train_ensemble(method, training, folder)
-        else:
-            model = RewardModel.load(self.config.model, seed=self.seed)
-            train(model, self.splits["train"], training, folder, tail_mask=self.tails["train"].mask, progress=self.progress)
+        with _logged(f"seed {self.seed}: training {method}"):
+            if method in ENSEMBLES:
+                model = self._train_ensemble(method, training, folder)
+            else:
+                model = RewardModel.load(self.config.model, seed=self.seed)
+                train(model, self.splits["train"], training, folder, tail_mask=self.tails["train"].mask, progress=self.progress)
         seconds = time.time() - started
         _stage_finish(folder, key, seconds=seconds)
         return model, seconds
@@ -259,15 +261,16 @@ class SeedRun:
         circuits_path, vulnerability_path = folder / "circuits.json", folder / "vulnerability.json"
         if not _stage_done(folder, key):
             shutil.rmtree(folder, ignore_errors=True)
-            log.info("seed %d: discovering and assessing the baseline's tail circuits", self.seed)
             baseline = RewardModel.load(self.root / "models" / "bt")
             data, mask = self._analysis_data()
-            circuits = discover(baseline, data, TailSplit(mask, self.tails["train"].description), self.config.discovery.model_copy(update={"seed": self.seed}), progress=self.progress)
+            with _logged(f"seed {self.seed}: discovering the baseline's tail circuits"):
+                circuits = discover(baseline, data, TailSplit(mask, self.tails["train"].description), self.config.discovery.model_copy(update={"seed": self.seed}), progress=self.progress)
             circuits.save(circuits_path)
             plot_delta_histogram(circuits, folder / "delta_hist.png")
             plot_coherence_graph(circuits, folder / "coherence_graph.png")
             if circuits.circuits:
-                report = assess(baseline, data, mask, circuits, self.config.assessment.model_copy(update={"seed": self.seed}), progress=self.progress)
+                with _logged(f"seed {self.seed}: assessing their vulnerability"):
+                    report = assess(baseline, data, mask, circuits, self.config.assessment.model_copy(update={"seed": self.seed}), progress=self.progress)
                 report.save(vulnerability_path)
                 plot_vulnerability(report, folder / "vulnerability.png")
             else:
@@ -289,7 +292,8 @@ class SeedRun:
         if not _stage_done(folder, key):
             shutil.rmtree(folder, ignore_errors=True)
             test = self.splits["test"]
-            chosen, rejected = model.score_pairs(test, progress=self.progress)
+            with _logged(f"seed {self.seed}: evaluating {method} on {len(test)} test pairs"):
+                chosen, rejected = model.score_pairs(test, progress=self.progress)
             groups = {c: test.column(c) for c in BREAKDOWN_COLUMNS if test.has_column(c)}
             report = evaluate_scores(
                 chosen, rejected, tail=self.tails["test"], groups=groups, gold_margin=gold_margin_of(test),
@@ -321,10 +325,10 @@ class SeedRun:
         path = folder / "curves.json"
         if not _stage_done(folder, key):
             shutil.rmtree(folder, ignore_errors=True)
-            log.info("seed %d: best-of-n for %s", self.seed, method)
             benchmark = self.config.benchmark.model_copy(update={"seed": self.seed})
-            pool = candidate_pool(benchmark, self.config.bon_prompts, self.config.bon_prompts, self.config.bon_candidates, seed=self.seed)
-            curves = best_of_n_by_group(model, pool, progress=self.progress)
+            with _logged(f"seed {self.seed}: best-of-n for {method}"):
+                pool = candidate_pool(benchmark, self.config.bon_prompts, self.config.bon_prompts, self.config.bon_candidates, seed=self.seed)
+                curves = best_of_n_by_group(model, pool, progress=self.progress)
             write_json_atomic(path, {group: curve.model_dump() for group, curve in curves.items()})
             _stage_finish(folder, key)
         return {group: BoNCurve.model_validate(curve) for group, curve in json.loads(path.read_text()).items()}
@@ -340,6 +344,7 @@ class SeedRun:
         if not _stage_done(folder, key):
             shutil.rmtree(folder, ignore_errors=True)
             log.info("seed %d: circuit stability before/after CART", self.seed)
+            started = time.time()
             baseline_circuits = Circuits.load(self.root / "analysis" / "circuits.json")
             before = VulnerabilityReport.load(self.root / "analysis" / "vulnerability.json")
             cart_model = RewardModel.load(self.root / "models" / "cart")
@@ -357,6 +362,7 @@ class SeedRun:
                 "vuln_before": {c.id: c.vuln for c in before.circuits if c.id in before.targets},
                 "vuln_after": {c.id: c.vuln for c in after.circuits if c.id in before.targets},
             })
+            log.info("seed %d: circuit stability before/after CART: done in %.0f s", self.seed, time.time() - started)
             _stage_finish(folder, key)
         return json.loads((folder / "stability.json").read_text())
 
@@ -403,6 +409,15 @@ def versions() -> dict[str, str]:
 
     packages = ("cartrm", "torch", "transformers", "accelerate", "numpy", "scipy", "scikit-learn")
     return {"python": platform.python_version(), **{name: version(name) for name in packages}}
+
+
+@contextmanager
+def _logged(stage: str) -> Iterator[None]:
+    """Log a stage's start and, when it succeeds, its wall time (run.log then shows where a run spends it)."""
+    log.info(stage)
+    started = time.time()
+    yield
+    log.info("%s: done in %.0f s", stage, time.time() - started)
 
 
 def _log_to(path: Path) -> logging.Handler:

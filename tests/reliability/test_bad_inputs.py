@@ -63,7 +63,8 @@ def test_bad_data_files(command, case, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "spec, fragment", [("nonsense", "invalid --tail-by"), ("label:missing_column", "missing_column"), ("label:is_tail=nope", "tail")]
+    "spec, fragment", [("nonsense", "invalid --tail-by"), ("label:missing_column", "missing_column"), ("label:is_tail=nope", "tail"),
+                     ("label:split=train,validation,test", "head empty")]
 )
 @pytest.mark.parametrize("command", ["train", "evaluate", "discover", "run"])
 def test_bad_tail_specs(command, spec, fragment, tmp_path):

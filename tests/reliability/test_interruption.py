@@ -34,12 +34,22 @@ def data(tmp_path_factory):
     return write_jsonl(tmp_path_factory.mktemp("d") / "data.jsonl", GOOD_ROWS)
 
 
-@pytest.fixture(scope="module")
-def reference(data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "rm"
-    process = cart("train", "--data", data, "--out", out, *TRAIN)
+def train_to_end(data, out, *extra) -> dict[str, torch.Tensor]:
+    process = cart("train", "--data", data, "--out", out, *TRAIN, *extra)
     assert process.wait(timeout=300) == 0, process.communicate()[1][-2000:]
     return load_file(out / "model.safetensors")
+
+
+def assert_same_weights(out, reference) -> None:
+    final = load_file(out / "model.safetensors")
+    assert final.keys() == reference.keys()
+    for name, tensor in reference.items():
+        assert torch.equal(final[name], tensor), name
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    return train_to_end(data, tmp_path_factory.mktemp("ref") / "rm")
 
 
 def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(data, reference, tmp_path):
@@ -49,27 +59,29 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(data, refer
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     assert not (out / "config.json").exists()
-    resumed = cart("train", "--data", data, "--out", out, *TRAIN, "--resume")
-    assert resumed.wait(timeout=300) == 0, resumed.communicate()[1][-2000:]
-    final = load_file(out / "model.safetensors")
-    assert final.keys() == reference.keys()
-    for name, tensor in reference.items():
-        assert torch.equal(final[name], tensor), name
+    train_to_end(data, out, "--resume")
+    assert_same_weights(out, reference)
 
 
-def test_sigint_stops_cleanly_with_a_checkpoint_and_resume_finishes(data, tmp_path):
-    out = tmp_path / "rm"
-    process = cart("train", "--data", data, "--out", out, *TRAIN)
+@pytest.mark.parametrize("accumulation", [1, 3])
+def test_sigint_stops_at_a_step_boundary_and_resume_gives_the_uninterrupted_weights(data, accumulation, tmp_path_factory):
+    """Ctrl-C lands mid-step (mid gradient accumulation when it is 3); training finishes that optimizer step,
+    saves a checkpoint, exits 1 naming the step, and --resume ends bit-identical to an uninterrupted run."""
+    extra = ("--gradient-accumulation-steps", accumulation)
+    reference = train_to_end(data, tmp_path_factory.mktemp("ref") / "rm", *extra)
+    out = tmp_path_factory.mktemp("int") / "rm"
+    process = cart("train", "--data", data, "--out", out, *TRAIN, *extra)
     wait_for(out / "checkpoints" / "step-2" / "trainer_state.json", process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1 and "interrupted at step" in stderr and "--resume" in stderr, stderr[-2000:]
     assert "Traceback" not in stderr
     step = int(stderr.split("interrupted at step ")[1].split()[0])
+    assert 2 <= step < 12
     assert (out / "checkpoints" / f"step-{step}" / "trainer_state.json").exists()
-    resumed = cart("train", "--data", data, "--out", out, *TRAIN, "--resume")
-    assert resumed.wait(timeout=300) == 0
+    train_to_end(data, out, *extra, "--resume")
     assert json.loads((out / "train_result.json").read_text())["global_step"] == 12
+    assert_same_weights(out, reference)
 
 
 def test_cart_run_resumes_after_the_last_finished_stage(tmp_path, monkeypatch):

@@ -11,6 +11,9 @@ import json
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -203,9 +206,9 @@ def train(
     global_step, micro, history = state["global_step"], state["micro"], state["history"]
     bar = tqdm(total=total_steps, initial=global_step, desc=f"train[{config.method}]", disable=not progress or not accelerator.is_local_main_process)
     running: list[float] = []
-    synced_micro = micro
+    stop = _StopRequest()
     try:
-        while global_step < total_steps:
+        while global_step < total_steps and not stop.agreed(accelerator):
             epoch, offset = divmod(micro, micro_per_epoch)
             batches = accelerator.skip_first_batches(loader, offset) if offset else loader
             batches.set_epoch(epoch)  # accelerate's loaders pass the epoch on to the sampler when they start
@@ -224,7 +227,6 @@ def train(
                 if not accelerator.sync_gradients:
                     continue
                 global_step += 1
-                synced_micro = micro
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
                 if global_step % config.logging_steps == 0 or global_step == total_steps:
@@ -234,12 +236,18 @@ def train(
                 end_of_epoch = micro % micro_per_epoch == 0
                 if global_step >= total_steps or (config.save_steps and global_step % config.save_steps == 0) or (not config.save_steps and end_of_epoch):
                     _checkpoint(accelerator, out, {"global_step": global_step, "micro": micro, "history": history, "method": method.state()})
-                if global_step >= total_steps:
+                if global_step >= total_steps or stop.agreed(accelerator):
                     break
+        if global_step < total_steps:
+            if not (out / "checkpoints" / f"step-{global_step}" / "trainer_state.json").exists():
+                _checkpoint(accelerator, out, {"global_step": global_step, "micro": micro, "history": history, "method": method.state()})
+            raise CartError(f"interrupted at step {global_step} of {total_steps}; checkpoint saved in {out / 'checkpoints'}; continue with --resume")
     except KeyboardInterrupt:
-        _checkpoint(accelerator, out, {"global_step": global_step, "micro": synced_micro, "history": history, "method": method.state()})
-        raise CartError(f"interrupted at step {global_step} of {total_steps}; checkpoint saved in {out / 'checkpoints'}; continue with --resume") from None
+        found = _checkpoints(out)
+        last = f"the last checkpoint is {found[-1]}" if found else "no checkpoint was saved"
+        raise CartError(f"aborted during step {global_step + 1} of {total_steps}; {last}; continue with --resume") from None
     finally:
+        stop.close()
         bar.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -251,6 +259,35 @@ def train(
     if accelerator.is_main_process:
         _save_final(reward_model, config, result, out)
     return result
+
+
+class _StopRequest:
+    """Ctrl-C (SIGINT) asks training to stop at the next optimizer-step boundary, where a checkpoint resumes to
+    exactly the weights of an uninterrupted run (mid-step, dropout RNG and partial gradients would be lost);
+    a second Ctrl-C aborts at once. All processes stop at the same step: the request is max-reduced across them."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after the current step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    def agreed(self, accelerator: Any) -> bool:
+        if accelerator.num_processes == 1:
+            return self.requested
+        flag = torch.tensor([float(self.requested)], device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="max").item())
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _check_finite(loss: torch.Tensor, step: int, out: Path) -> None:
