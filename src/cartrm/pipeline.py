@@ -93,14 +93,15 @@ class RunConfig(BaseModel):
 
     @classmethod
     def preset(cls, quick: bool, **overrides) -> RunConfig:
-        """``quick``: one seed, bt vs cart, small sizes; otherwise three seeds, every method, larger sizes."""
+        """``quick``: one seed, bt vs cart, sizes that fit 10 minutes on 2 CPU cores with MiniLM (measured in
+        docs/results.md); otherwise three seeds, every method, larger sizes."""
         if quick:
             values = dict(
-                benchmark=BenchmarkConfig(n_train=1000, n_validation=200, n_test_head=300, n_test_tail=1100),
+                benchmark=BenchmarkConfig(n_train=352, n_validation=100, n_test_head=150, n_test_tail=450),
                 train=TrainConfig(epochs=1, batch_size=16, learning_rate=1e-4, max_length=128),
-                methods=QUICK_METHODS, seeds=(0,), bon_prompts=8, analysis_pairs=300,
-                discovery=DiscoveryConfig(patch_pairs=8, max_validated=3),
-                assessment=AssessConfig(max_circuits=5, sensitivity_examples=16),
+                methods=QUICK_METHODS, seeds=(0,), bon_prompts=2, analysis_pairs=160,
+                discovery=DiscoveryConfig(patch_pairs=4, max_validated=2, n_null=10),
+                assessment=AssessConfig(max_circuits=3, sensitivity_examples=8),
             )
         else:
             values = dict(
