@@ -91,6 +91,20 @@ def test_run_rejects_data_without_a_tail_spec(tmp_path, benchmark_file):
     assert not any(tmp_path.iterdir())
 
 
+def test_run_rejects_quick_and_full_together(tmp_path):
+    result = invoke("run", "--quick", "--full", "--out-root", tmp_path)
+    assert result.exit_code == 1 and "--quick and --full" in result.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_quick_preset_is_one_seed_bt_vs_cart_and_full_is_the_research_table():
+    from cartrm.pipeline import ALL_METHODS, RunConfig
+
+    quick, full = RunConfig.preset(True), RunConfig.preset(False)
+    assert quick.seeds == (0,) and quick.methods == ("bt", "cart") and quick.benchmark.n_train < full.benchmark.n_train
+    assert len(full.seeds) >= 3 and set(full.methods) == set(ALL_METHODS)
+
+
 def test_discover_writes_circuits_and_plots(benchmark_file, tmp_path):
     result = invoke(
         "discover", "--model", "tiny-bert", "--data", benchmark_file, "--tail-by", "label:is_tail", "--out", tmp_path / "d",

@@ -348,7 +348,8 @@ def bound(
 @app.command()
 @_one_line_errors
 def run(
-    quick: Annotated[bool, typer.Option("--quick", help="one seed, bt vs cart, small sizes (the README's main command)")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="one seed, bt vs cart, small sizes: ~9 min on 2 CPU cores (the README's main command)")] = False,
+    full: Annotated[bool, typer.Option("--full", help="the research table (the default without --quick): every method, seeds 0,1,2, 6,000 training pairs, 2 epochs")] = False,
     config: Annotated[Optional[Path], typer.Option(help="config.yaml of an earlier run: reproduces it (other options are ignored)")] = None,
     name: Annotated[Optional[str], typer.Option(help="run name (folder under --out-root); default 'quick' or 'full'")] = None,
     out_root: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
@@ -362,6 +363,8 @@ def run(
     best-of-n reward hacking, results.json and report.html. Finished stages are skipped when rerun."""
     from cartrm.pipeline import BENCHMARK_TAIL_SPEC, RunConfig, run_experiment
 
+    if quick and full:
+        raise CartError("--quick and --full are alternatives: pick one")
     if config is not None:
         run_config = RunConfig.from_yaml(config)
     else:
