@@ -62,6 +62,19 @@ def test_bad_data_files(command, case, tmp_path):
     assert_one_line_error(invoke(*data_commands(data, out)[command]), fragment, out)
 
 
+@pytest.mark.parametrize("case", ["truncated gzip", "a folder"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "discover", "ensemble", "run"])
+def test_unreadable_data_files(command, case, tmp_path):
+    if case == "a folder":
+        data, fragment = tmp_path / "folder", "unsupported file type"
+        data.mkdir()
+    else:
+        data, fragment = tmp_path / "data.jsonl.gz", "cannot read file"
+        data.write_bytes(b"\x1f\x8b\x08 not really gzip")
+    out = tmp_path / "out"
+    assert_one_line_error(invoke(*data_commands(data, out)[command]), fragment, out)
+
+
 @pytest.mark.parametrize(
     "spec, fragment", [("nonsense", "invalid --tail-by"), ("label:missing_column", "missing_column"), ("label:is_tail=nope", "tail"),
                      ("label:split=train,validation,test", "head empty")]

@@ -31,6 +31,15 @@ def test_random_bytes(tmp_path_factory, content, suffix):
 
 
 @FUZZ
+@given(body=st.binary(max_size=400), flags=st.integers(0, 255))
+def test_corrupt_gzip_streams(tmp_path_factory, body, flags):
+    """Bytes behind a valid gzip magic number: exercises the decompressor's own errors (zlib.error, EOFError)."""
+    path = tmp_path_factory.mktemp("fuzz") / "data.jsonl.gz"
+    path.write_bytes(b"\x1f\x8b\x08" + bytes([flags]) + body)
+    load_or_data_error(path)
+
+
+@FUZZ
 @given(rows=st.lists(records, max_size=5))
 def test_random_json_records(tmp_path_factory, rows):
     path = tmp_path_factory.mktemp("fuzz") / "data.jsonl"

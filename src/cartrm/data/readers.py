@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             return
         with _open_text(path) as handle:
             yield from {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv}[fmt](handle, path)
-    except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile, csv.Error) as exc:
+    except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error, csv.Error) as exc:
         raise DataError(f"cannot read file: {exc}", file=path) from exc
 
 

@@ -230,7 +230,7 @@ def _as_bool(value: Any, source: str, line: int, column: str) -> bool:
 def _token_function(tokenizer: Any) -> Callable[[str], list]:
     if tokenizer is None:
         return lambda text: re.findall(r"\w+", text.lower())
-    return lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+    return lambda text: tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]  # whole texts: no length warning
 
 
 def _tfidf_embedder(corpus: list[str]) -> Embedder:
