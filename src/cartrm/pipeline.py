@@ -344,26 +344,24 @@ class SeedRun:
         key = _digest(_stage_key(self.root / "models" / "cart"), self.config.stability_top_k)
         if not _stage_done(folder, key):
             shutil.rmtree(folder, ignore_errors=True)
-            log.info("seed %d: circuit stability before/after CART", self.seed)
-            started = time.time()
-            baseline_circuits = Circuits.load(self.root / "analysis" / "circuits.json")
-            before = VulnerabilityReport.load(self.root / "analysis" / "vulnerability.json")
-            cart_model = RewardModel.load(self.root / "models" / "cart")
-            data, mask = self._analysis_data()
-            cheap = self.config.discovery.model_copy(update={"seed": self.seed, "patch_pairs": 0, "top_k": self.config.stability_top_k})
-            cart_circuits = discover(cart_model, data, TailSplit(mask, "training tail"), cheap, progress=self.progress)
-            cart_circuits.save(folder / "cart_circuits.json")
-            after = assess(cart_model, data, mask, baseline_circuits, self.config.assessment.model_copy(update={"seed": self.seed}),
-                           progress=self.progress, check_fingerprint=False)
-            k = self.config.stability_top_k
-            write_json_atomic(folder / "stability.json", {
-                "seed": self.seed, "top_k": k,
-                "baseline_vs_cart_jaccard": circuit_overlap([top_tail_neurons(baseline_circuits, k), top_tail_neurons(cart_circuits, k)]),
-                "targets": list(before.targets),
-                "vuln_before": {c.id: c.vuln for c in before.circuits if c.id in before.targets},
-                "vuln_after": {c.id: c.vuln for c in after.circuits if c.id in before.targets},
-            })
-            log.info("seed %d: circuit stability before/after CART: done in %.0f s", self.seed, time.time() - started)
+            with _logged(f"seed {self.seed}: circuit stability before/after CART"):
+                baseline_circuits = Circuits.load(self.root / "analysis" / "circuits.json")
+                before = VulnerabilityReport.load(self.root / "analysis" / "vulnerability.json")
+                cart_model = RewardModel.load(self.root / "models" / "cart")
+                data, mask = self._analysis_data()
+                cheap = self.config.discovery.model_copy(update={"seed": self.seed, "patch_pairs": 0, "top_k": self.config.stability_top_k})
+                cart_circuits = discover(cart_model, data, TailSplit(mask, "training tail"), cheap, progress=self.progress)
+                cart_circuits.save(folder / "cart_circuits.json")
+                after = assess(cart_model, data, mask, baseline_circuits, self.config.assessment.model_copy(update={"seed": self.seed}),
+                               progress=self.progress, check_fingerprint=False)
+                k = self.config.stability_top_k
+                write_json_atomic(folder / "stability.json", {
+                    "seed": self.seed, "top_k": k,
+                    "baseline_vs_cart_jaccard": circuit_overlap([top_tail_neurons(baseline_circuits, k), top_tail_neurons(cart_circuits, k)]),
+                    "targets": list(before.targets),
+                    "vuln_before": {c.id: c.vuln for c in before.circuits if c.id in before.targets},
+                    "vuln_after": {c.id: c.vuln for c in after.circuits if c.id in before.targets},
+                })
             _stage_finish(folder, key)
         return json.loads((folder / "stability.json").read_text())
 

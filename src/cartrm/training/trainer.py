@@ -207,6 +207,12 @@ def train(
     bar = tqdm(total=total_steps, initial=global_step, desc=f"train[{config.method}]", disable=not progress or not accelerator.is_local_main_process)
     running: list[float] = []
     stop = _StopRequest()
+    saved_step = global_step if resume else None
+
+    def save(step: int, micro_batches: int) -> int:
+        _checkpoint(accelerator, out, {"global_step": step, "micro": micro_batches, "history": history, "method": method.state()})
+        return step
+
     try:
         while global_step < total_steps and not stop.agreed(accelerator):
             epoch, offset = divmod(micro, micro_per_epoch)
@@ -235,12 +241,12 @@ def train(
                     accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=global_step)
                 end_of_epoch = micro % micro_per_epoch == 0
                 if global_step >= total_steps or (config.save_steps and global_step % config.save_steps == 0) or (not config.save_steps and end_of_epoch):
-                    _checkpoint(accelerator, out, {"global_step": global_step, "micro": micro, "history": history, "method": method.state()})
+                    saved_step = save(global_step, micro)
                 if global_step >= total_steps or stop.agreed(accelerator):
                     break
         if global_step < total_steps:
-            if not (out / "checkpoints" / f"step-{global_step}" / "trainer_state.json").exists():
-                _checkpoint(accelerator, out, {"global_step": global_step, "micro": micro, "history": history, "method": method.state()})
+            if saved_step != global_step:
+                save(global_step, micro)
             raise CartError(f"interrupted at step {global_step} of {total_steps}; checkpoint saved in {out / 'checkpoints'}; continue with --resume")
     except KeyboardInterrupt:
         found = _checkpoints(out)
