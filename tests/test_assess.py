@@ -70,3 +70,24 @@ def test_linf_ball_gives_larger_first_order_sensitivity_than_l2_for_the_same_rad
     for a, b in zip(l2.circuits, linf.circuits):
         assert b.sensitivity_first_order / b.eps >= a.sensitivity_first_order / a.eps - 1e-9  # ‖g‖₁ ≥ ‖g‖₂
     assert np.isfinite(l2.sensitivity_agreement["ratio_median"])
+
+
+def test_assessment_reads_the_discovery_activation_cache_and_gives_the_same_report(setting, tmp_path, monkeypatch):
+    import sys
+
+    assessment = sys.modules["cartrm.vulnerability.assess"]  # the package re-exports the function under the module's name
+    model, data, tail, _ = setting
+    cache = tmp_path / "acts"
+    circuits = discover(model, data, tail, DiscoveryConfig(top_k=8, patch_pairs=0, seed=0), progress=False, cache_dir=cache)
+    config = AssessConfig(sensitivity_examples=8)
+    without = assess(model, data, tail.mask, circuits, config, progress=False)
+    passes = []
+    original = assessment.pooled_batches
+    monkeypatch.setattr(assessment, "pooled_batches", lambda *a, **k: passes.append(1) or original(*a, **k))
+    with_cache = assess(model, data, tail.mask, circuits, config, progress=False, cache_dir=cache)
+    assert passes == []  # the circuit activations came from the cache
+    assert with_cache.model_dump() == without.model_dump()
+
+    other = data.select(np.arange(len(data))[::-1])  # same size, other order: the cache must not match
+    assess(model, other, tail.mask[::-1], circuits, config, progress=False, cache_dir=cache)
+    assert passes == [1]

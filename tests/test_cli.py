@@ -1,4 +1,5 @@
 import json
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -95,6 +96,20 @@ def test_run_rejects_quick_and_full_together(tmp_path):
     result = invoke("run", "--quick", "--full", "--out-root", tmp_path)
     assert result.exit_code == 1 and "--quick and --full" in result.output
     assert not any(tmp_path.iterdir())
+
+
+def test_run_takes_every_method_and_the_ensemble_size_from_the_command_line(tmp_path, monkeypatch):
+    import cartrm.pipeline
+    from cartrm.pipeline import ALL_METHODS, RunConfig
+
+    taken = []
+    monkeypatch.setattr(cartrm.pipeline, "run_experiment", lambda config: taken.append(config) or sys.exit(0))
+    result = invoke("run", "--quick", "--methods", "all", "--members", "2", "--seeds", "0,1,2", "--out-root", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert taken[0].methods == ALL_METHODS and taken[0].ensemble_members == 2 and taken[0].seeds == (0, 1, 2)
+    assert taken[0].benchmark.n_train == RunConfig.preset(quick=True).benchmark.n_train
+    result = invoke("run", "--quick", "--members", "1", "--out-root", tmp_path)
+    assert result.exit_code == 1 and "ensemble_members" in result.output
 
 
 def test_quick_preset_is_one_seed_bt_vs_cart_and_full_is_the_research_table():

@@ -103,3 +103,4 @@ def test_cart_stage_on_planted_circuits_records_stability(tmp_path):
     assert seed.targets and set(seed.vuln_before) == set(seed.targets) == set(seed.vuln_after)
     assert 0.0 <= seed.baseline_vs_cart_jaccard <= 1.0
     assert (config.directory / "seed-0" / "models" / "cart" / "cart" / "step-0" / "augmented.jsonl").exists()
+    assert not list(config.directory.rglob(".activations*"))  # the scratch activation caches are removed

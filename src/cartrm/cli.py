@@ -237,7 +237,7 @@ def discover(
     null_mode: Annotated[str, typer.Option(help="patch mode tested against the null: zero, head_mean, resample")] = "resample",
     max_pairs: MaxPairsOption = None,
     batch_size: Annotated[int, typer.Option(help="sequences per forward pass")] = 32,
-    cache_activations: Annotated[bool, typer.Option(help="keep pooled activations in OUT/activations (safetensors) and reuse them")] = False,
+    cache_activations: Annotated[bool, typer.Option(help="keep pooled activations in OUT/activations (safetensors): reused by a rerun and by cart assess on the same model and data")] = False,
     split: SplitOption = None,
     seed: SeedOption = 0,
 ) -> None:
@@ -298,7 +298,7 @@ def assess(
     )
     found = Circuits.load(circuits)
     dataset, reward_model, tail = _analysis_inputs(model, data, split, tail_by, max_pairs, seed, columns=[groups] if groups else [])
-    report = run_assessment(reward_model, dataset, tail.mask, found, config)
+    report = run_assessment(reward_model, dataset, tail.mask, found, config, cache_dir=circuits.parent / "activations")  # cart discover --cache-activations
     report.save(out / "vulnerability.json")
     plot_vulnerability(report, out / "vulnerability.png")
     for record in sorted(report.circuits, key=lambda c: c.rank):
@@ -354,14 +354,15 @@ def run(
     name: Annotated[Optional[str], typer.Option(help="run name (folder under --out-root); default 'quick' or 'full'")] = None,
     out_root: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
     model: Annotated[str, typer.Option(help="base model: built-in name or model folder")] = "minilm",
-    methods: Annotated[Optional[str], typer.Option(help="comma-separated methods (default: bt,cart with --quick, all otherwise)")] = None,
+    methods: Annotated[Optional[str], typer.Option(help="comma-separated methods, or 'all' (default: bt,cart with --quick, all otherwise)")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds (default: 0 with --quick, 0,1,2 otherwise)")] = None,
+    members: Annotated[Optional[int], typer.Option(help="models per ensemble for ensemble-mean and cart-ensemble (default 3)")] = None,
     data: Annotated[Optional[Path], typer.Option(help="your preference file instead of the embedded benchmark (needs --tail-by)")] = None,
     tail_by: TailOption = None,
 ) -> None:
     """The main job: baseline, tail circuits and their vulnerability, CART and the baselines, evaluation,
     best-of-n reward hacking, results.json and report.html. Finished stages are skipped when rerun."""
-    from cartrm.pipeline import BENCHMARK_TAIL_SPEC, RunConfig, run_experiment
+    from cartrm.pipeline import ALL_METHODS, BENCHMARK_TAIL_SPEC, RunConfig, run_experiment
 
     if quick and full:
         raise CartError("--quick and --full are alternatives: pick one")
@@ -372,7 +373,9 @@ def run(
             raise CartError("--data needs --tail-by (how to tell tail pairs from head pairs)")
         overrides = {"name": name or ("quick" if quick else "full"), "out_root": out_root, "model": model}
         if methods:
-            overrides["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
+            overrides["methods"] = ALL_METHODS if methods.strip() == "all" else tuple(m.strip() for m in methods.split(",") if m.strip())
+        if members is not None:
+            overrides["ensemble_members"] = members
         if seeds:
             overrides["seeds"] = tuple(int(v) for v in _floats(seeds, len(seeds.split(",")), "--seeds"))
         if data is not None:

@@ -264,18 +264,21 @@ class SeedRun:
             shutil.rmtree(folder, ignore_errors=True)
             baseline = RewardModel.load(self.root / "models" / "bt")
             data, mask = self._analysis_data()
-            with _logged(f"seed {self.seed}: discovering the baseline's tail circuits"):
-                circuits = discover(baseline, data, TailSplit(mask, self.tails["train"].description), self.config.discovery.model_copy(update={"seed": self.seed}), progress=self.progress)
-            circuits.save(circuits_path)
-            plot_delta_histogram(circuits, folder / "delta_hist.png")
-            plot_coherence_graph(circuits, folder / "coherence_graph.png")
-            if circuits.circuits:
-                with _logged(f"seed {self.seed}: assessing their vulnerability"):
-                    report = assess(baseline, data, mask, circuits, self.config.assessment.model_copy(update={"seed": self.seed}), progress=self.progress)
-                report.save(vulnerability_path)
-                plot_vulnerability(report, folder / "vulnerability.png")
-            else:
-                log.warning("seed %d: discovery found no tail circuits; CART trains without circuit terms", self.seed)
+            with _activation_cache(folder) as cache:
+                with _logged(f"seed {self.seed}: discovering the baseline's tail circuits"):
+                    circuits = discover(baseline, data, TailSplit(mask, self.tails["train"].description), self.config.discovery.model_copy(update={"seed": self.seed}),
+                                        progress=self.progress, cache_dir=cache)
+                circuits.save(circuits_path)
+                plot_delta_histogram(circuits, folder / "delta_hist.png")
+                plot_coherence_graph(circuits, folder / "coherence_graph.png")
+                if circuits.circuits:
+                    with _logged(f"seed {self.seed}: assessing their vulnerability"):
+                        report = assess(baseline, data, mask, circuits, self.config.assessment.model_copy(update={"seed": self.seed}),
+                                        progress=self.progress, cache_dir=cache)
+                    report.save(vulnerability_path)
+                    plot_vulnerability(report, folder / "vulnerability.png")
+                else:
+                    log.warning("seed %d: discovery found no tail circuits; CART trains without circuit terms", self.seed)
             _stage_finish(folder, key)
         found = vulnerability_path.exists()
         return self.train_config.cart.model_copy(update={"circuits": str(circuits_path), "vulnerability": str(vulnerability_path) if found else None})
@@ -350,10 +353,11 @@ class SeedRun:
                 cart_model = RewardModel.load(self.root / "models" / "cart")
                 data, mask = self._analysis_data()
                 cheap = self.config.discovery.model_copy(update={"seed": self.seed, "patch_pairs": 0, "top_k": self.config.stability_top_k})
-                cart_circuits = discover(cart_model, data, TailSplit(mask, "training tail"), cheap, progress=self.progress)
+                with _activation_cache(folder) as cache:
+                    cart_circuits = discover(cart_model, data, TailSplit(mask, "training tail"), cheap, progress=self.progress, cache_dir=cache)
+                    after = assess(cart_model, data, mask, baseline_circuits, self.config.assessment.model_copy(update={"seed": self.seed}),
+                                   progress=self.progress, check_fingerprint=False, cache_dir=cache)
                 cart_circuits.save(folder / "cart_circuits.json")
-                after = assess(cart_model, data, mask, baseline_circuits, self.config.assessment.model_copy(update={"seed": self.seed}),
-                               progress=self.progress, check_fingerprint=False)
                 k = self.config.stability_top_k
                 write_json_atomic(folder / "stability.json", {
                     "seed": self.seed, "top_k": k,
@@ -408,6 +412,17 @@ def versions() -> dict[str, str]:
 
     packages = ("cartrm", "torch", "transformers", "accelerate", "numpy", "scipy", "scikit-learn")
     return {"python": platform.python_version(), **{name: version(name) for name in packages}}
+
+
+@contextmanager
+def _activation_cache(folder: Path) -> Iterator[Path]:
+    """A scratch activation cache under ``folder`` shared by discovery and assessment of one model (one model
+    pass instead of three), removed when the stage ends."""
+    cache = folder / ".activations"
+    try:
+        yield cache
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @contextmanager

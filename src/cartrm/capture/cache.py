@@ -3,11 +3,12 @@
 A cache folder holds ``meta.json`` and one safetensors shard per batch (``activations`` (B, D) float32,
 ``rewards`` (B,), ``indices`` (B,) example ids), read back memory-mapped one shard at a time, so neither
 writing nor reading holds more than a batch in memory. The folder is written under a temporary name and
-renamed when complete; a cache is only reused when model fingerprint, sites, pooling and example count match.
+renamed when complete; a cache is only reused when model fingerprint, sites, pooling and the tokenised texts match.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from cartrm.capture.stream import PooledBatch
+from cartrm.capture.stream import ExampleSet, PooledBatch
 
 META = "meta.json"
 
@@ -29,8 +30,9 @@ class ActivationCache:
         self.meta = json.loads((self.folder / META).read_text())
 
     @staticmethod
-    def describe(fingerprint: str, site_names: list[str], pooling: str, n_examples: int) -> dict:
-        return {"model_fingerprint": fingerprint, "sites": site_names, "pooling": pooling, "n_examples": n_examples}
+    def describe(fingerprint: str, site_names: list[str], pooling: str, examples: ExampleSet) -> dict:
+        texts = hashlib.sha256(json.dumps([examples.encoded.input_ids, examples.encoded.response_mask]).encode()).hexdigest()
+        return {"model_fingerprint": fingerprint, "sites": site_names, "pooling": pooling, "n_examples": len(examples), "texts": texts}
 
     @classmethod
     def open_matching(cls, folder: str | Path, description: dict) -> ActivationCache | None:

@@ -104,7 +104,7 @@ def discover(
     examples = ExampleSet.from_pairs(reward_model, dataset, tail.mask)
 
     fingerprint = reward_model.fingerprint()
-    description = ActivationCache.describe(fingerprint, [s.name for s in sites], config.pooling, len(examples))
+    description = ActivationCache.describe(fingerprint, [s.name for s in sites], config.pooling, examples)
 
     def batches(desc: str) -> Iterator:
         """Pooled activations from the cache when one matches, else from the model (filling the cache)."""
