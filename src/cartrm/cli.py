@@ -349,7 +349,7 @@ def bound(
 @_one_line_errors
 def run(
     quick: Annotated[bool, typer.Option("--quick", help="one seed, bt vs cart, small sizes: ~10 min on 2 CPU cores (the README's main command)")] = False,
-    full: Annotated[bool, typer.Option("--full", help="the research table (the default without --quick): every method, seeds 0,1,2, 6,000 training pairs, 2 epochs")] = False,
+    full: Annotated[bool, typer.Option("--full", help="the research table (the default without --quick): every method, seeds 0,1,2, 6,000 training pairs, 2 epochs (a GPU job: about 40 h on 2 CPU cores)")] = False,
     config: Annotated[Optional[Path], typer.Option(help="config.yaml of an earlier run: reproduces it (other options are ignored)")] = None,
     name: Annotated[Optional[str], typer.Option(help="run name (folder under --out-root); default 'quick' or 'full'")] = None,
     out_root: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
@@ -383,12 +383,20 @@ def run(
         elif tail_by and tail_by != BENCHMARK_TAIL_SPEC:
             raise CartError(f"--tail-by applies to --data; the embedded benchmark's tail is {BENCHMARK_TAIL_SPEC}")
         run_config = RunConfig.preset(quick, **overrides)
+        if not quick and not _has_gpu():
+            typer.echo("note: the full preset on CPU takes about 40 hours on 2 cores (docs/results.md); --quick takes about 9 minutes", err=True)
     results = run_experiment(run_config)
     for method, summary in results.methods.items():
         typer.echo(f"[{method}] head acc {summary.head_accuracy.mean:.3f}, tail acc {summary.tail_accuracy.mean:.3f}")
     for line in results.verdict:
         typer.echo(line)
     typer.echo(f"wrote {run_config.directory / 'results.json'} and {run_config.directory / 'report.html'}")
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @app.command()
