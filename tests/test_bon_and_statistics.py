@@ -104,3 +104,20 @@ def test_benchmark_best_of_n_separates_an_honest_proxy_from_a_hacked_one():
     hacked = best_of_n_by_group(GoldReader(hack=10.0), pool)["tail"]
     assert hacked.gold[-1] < honest["tail"].gold[-1] - 1
     assert hacked.gap_at_max_n > honest["tail"].gap_at_max_n + 1
+
+
+def test_verdict_notes_that_several_comparisons_are_not_adjusted_for_multiple_testing():
+    from types import SimpleNamespace
+
+    from cartrm.report.aggregate import _notes
+    from cartrm.report.results import Comparison
+
+    paired = paired_bootstrap(np.ones(10), np.zeros(10))
+    config, seeds = SimpleNamespace(uses_benchmark=True), [object(), object()]
+
+    def comparisons(*baselines):
+        return [Comparison(method="cart", baseline=b, metric=m, paired=paired) for b in baselines for m in ("tail_accuracy", "head_accuracy")]
+
+    assert _notes(config, seeds, comparisons("bt")) == []
+    [note] = _notes(config, seeds, comparisons("bt", "reweight", "hidden-reg"))
+    assert "3 verdict lines" in note and "about 0.3 of their 6" in note

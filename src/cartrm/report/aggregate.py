@@ -29,7 +29,7 @@ def aggregate(config, outcomes: Sequence, total_seconds: float) -> RunResults:
     return RunResults(
         name=config.name, config=config.model_dump(mode="json"), setup=_setup(config), seeds=list(config.seeds),
         methods=methods, comparisons=comparisons, stability=_stability(config, outcomes), verdict=verdict(comparisons),
-        notes=_notes(config, outcomes), artifacts=artifacts, total_seconds=total_seconds,
+        notes=_notes(config, outcomes, comparisons), artifacts=artifacts, total_seconds=total_seconds,
     )
 
 
@@ -147,8 +147,12 @@ def _setup(config) -> dict[str, str]:
     }
 
 
-def _notes(config, outcomes: Sequence) -> list[str]:
+def _notes(config, outcomes: Sequence, comparisons: Sequence[Comparison]) -> list[str]:
     notes = []
+    pairs = len({(c.method, c.baseline) for c in comparisons})
+    if pairs > 1:
+        notes.append(f"The {pairs} verdict lines carry p-values of single comparisons, not adjusted for multiple testing: "
+                     f"by chance alone about {SIGNIFICANCE * pairs * 2:.1f} of their {pairs * 2} head/tail tests would reach p < {SIGNIFICANCE}.")
     if not config.uses_benchmark:
         notes.append("User data: no gold reward and no response sampler, so gold accuracy and best-of-n are skipped.")
     if len(outcomes) == 1:
