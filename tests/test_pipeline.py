@@ -73,6 +73,20 @@ def test_rerun_skips_finished_stages_and_reruns_changed_ones(finished, monkeypat
     assert run_experiment(changed, progress=False).methods["bt"].bon["head"].curves[0].n[-1] == 4
 
 
+def test_a_moved_run_folder_still_skips_its_finished_stages(finished, tmp_path, monkeypatch):
+    import shutil
+
+    config, results = finished
+    moved = config.model_copy(update={"out_root": tmp_path / "elsewhere"})
+    shutil.copytree(config.directory, moved.directory)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished training stage was redone")
+
+    monkeypatch.setattr(pipeline, "train", no_training)
+    assert run_experiment(moved, progress=False).methods["cart"].tail_accuracy == results.methods["cart"].tail_accuracy
+
+
 def test_user_data_without_gold_runs_and_skips_gold_parts(tmp_path):
     records = make_longtail_dataset(BenchmarkConfig(n_train=120, n_validation=0, n_test_head=0, n_test_tail=0)).to_records()
     path = tmp_path / "mine.jsonl"
