@@ -348,7 +348,7 @@ def bound(
 @app.command()
 @_one_line_errors
 def run(
-    quick: Annotated[bool, typer.Option("--quick", help="one seed, bt vs cart, small sizes: ~10 min on 2 CPU cores (the README's main command)")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="one seed, bt vs cart, small sizes: ~9 min on 2 CPU cores (the README's main command)")] = False,
     full: Annotated[bool, typer.Option("--full", help="the research table (the default without --quick): every method, seeds 0,1,2, 6,000 training pairs, 2 epochs (a GPU job: about 40 h on 2 CPU cores)")] = False,
     config: Annotated[Optional[Path], typer.Option(help="config.yaml of an earlier run: reproduces it (other options are ignored)")] = None,
     name: Annotated[Optional[str], typer.Option(help="run name (folder under --out-root); default 'quick' or 'full'")] = None,

@@ -93,7 +93,7 @@ class RunConfig(BaseModel):
 
     @classmethod
     def preset(cls, quick: bool, **overrides) -> RunConfig:
-        """``quick``: one seed, bt vs cart, sizes that fit 10 minutes on 2 CPU cores with MiniLM (measured in
+        """``quick``: one seed, bt vs cart, sizes that fit 10 minutes on 2 CPU cores with MiniLM (9 min 01 s, measured in
         docs/results.md); otherwise three seeds, every method, larger sizes."""
         if quick:
             values = dict(
@@ -221,9 +221,9 @@ class SeedRun:
         if method in CIRCUIT_METHODS:
             training = training.model_copy(update={"cart": self._analysis()})
         upstream = _stage_key(self.root / "analysis") if method in CIRCUIT_METHODS else None  # circuits are inputs too
-        located = training.model_copy(update={"cart": training.cart.model_copy(update={"circuits": None, "vulnerability": None})})
+        path_free = training.model_copy(update={"cart": training.cart.model_copy(update={"circuits": None, "vulnerability": None})})
         key = _digest(self.config.model, self.config.benchmark if self.config.uses_benchmark else self.config.data, self.config.tail_by,
-                      located, self.config.ensemble_members if method in ENSEMBLES else None, upstream)  # not the run folder's path: a moved run resumes
+                      path_free, self.config.ensemble_members if method in ENSEMBLES else None, upstream)  # not the run folder's path: a moved run resumes
         ensemble_dir = folder / "ensemble"
         if _stage_done(folder, key):
             log.info("seed %d: %s already trained, skipping", self.seed, method)
