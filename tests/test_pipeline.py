@@ -87,6 +87,19 @@ def test_a_moved_run_folder_still_skips_its_finished_stages(finished, tmp_path, 
     assert run_experiment(moved, progress=False).methods["cart"].tail_accuracy == results.methods["cart"].tail_accuracy
 
 
+def test_a_changed_cart_setting_retrains_only_cart(finished, tmp_path, monkeypatch):
+    import shutil
+
+    config, _ = finished
+    shutil.copytree(config.directory, tmp_path / config.name)  # leaves the shared finished run as it was
+    changed = config.model_copy(update={"out_root": tmp_path, "train": config.train.model_copy(update={"cart": config.train.cart.model_copy(update={"min_tail_per_batch": 0})})})
+    trained = []
+    original = pipeline.train
+    monkeypatch.setattr(pipeline, "train", lambda model, data, training, *a, **k: trained.append(training.method) or original(model, data, training, *a, **k))
+    run_experiment(changed, progress=False)
+    assert trained == ["cart", "cart"]  # one per seed; bt and the analysis are reused
+
+
 def test_user_data_without_gold_runs_and_skips_gold_parts(tmp_path):
     records = make_longtail_dataset(BenchmarkConfig(n_train=120, n_validation=0, n_test_head=0, n_test_tail=0)).to_records()
     path = tmp_path / "mine.jsonl"

@@ -44,6 +44,7 @@ from cartrm.evaluation.metrics import gold_margin_of
 from cartrm.io import write_json_atomic, write_text_atomic
 from cartrm.models import RewardModel
 from cartrm.training import METHODS, TrainConfig, get_method, train
+from cartrm.training.config import CartConfig
 from cartrm.training.ensemble import EnsembleConfig, EnsembleRewardModel, train_ensemble
 from cartrm.vulnerability.assess import AssessConfig, assess
 from cartrm.vulnerability.result import VulnerabilityReport
@@ -221,9 +222,8 @@ class SeedRun:
         if method in CIRCUIT_METHODS:
             training = training.model_copy(update={"cart": self._analysis()})
         upstream = _stage_key(self.root / "analysis") if method in CIRCUIT_METHODS else None  # circuits are inputs too
-        path_free = training.model_copy(update={"cart": training.cart.model_copy(update={"circuits": None, "vulnerability": None})})
         key = _digest(self.config.model, self.config.benchmark if self.config.uses_benchmark else self.config.data, self.config.tail_by,
-                      path_free, self.config.ensemble_members if method in ENSEMBLES else None, upstream)  # not the run folder's path: a moved run resumes
+                      _what_trains(method, training), self.config.ensemble_members if method in ENSEMBLES else None, upstream)
         ensemble_dir = folder / "ensemble"
         if _stage_done(folder, key):
             log.info("seed %d: %s already trained, skipping", self.seed, method)
@@ -369,6 +369,15 @@ class SeedRun:
                 })
             _stage_finish(folder, key)
         return json.loads((folder / "stability.json").read_text())
+
+
+def _what_trains(method: str, training: TrainConfig) -> TrainConfig:
+    """The part of ``training`` a method's result depends on: CART settings only for CART methods, and never the
+    run folder's paths to circuits.json / vulnerability.json (their content is in the analysis key), so a
+    moved run resumes and a changed CART setting retrains only CART."""
+    if method not in CIRCUIT_METHODS:
+        return training.model_copy(update={"cart": CartConfig()})
+    return training.model_copy(update={"cart": training.cart.model_copy(update={"circuits": None, "vulnerability": None})})
 
 
 def _user_splits(dataset, seed: int) -> dict:
