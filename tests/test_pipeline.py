@@ -30,6 +30,19 @@ def finished(tmp_path_factory):
     return config, run_experiment(config, progress=False)
 
 
+def _no_training(*args, **kwargs):
+    raise AssertionError("a finished training stage was redone")
+
+
+def _copy_of(config: RunConfig, out_root) -> RunConfig:
+    """The finished run copied under ``out_root``, and its config pointing there."""
+    import shutil
+
+    copied = config.model_copy(update={"out_root": out_root})
+    shutil.copytree(config.directory, copied.directory)
+    return copied
+
+
 def test_run_writes_every_artifact(finished):
     config, _ = finished
     root = config.directory
@@ -62,11 +75,7 @@ def test_config_yaml_reproduces_the_run_config(finished):
 
 def test_rerun_skips_finished_stages_and_reruns_changed_ones(finished, monkeypatch):
     config, results = finished
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("a finished training stage was redone")
-
-    monkeypatch.setattr(pipeline, "train", no_training)
+    monkeypatch.setattr(pipeline, "train", _no_training)
     again = run_experiment(config, progress=False)
     assert again.methods["cart"].tail_accuracy == results.methods["cart"].tail_accuracy
     changed = config.model_copy(update={"bon_candidates": 4})
@@ -74,25 +83,15 @@ def test_rerun_skips_finished_stages_and_reruns_changed_ones(finished, monkeypat
 
 
 def test_a_moved_run_folder_still_skips_its_finished_stages(finished, tmp_path, monkeypatch):
-    import shutil
-
     config, results = finished
-    moved = config.model_copy(update={"out_root": tmp_path / "elsewhere"})
-    shutil.copytree(config.directory, moved.directory)
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("a finished training stage was redone")
-
-    monkeypatch.setattr(pipeline, "train", no_training)
+    moved = _copy_of(config, tmp_path / "elsewhere")
+    monkeypatch.setattr(pipeline, "train", _no_training)
     assert run_experiment(moved, progress=False).methods["cart"].tail_accuracy == results.methods["cart"].tail_accuracy
 
 
 def test_a_changed_cart_setting_retrains_only_cart(finished, tmp_path, monkeypatch):
-    import shutil
-
-    config, _ = finished
-    shutil.copytree(config.directory, tmp_path / config.name)  # leaves the shared finished run as it was
-    changed = config.model_copy(update={"out_root": tmp_path, "train": config.train.model_copy(update={"cart": config.train.cart.model_copy(update={"min_tail_per_batch": 0})})})
+    config = _copy_of(finished[0], tmp_path)  # leaves the shared finished run as it was
+    changed = config.model_copy(update={"train": config.train.model_copy(update={"cart": config.train.cart.model_copy(update={"min_tail_per_batch": 0})})})
     trained = []
     original = pipeline.train
     monkeypatch.setattr(pipeline, "train", lambda model, data, training, *a, **k: trained.append(training.method) or original(model, data, training, *a, **k))
