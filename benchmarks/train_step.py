@@ -46,7 +46,7 @@ def find_circuits(model, data, mask, n_pairs: int, folder: Path) -> Path:
 
 
 def batches(data, mask, batch_size: int, min_tail: int, count: int, seed: int) -> list[list[int]]:
-    from cartrm.training.trainer import TailAwareSampler
+    from cartrm.training.sampling import TailAwareSampler
 
     order = list(TailAwareSampler(mask, batch_size, min_tail, seed))
     return [order[i * batch_size : (i + 1) * batch_size] for i in range(count)]

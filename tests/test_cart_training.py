@@ -17,7 +17,8 @@ from cartrm.training import TrainConfig, register, train
 from cartrm.training.cart import CircuitAwareTraining, circuit_variance, progressive_weight, TargetCircuit
 from cartrm.training.config import CartConfig
 from cartrm.training.methods import TrainingContext, get_method, pairwise_losses
-from cartrm.training.trainer import BatchBuilder, TailAwareSampler
+from cartrm.training.sampling import TailAwareSampler
+from cartrm.training.trainer import BatchBuilder
 from tests.test_discovery import PLANTED, planted_data, planted_model
 
 NO_COMPONENTS = CartConfig(augmentation=False, circuit_reg=False, progressive=False)

@@ -71,6 +71,7 @@ def circuit_variance(pooled: dict[str, torch.Tensor], targets: list[TargetCircui
 class CircuitAwareTraining(BradleyTerry):
     name = "cart"
     needs_tail = True
+    splittable = False  # eq. 12 is a variance over the whole batch
 
     @property
     def min_tail_per_batch(self) -> int:

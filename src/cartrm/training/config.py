@@ -58,6 +58,15 @@ class TrainConfig(BaseModel):
     seed: int = 0
     save_steps: int = Field(0, ge=0, description="also checkpoint every N optimizer steps (0: at each epoch end)")
     logging_steps: int = Field(10, gt=0)
+    disable_dropout: bool = Field(True, description="train without dropout (TRL's default for reward models); False keeps the model's dropout")
+    group_by_length: bool = Field(
+        True, description="batch pairs of similar length together (less padding; the order still follows the seed); scored "
+        "(pointwise) data keep a plain shuffle, since a score may follow the length",
+    )
+    max_batch_tokens: int | None = Field(
+        4096, gt=0, description="split a batch into forward passes of at most this many padded tokens (less memory; the "
+        "gradient is the whole batch's: bt, label-smoothing, reweight, hidden-reg); None: one pass per batch",
+    )
     tail_by: str | None = None
     label_smoothing: float = Field(0.1, ge=0, lt=0.5, description="ε of the label-smoothing baseline")
     tail_weight: float | None = Field(None, gt=0, description="reweight baseline: tail weight (default N_head / N_tail)")

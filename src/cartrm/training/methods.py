@@ -58,6 +58,7 @@ class TrainingMethod:
 
     name: ClassVar[str]
     needs_tail: ClassVar[bool] = False
+    splittable: ClassVar[bool] = False  # the loss is a sum over examples, so a batch may run as several forward passes
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -74,6 +75,9 @@ class TrainingMethod:
 
     def restore(self, state: dict[str, Any]) -> None:
         return None
+
+    def example_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["weight"]
 
     def loss(self, module: Any, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -94,6 +98,11 @@ def weighted_mean(values: torch.Tensor, weights: torch.Tensor, normaliser: torch
     return (weights * values).sum() / (weights.sum() if normaliser is None else normaliser)
 
 
+def batch_count(batch: dict[str, torch.Tensor]) -> int:
+    """Examples in the whole batch when ``batch`` is one of its forward passes (see ``BatchBuilder.chunks``)."""
+    return int(batch["count"]) if "count" in batch else len(batch["weight"])
+
+
 @register
 class BradleyTerry(TrainingMethod):
     """``-log σ(R(x_c) - R(x_r) - m)`` per pair (``m`` the optional margin), weighted; squared error for pointwise data.
@@ -102,12 +111,10 @@ class BradleyTerry(TrainingMethod):
     """
 
     name = "bt"
+    splittable = True
 
     def smoothing(self) -> float:
         return 0.0
-
-    def example_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return batch["weight"]
 
     def loss(self, module: Any, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         rewards = reward_forward(module, batch)
@@ -115,14 +122,15 @@ class BradleyTerry(TrainingMethod):
 
     def preference_loss(self, rewards: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         weights = self.example_weights(batch).to(rewards.device)
+        normaliser = batch["normaliser"].to(rewards.device) if "normaliser" in batch else None
         if "score" in batch:
-            loss = weighted_mean((rewards - batch["score"].to(rewards.device)) ** 2, weights)
+            loss = weighted_mean((rewards - batch["score"].to(rewards.device)) ** 2, weights, normaliser)
             return loss, {"loss": loss.item()}
         losses, logits = pairwise_losses(rewards, batch, self.smoothing())
-        loss = weighted_mean(losses, weights)
+        loss = weighted_mean(losses, weights, normaliser)
         if self.config.center_rewards_coefficient:
             chosen, rejected = rewards.chunk(2)
-            loss = loss + self.config.center_rewards_coefficient * ((chosen + rejected) ** 2).mean()
+            loss = loss + self.config.center_rewards_coefficient * ((chosen + rejected) ** 2).sum() / batch_count(batch)
         return loss, {"loss": loss.item(), "accuracy": (logits > 0).float().mean().item()}
 
 
@@ -186,8 +194,9 @@ class HiddenStateRegularisation(BradleyTerry):
     def loss(self, module: Any, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         rewards, hidden = _pooled_hidden(module, batch)
         loss, logs = self.preference_loss(rewards, batch)
-        drift = ((hidden - self.anchor[self._rows(batch)].to(hidden.device, hidden.dtype)) ** 2).mean()
-        logs["hidden_drift"] = drift.item()
+        squared = (hidden - self.anchor[self._rows(batch)].to(hidden.device, hidden.dtype)) ** 2
+        drift = squared.sum() / (batch_count(batch) * squared.shape[0] / len(batch["weight"]) * squared.shape[1])
+        logs["hidden_drift"] = squared.mean().item()
         return loss + self.config.hidden_reg_weight * drift, logs
 
 

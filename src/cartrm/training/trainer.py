@@ -7,6 +7,8 @@ Layout of ``output_dir`` after training: the final reward model as a plain HF fo
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from cartrm.data.dataset import PointwiseDataset, PreferenceDataset
 from cartrm.errors import CartError
@@ -29,6 +31,7 @@ from cartrm.io import write_json_atomic
 from cartrm.models.reward_model import RewardModel
 from cartrm.training.config import TrainConfig
 from cartrm.training.methods import TrainingContext, get_method
+from cartrm.training.sampling import EpochShuffleSampler, TailAwareSampler
 
 CHECKPOINTS_KEPT = 2
 
@@ -49,62 +52,6 @@ class TrainResult:
     @classmethod
     def load(cls, path: str | Path) -> TrainResult:
         return cls(**json.loads(Path(path).read_text()))
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A fresh permutation per epoch drawn from ``(seed, epoch)`` alone, so a resumed run sees the same order."""
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.size).tolist())
-
-    def __len__(self) -> int:
-        return self.size
-
-
-class TailAwareSampler(Sampler[int]):
-    """Like :class:`EpochShuffleSampler`, but every consecutive block of ``batch_size`` indices holds at least
-    ``min_tail`` tail examples (eq. 12 needs tail examples in each batch).
-
-    Each epoch shuffles all examples into batches, then swaps head examples of a batch short of tail
-    examples for tail examples drawn from a cycling, reshuffled tail order: the tail is over-sampled, the
-    epoch keeps its length, and the order depends on ``(seed, epoch)`` alone (so resuming is exact).
-    """
-
-    def __init__(self, tail_mask: np.ndarray, batch_size: int, min_tail: int, seed: int) -> None:
-        self.tail_mask = np.asarray(tail_mask, dtype=bool)
-        if not self.tail_mask.any():
-            raise CartError("a tail-aware sampler needs at least one tail example")
-        self.batch_size, self.min_tail, self.seed, self.epoch = batch_size, min(min_tail, batch_size), seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.tail_mask))
-        tail_pool = np.flatnonzero(self.tail_mask)
-        tail_order, cursor = rng.permutation(tail_pool), 0
-        batches = []
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size].copy()
-            is_tail = self.tail_mask[batch]
-            needed = min(self.min_tail, len(batch)) - int(is_tail.sum())
-            for slot in np.flatnonzero(~is_tail)[: max(needed, 0)]:
-                if cursor == len(tail_order):
-                    tail_order, cursor = rng.permutation(tail_pool), 0
-                batch[slot] = tail_order[cursor]
-                cursor += 1
-            batches.append(batch)
-        return iter(np.concatenate(batches).tolist())
-
-    def __len__(self) -> int:
-        return len(self.tail_mask)
 
 
 class BatchBuilder:
@@ -131,6 +78,41 @@ class BatchBuilder:
             rendered = dataset.render(reward_model.tokenizer)
             self.encoded = reward_model.encode([p for p, _ in rendered], [r for _, r in rendered])
             self.score = np.asarray(dataset.score, dtype=np.float64)
+
+    @functools.cached_property
+    def _lengths(self) -> np.ndarray:
+        tokens = np.array([len(ids) for ids in self.encoded.input_ids])
+        return np.maximum(tokens[: self.n], tokens[self.n :]) if self.pairwise else tokens
+
+    def lengths(self) -> np.ndarray:
+        """Tokens per example as batched: a pair pads to the longer of its two texts."""
+        return self._lengths
+
+    def chunks(self, indices: list[int], max_tokens: int | None, weigh: Any = None) -> list[dict[str, torch.Tensor]]:
+        """The batch of ``indices`` as forward passes of at most ``max_tokens`` padded tokens each (at least one
+        example per pass), consecutive in ``indices``; ``weigh`` (a method's ``example_weights``) gives the whole
+        batch's ``normaliser`` and every pass carries it with the batch's ``count`` of examples, so that summing
+        the passes' losses gives exactly the whole batch's loss."""
+        groups = [list(indices)] if not max_tokens else self._split(list(indices), max_tokens)
+        if len(groups) == 1:
+            return [self(groups[0])]
+        whole = {"weight": torch.tensor(self.weight[indices], dtype=torch.float32), "is_tail": torch.tensor(self.is_tail[indices])}
+        normaliser = (weigh(whole) if weigh else whole["weight"]).sum()
+        return [{**self(group), "normaliser": normaliser, "count": torch.tensor(len(indices))} for group in groups]
+
+    def _split(self, indices: list[int], max_tokens: int) -> list[list[int]]:
+        rows_per_example = 2 if self.pairwise else 1
+        lengths = self.lengths()
+        groups: list[list[int]] = [[]]
+        widest = 0
+        for i in indices:
+            wider = max(widest, int(lengths[i]))
+            if groups[-1] and wider * rows_per_example * (len(groups[-1]) + 1) > max_tokens:
+                groups.append([])
+                wider = int(lengths[i])
+            groups[-1].append(i)
+            widest = wider
+        return groups
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = list(indices) + [i + self.n for i in indices] if self.pairwise else list(indices)
@@ -178,13 +160,18 @@ def train(
         raise CartError(f"tail mask has {len(tail_mask)} entries for {len(dataset)} training examples")
     if method.needs_tail and tail_mask is None:
         raise CartError(f"method '{config.method}' needs the head/tail split: pass --tail-by")
+    if config.disable_dropout:
+        disable_dropout(reward_model.model)
     builder = BatchBuilder(reward_model, dataset, tail_mask)
+    lengths = builder.lengths() if config.group_by_length and builder.pairwise else None
     if method.min_tail_per_batch and tail_mask is not None:
-        sampler = TailAwareSampler(tail_mask, config.batch_size, method.min_tail_per_batch, config.seed)
+        sampler = TailAwareSampler(tail_mask, config.batch_size, method.min_tail_per_batch, config.seed, lengths=lengths)
     else:
-        sampler = EpochShuffleSampler(len(dataset), config.seed)
+        sampler = EpochShuffleSampler(len(dataset), config.seed, lengths=lengths, batch_size=config.batch_size)
+    max_tokens = config.max_batch_tokens if method.splittable else None
     loader = DataLoader(
-        range(len(dataset)), batch_size=config.batch_size, sampler=sampler, collate_fn=builder,
+        range(len(dataset)), batch_size=config.batch_size, sampler=sampler,
+        collate_fn=functools.partial(builder.chunks, max_tokens=max_tokens, weigh=method.example_weights),
         generator=torch.Generator().manual_seed(config.seed),
     )
     optimizer = torch.optim.AdamW(_parameter_groups(reward_model.model, config.weight_decay), lr=config.learning_rate)
@@ -218,11 +205,9 @@ def train(
             epoch, offset = divmod(micro, micro_per_epoch)
             batches = accelerator.skip_first_batches(loader, offset) if offset else loader
             batches.set_epoch(epoch)  # accelerate's loaders pass the epoch on to the sampler when they start
-            for batch in batches:
+            for chunks in batches:
                 with accelerator.accumulate(model):
-                    loss, logs = method.loss(model, batch, global_step)
-                    _check_finite(loss, global_step + 1, out)
-                    accelerator.backward(loss)
+                    logs = _forward_backward(accelerator, model, method, chunks, global_step, out)
                     if accelerator.sync_gradients and config.max_grad_norm:
                         accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                     optimizer.step()
@@ -265,6 +250,37 @@ def train(
     if accelerator.is_main_process:
         _save_final(reward_model, config, result, out)
     return result
+
+
+def _forward_backward(accelerator: Any, model: Any, method: Any, chunks: list[dict[str, torch.Tensor]], step: int, out: Path) -> dict[str, float]:
+    """Loss and gradients of one batch, one forward/backward pass per chunk (only the last one synchronises
+    gradients across processes); the logs are the summed loss and the example-weighted means of the rest."""
+    totals: dict[str, float] = {}
+    examples = sum(len(chunk["index"]) for chunk in chunks)
+    for position, chunk in enumerate(chunks):
+        last = position == len(chunks) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            loss, logs = method.loss(model, chunk, step)
+            _check_finite(loss, step + 1, out)
+            accelerator.backward(loss)
+        share = len(chunk["index"]) / examples
+        for key, value in logs.items():
+            totals[key] = totals.get(key, 0.0) + (value if key == "loss" else value * share)
+    return totals
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability of ``model`` to 0, as TRL's ``disable_dropout`` does for reward models.
+
+    Covers ``nn.Dropout`` modules (BERT, GPT-2: their attention reads the module's ``p``) and the float
+    ``attention_dropout`` attribute of Llama-style attention. Without dropout, training is deterministic given
+    the order and PyTorch can use its fused attention kernels. The saved config keeps its dropout values.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
 
 
 class _StopRequest:

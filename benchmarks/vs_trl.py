@@ -1,0 +1,228 @@
+"""cartrm against TRL's ``RewardTrainer`` on identical inputs, and ``cart evaluate`` against a plain inference loop.
+
+Inputs: the first ``--pairs`` pairs of the HH-RLHF file whose chosen and rejected texts both fit in
+``--fit-tokens`` MiniLM tokens, so neither tool truncates or drops anything. Both trainers see the same token
+ids (TRL gets them pre-tokenised, so it adds no EOS), batch 16 pairs, 1 epoch, lr 1e-4, max length 256, MiniLM,
+seed 0; TRL keeps its other defaults (dropout off, gradient checkpointing on). Every measurement runs in a
+fresh Python process: training pairs/s over the training call (TRL: ``train_runtime``; cartrm: the whole
+``train()`` call, tokenisation and checkpoint writes included), and the process's peak resident memory.
+
+Scoring: texts/s of ``cartrm.evaluation.evaluate`` (what ``cart evaluate`` runs) against a plain loop of
+``model(**batch)`` over the texts in file order, tokenised per batch of 64 with padding, in
+``torch.inference_mode()``, on the same texts at the same max length.
+
+Run: ``pip install -e ".[bench]" && python benchmarks/vs_trl.py [--data FILE] [--repeats 1]``; writes
+``benchmarks/RESULTS.md`` (``--out`` to change). Needs the HH-RLHF file of ``../shared/data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "hh-rlhf-harmless-base-1500.jsonl.gz"
+BATCH_PAIRS, LEARNING_RATE, MAX_LENGTH, SCORE_BATCH = 16, 1e-4, 256, 64
+
+
+def prepare(data: Path, n_pairs: int, fit_tokens: int, folder: Path) -> Path:
+    """The first ``n_pairs`` pairs whose two texts both fit in ``fit_tokens`` tokens, as JSON Lines."""
+    import numpy as np
+
+    from cartrm.data import load_preferences
+    from cartrm.models import RewardModel
+
+    tokenizer = RewardModel.load("minilm").tokenizer
+    dataset = load_preferences(data)
+    pairs = dataset.render(tokenizer)
+    chosen = np.array([len(ids) for ids in tokenizer([p.prompt + p.chosen for p in pairs])["input_ids"]])
+    rejected = np.array([len(ids) for ids in tokenizer([p.prompt + p.rejected for p in pairs])["input_ids"]])
+    keep = np.flatnonzero((chosen <= fit_tokens) & (rejected <= fit_tokens))[:n_pairs]
+    if len(keep) < n_pairs:
+        raise SystemExit(f"{data}: only {len(keep)} pairs fit in {fit_tokens} tokens")
+    path = folder / "pairs.jsonl"
+    dataset.select(keep).save(path)
+    return path
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_trl(path: Path, folder: Path) -> dict:
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    from cartrm.data import load_preferences
+    from cartrm.models.builtin import minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    pairs = load_preferences(path).render(tokenizer)
+    rows = {
+        "chosen_ids": [tokenizer(p.prompt + p.chosen)["input_ids"] for p in pairs],
+        "rejected_ids": [tokenizer(p.prompt + p.rejected)["input_ids"] for p in pairs],
+    }
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=1)
+    args = RewardConfig(
+        output_dir=str(folder / "trl"), per_device_train_batch_size=BATCH_PAIRS, num_train_epochs=1, learning_rate=LEARNING_RATE,
+        max_length=MAX_LENGTH, bf16=False, report_to="none", save_strategy="no", logging_steps=10, disable_tqdm=True, seed=0, use_cpu=True,
+    )
+    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows), processing_class=tokenizer)
+    output = trainer.train()
+    return {"pairs": len(pairs), "seconds": output.metrics["train_runtime"]}
+
+
+def train_cartrm(path: Path, folder: Path) -> dict:
+    from cartrm.data import load_preferences
+    from cartrm.models import RewardModel
+    from cartrm.training import TrainConfig, train
+
+    dataset = load_preferences(path)
+    model = RewardModel.load("minilm", seed=0)
+    config = TrainConfig(batch_size=BATCH_PAIRS, learning_rate=LEARNING_RATE, max_length=MAX_LENGTH, epochs=1, seed=0)
+    started = time.perf_counter()
+    train(model, dataset, config, folder / "cartrm", progress=False)
+    return {"pairs": len(dataset), "seconds": time.perf_counter() - started}
+
+
+def score_plain(path: Path, folder: Path) -> dict:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from cartrm.data import load_preferences
+    from cartrm.models.builtin import minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=1).eval()
+    pairs = load_preferences(path).render(tokenizer)
+    texts = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(texts), SCORE_BATCH):
+            batch = tokenizer(texts[start : start + SCORE_BATCH], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+            model(**batch)
+    return {"texts": len(texts), "seconds": time.perf_counter() - started}
+
+
+def score_cartrm(path: Path, folder: Path) -> dict:
+    from cartrm.data import load_preferences
+    from cartrm.evaluation import evaluate
+    from cartrm.models import RewardModel
+
+    dataset = load_preferences(path)
+    model = RewardModel.load("minilm", max_length=MAX_LENGTH)
+    started = time.perf_counter()
+    evaluate(model, dataset, batch_size=SCORE_BATCH)
+    return {"texts": 2 * len(dataset), "seconds": time.perf_counter() - started}
+
+
+CHILDREN = {"trl-train": train_trl, "cartrm-train": train_cartrm, "plain-score": score_plain, "cartrm-score": score_cartrm}
+
+
+def run_child(name: str, path: Path) -> dict:
+    """One measurement in a fresh interpreter; its last stdout line is the JSON result."""
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", name, "--input", str(path), "--work", tmp],
+            capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        )
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    return ", ".join(f"{name} {version(name)}" for name in ("cartrm", "trl", "transformers", "accelerate"))
+
+
+def best(results: list[dict], unit: str) -> dict:
+    """The fastest repeat's rate (the least disturbed by other work) and the largest peak memory."""
+    rates = [r[unit] / r["seconds"] for r in results]
+    return {"rate": max(rates), "rss": max(r["peak_rss_mb"] for r in results), "seconds": min(r["seconds"] for r in results)}
+
+
+def report(train: dict[str, dict], score: dict[str, dict], args: argparse.Namespace, n_pairs: int, n_texts: int) -> str:
+    trl, cart = train["trl-train"], train["cartrm-train"]
+    plain, scored = score["plain-score"], score["cartrm-score"]
+    return "\n".join([
+        "# cartrm against TRL's RewardTrainer (same run, identical inputs)",
+        "",
+        f"Measured {date.today().isoformat()} on {machine()}; {versions()}.",
+        f"Command: `python benchmarks/vs_trl.py --pairs {args.pairs} --fit-tokens {args.fit_tokens} --repeats {args.repeats}`",
+        f"Inputs: the first {n_pairs} pairs of `{Path(args.data).name}` whose chosen and rejected both fit in {args.fit_tokens} MiniLM tokens;",
+        f"batch {BATCH_PAIRS} pairs, 1 epoch, lr {LEARNING_RATE:g}, max length {MAX_LENGTH}, MiniLM, seed 0. Each figure is from a fresh process;",
+        f"rates are the best of {args.repeats} repeat(s), memory the largest peak RSS (see the docstring of `benchmarks/vs_trl.py`).",
+        "",
+        "| training | pairs/s | peak RSS (MB) | ratio to TRL (speed / memory) |",
+        "|---|---|---|---|",
+        f"| TRL `RewardTrainer` (its defaults otherwise) | {trl['rate']:.2f} | {trl['rss']:.0f} | 1.00× / 1.00× |",
+        f"| `cartrm` `train()` (`cart train --method bt`) | {cart['rate']:.2f} | {cart['rss']:.0f} | "
+        f"**{cart['rate'] / trl['rate']:.2f}×** / **{cart['rss'] / trl['rss']:.2f}×** |",
+        "",
+        f"| scoring {n_texts} texts (batch {SCORE_BATCH}) | texts/s | peak RSS (MB) | ratio to the plain loop |",
+        "|---|---|---|---|",
+        f"| plain `model(**batch)` loop in `torch.inference_mode()` | {plain['rate']:.1f} | {plain['rss']:.0f} | 1.00× |",
+        f"| `cartrm.evaluation.evaluate` (`cart evaluate`) | {scored['rate']:.1f} | {scored['rss']:.0f} | **{scored['rate'] / plain['rate']:.2f}×** |",
+        "",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--pairs", type=int, default=320)
+    parser.add_argument("--fit-tokens", type=int, default=240)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--only", choices=sorted(CHILDREN), action="append", help="run only these measurements (no report)")
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        result = CHILDREN[args.child](Path(args.input), Path(args.work))
+        print(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
+        return
+    if not Path(args.data).exists():
+        raise SystemExit(f"{args.data} not found: pass --data (the HH-RLHF file of ../shared/data)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = prepare(Path(args.data), args.pairs, args.fit_tokens, Path(tmp))
+        names = args.only or list(CHILDREN)
+        results: dict[str, list[dict]] = {name: [] for name in names}
+        for _ in range(args.repeats):
+            for name in names:
+                results[name].append(run_child(name, path))
+                print(name, json.dumps(results[name][-1]), flush=True)
+    if args.only:
+        return
+    unit = {"trl-train": "pairs", "cartrm-train": "pairs", "plain-score": "texts", "cartrm-score": "texts"}
+    summary = {name: best(values, unit[name]) for name, values in results.items()}
+    text = report(
+        {k: summary[k] for k in ("trl-train", "cartrm-train")}, {k: summary[k] for k in ("plain-score", "cartrm-score")},
+        args, results["cartrm-train"][0]["pairs"], results["cartrm-score"][0]["texts"],
+    )
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

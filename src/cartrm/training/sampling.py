@@ -1,0 +1,102 @@
+"""Training order: a fresh shuffle per epoch, length-grouped batches, a guaranteed tail share per batch.
+
+Every order is a function of ``(seed, epoch)`` alone, so a resumed run (and every process of a distributed
+run) sees exactly the order of an uninterrupted one. The samplers yield indices; consecutive blocks of
+``batch_size`` indices are the batches (accelerate hands whole blocks to each process).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from cartrm.errors import CartError
+
+MEGABATCH_MULTIPLIER = 50  # batches per length-sorted group, as in transformers' LengthGroupedSampler
+
+
+def group_by_length(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Reorder a shuffled ``order`` so each batch holds examples of similar length (little padding).
+
+    The shuffled order is cut into megabatches of ``MEGABATCH_MULTIPLIER · batch_size`` examples; each is
+    sorted by length and cut into batches, and the batches of a megabatch are shuffled with ``rng`` (so the
+    order within an epoch does not run from long to short).
+    """
+    size = MEGABATCH_MULTIPLIER * batch_size
+    grouped = []
+    for start in range(0, len(order), size):
+        group = order[start : start + size]
+        ranked = group[np.argsort(-lengths[group], kind="stable")]
+        batches = [ranked[i : i + batch_size] for i in range(0, len(ranked), batch_size)]
+        last = [batches.pop()] if len(batches[-1]) < batch_size else []  # a short batch stays at the end
+        grouped.extend(batches[i] for i in rng.permutation(len(batches)))
+        grouped.extend(last)
+    return np.concatenate(grouped)
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh permutation per epoch drawn from ``(seed, epoch)``; with ``lengths``, grouped by length."""
+
+    def __init__(self, size: int, seed: int, *, lengths: np.ndarray | None = None, batch_size: int = 1) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+        self.lengths, self.batch_size = lengths, batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.size)
+        if self.lengths is not None:
+            order = group_by_length(order, self.lengths, self.batch_size, rng)
+        return iter(order.tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class TailAwareSampler(Sampler[int]):
+    """Like :class:`EpochShuffleSampler`, but every consecutive block of ``batch_size`` indices holds at least
+    ``min_tail`` tail examples (eq. 12 needs tail examples in each batch).
+
+    Each epoch shuffles all examples into batches (grouped by length when ``lengths`` is given), then swaps
+    head examples of a batch short of tail examples for tail examples drawn from a cycling, reshuffled tail
+    order: the tail is over-sampled, the epoch keeps its length, and the order depends on ``(seed, epoch)``
+    alone (so resuming is exact). Swapped-in tail examples are not length-matched, so a grouped batch that
+    needed them pads to the longest of them.
+    """
+
+    def __init__(
+        self, tail_mask: np.ndarray, batch_size: int, min_tail: int, seed: int, *, lengths: np.ndarray | None = None
+    ) -> None:
+        self.tail_mask = np.asarray(tail_mask, dtype=bool)
+        if not self.tail_mask.any():
+            raise CartError("a tail-aware sampler needs at least one tail example")
+        self.batch_size, self.min_tail, self.seed, self.epoch = batch_size, min(min_tail, batch_size), seed, 0
+        self.lengths = lengths
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.tail_mask))
+        if self.lengths is not None:
+            order = group_by_length(order, self.lengths, self.batch_size, rng)
+        tail_pool = np.flatnonzero(self.tail_mask)
+        tail_order, cursor = rng.permutation(tail_pool), 0
+        batches = []
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size].copy()
+            is_tail = self.tail_mask[batch]
+            needed = min(self.min_tail, len(batch)) - int(is_tail.sum())
+            for slot in np.flatnonzero(~is_tail)[: max(needed, 0)]:
+                if cursor == len(tail_order):
+                    tail_order, cursor = rng.permutation(tail_pool), 0
+                batch[slot] = tail_order[cursor]
+                cursor += 1
+            batches.append(batch)
+        return iter(np.concatenate(batches).tolist())
+
+    def __len__(self) -> int:
+        return len(self.tail_mask)
