@@ -1,4 +1,4 @@
-"""``python -m cartrm`` (also ``accelerate launch -m cartrm train …``)."""
+"""``python -m cartrm`` runs the ``cart`` command line."""
 
 from cartrm.cli import app
 

@@ -88,7 +88,10 @@ def train(
     gradient_accumulation_steps: Annotated[int, typer.Option(help="micro-batches per optimizer step")] = 1,
     learning_rate: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate")] = 5e-5,
     warmup_ratio: Annotated[float, typer.Option(help="share of steps with linear warm-up")] = 0.1,
-    max_length: Annotated[Optional[int], typer.Option(help="token limit; the start is cut so the response end stays")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="token limit; the start is cut so the response end stays (default: the longest training text, up to the model's limit)")] = None,
+    keep_dropout: Annotated[bool, typer.Option("--keep-dropout", help="train with the model's dropout (default: off, as TRL)")] = False,
+    group_by_length: Annotated[bool, typer.Option("--group-by-length/--no-group-by-length", help="batch pairs of similar length together (less padding)")] = True,
+    max_batch_tokens: Annotated[Optional[int], typer.Option(help="padded tokens per forward pass; larger batches run as several passes with the same gradient (0: never split)")] = 4096,
     center_rewards_coefficient: Annotated[Optional[float], typer.Option(help="TRL reward-centering coefficient")] = None,
     save_steps: Annotated[int, typer.Option(help="checkpoint every N steps (0: each epoch end)")] = 0,
     split: SplitOption = None,
@@ -131,6 +134,7 @@ def train(
         method=method, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate, warmup_ratio=warmup_ratio,
         max_length=max_length, center_rewards_coefficient=center_rewards_coefficient, save_steps=save_steps, seed=seed,
+        disable_dropout=not keep_dropout, group_by_length=group_by_length, max_batch_tokens=max_batch_tokens or None,
         tail_by=tail_by, label_smoothing=label_smoothing, tail_weight=tail_weight, hidden_reg_weight=hidden_reg_weight, cart=cart,
     )
     dataset = load_dataset(data, split=_split(split, "train"))

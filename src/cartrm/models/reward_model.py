@@ -66,15 +66,16 @@ class RewardModel:
             if name != "minilm" and not path.is_dir():
                 raise CartError(f"model '{name}' is neither a built-in ({', '.join(BUILTIN_NAMES)}) nor a local model folder")
             model, tokenizer = _from_pretrained(path, quiet_missing_head=name == "minilm")
-        limit = max_length or min(DEFAULT_MAX_LENGTH, _model_max_positions(model))
-        return cls(model, tokenizer, max_length=limit, name=name)
+        limit = max_length or min(DEFAULT_MAX_LENGTH, model_max_positions(model))
+        return cls(model.to(default_device()), tokenizer, max_length=limit, name=name)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> EncodedTexts:
-        """Tokenise ``prompt + response`` texts, truncating from the left, and mark the response tokens.
+    def encode(self, prompts: Sequence[str], responses: Sequence[str], max_length: int | None = None) -> EncodedTexts:
+        """Tokenise ``prompt + response`` texts, truncating from the left at ``max_length`` (default: the
+        model's ``max_length``), and mark the response tokens.
 
         Texts are tokenised in chunks so the tokenizer's per-token objects (offsets, strings) never exist
         for the whole dataset at once; only the token ids and response masks are kept.
@@ -84,11 +85,19 @@ class RewardModel:
         for start in range(0, len(prompts), ENCODE_CHUNK):
             chunk_prompts = prompts[start : start + ENCODE_CHUNK]
             texts = [p + r for p, r in zip(chunk_prompts, responses[start : start + ENCODE_CHUNK])]
-            encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
+            encoded = self.tokenizer(texts, truncation=True, max_length=max_length or self.max_length, return_offsets_mapping=True)
             input_ids.extend(encoded["input_ids"])
             for prompt, offsets in zip(chunk_prompts, encoded["offset_mapping"]):
                 masks.append([int(end > len(prompt) and end > begin) for begin, end in offsets])
         return EncodedTexts(input_ids=input_ids, response_mask=masks)
+
+    def token_lengths(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Tokens of each ``prompt + response`` text, without truncation."""
+        lengths: list[int] = []
+        for start in range(0, len(prompts), ENCODE_CHUNK):
+            texts = [p + r for p, r in zip(prompts[start : start + ENCODE_CHUNK], responses[start : start + ENCODE_CHUNK])]
+            lengths.extend(len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"])
+        return np.array(lengths, dtype=np.int64)
 
     def collate(self, encoded: EncodedTexts, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """Pad the selected sequences into a batch (``input_ids``, ``attention_mask``, ``response_mask``)."""
@@ -173,6 +182,11 @@ class RewardModel:
         self.tokenizer.save_pretrained(folder)
 
 
+def default_device() -> torch.device:
+    """Where models are placed: ``CARTRM_DEVICE`` when set, else the first CUDA GPU when there is one, else the CPU."""
+    return torch.device(os.environ.get("CARTRM_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def reward_forward(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """``R(x)`` for a padded batch: the scalar logit of the sequence-classification head, shape (B,)."""
     device = next(model.parameters()).device
@@ -250,7 +264,8 @@ def _decoder_tokenizer(tokenizer: Any) -> Any:
     )
 
 
-def _model_max_positions(model: Any) -> int:
+def model_max_positions(model: Any) -> int:
+    """The longest input the model's position embeddings allow (``CARTRM_MAX_LENGTH`` or 512 when the config does not say)."""
     config = model.config
     for attribute in ("max_position_embeddings", "n_positions"):
         value = getattr(config, attribute, None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -53,7 +55,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
-    max_length: int | None = Field(None, gt=8, description="tokens; default min(512, the model's limit)")
+    max_length: int | None = Field(None, gt=8, description="tokens; default: the longest training text, up to the model's limit")
     center_rewards_coefficient: float | None = Field(None, ge=0, description="TRL's reward-centering term")
     seed: int = 0
     save_steps: int = Field(0, ge=0, description="also checkpoint every N optimizer steps (0: at each epoch end)")
@@ -66,6 +68,9 @@ class TrainConfig(BaseModel):
     max_batch_tokens: int | None = Field(
         4096, gt=0, description="split a batch into forward passes of at most this many padded tokens (less memory; the "
         "gradient is the whole batch's: bt, label-smoothing, reweight, hidden-reg); None: one pass per batch",
+    )
+    mixed_precision: Literal["auto", "no", "bf16"] = Field(
+        "auto", description="bf16 autocast; auto: on a CUDA GPU with bf16 support, float32 elsewhere"
     )
     tail_by: str | None = None
     label_smoothing: float = Field(0.1, ge=0, lt=0.5, description="ε of the label-smoothing baseline")

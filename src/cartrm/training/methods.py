@@ -48,6 +48,7 @@ class TrainingContext:
     total_steps: int
     output_dir: Path
     progress: bool = True
+    max_length: int | None = None  # the token limit of the training texts
 
 
 class TrainingMethod:
@@ -179,7 +180,7 @@ class HiddenStateRegularisation(BradleyTerry):
     def setup(self, reward_model: Any, dataset: Any, context: TrainingContext) -> None:
         from cartrm.training.trainer import BatchBuilder
 
-        builder = BatchBuilder(reward_model, dataset)
+        builder = BatchBuilder(reward_model, dataset, max_length=context.max_length)
         self.n, self.pairwise = len(dataset), builder.pairwise
         self.anchor = torch.zeros(self.n * (2 if self.pairwise else 1), reward_model.model.config.hidden_size)
         with reward_model.eval_mode(), torch.inference_mode():

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from cartrm.data.dataset import PointwiseDataset, PreferenceDataset
 from cartrm.errors import CartError
 from cartrm.io import write_json_atomic
-from cartrm.models.reward_model import RewardModel
+from cartrm.models.reward_model import RewardModel, default_device, model_max_positions
 from cartrm.training.config import TrainConfig
 from cartrm.training.methods import TrainingContext, get_method
 from cartrm.training.sampling import EpochShuffleSampler, TailAwareSampler
@@ -45,6 +45,8 @@ class TrainResult:
     final_loss: float
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    max_length: int | None = None  # the token limit training used
+    truncated: int = 0  # training texts longer than max_length (cut from the left)
 
     def save(self, path: str | Path) -> None:
         write_json_atomic(path, asdict(self))
@@ -61,7 +63,10 @@ class BatchBuilder:
     tail pairs (all False without a tail mask).
     """
 
-    def __init__(self, reward_model: RewardModel, dataset: PreferenceDataset | PointwiseDataset, tail_mask: np.ndarray | None = None) -> None:
+    def __init__(
+        self, reward_model: RewardModel, dataset: PreferenceDataset | PointwiseDataset, tail_mask: np.ndarray | None = None,
+        max_length: int | None = None,
+    ) -> None:
         self.model = reward_model
         self.n = len(dataset)
         self.is_tail = np.zeros(self.n, dtype=bool) if tail_mask is None else np.asarray(tail_mask, dtype=bool)
@@ -72,11 +77,11 @@ class BatchBuilder:
         if self.pairwise:
             pairs = dataset.render(reward_model.tokenizer)
             prompts = [p.prompt for p in pairs]
-            self.encoded = reward_model.encode(prompts * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs])
+            self.encoded = reward_model.encode(prompts * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs], max_length)
             self.margin = dataset.numeric_column("margin") if dataset.has_column("margin") else np.zeros(self.n)
         else:
             rendered = dataset.render(reward_model.tokenizer)
-            self.encoded = reward_model.encode([p for p, _ in rendered], [r for _, r in rendered])
+            self.encoded = reward_model.encode([p for p, _ in rendered], [r for _, r in rendered], max_length)
             self.score = np.asarray(dataset.score, dtype=np.float64)
 
     @functools.cached_property
@@ -150,11 +155,19 @@ def train(
     out = Path(output_dir)
     started = time.time()
     accelerator = Accelerator(
-        gradient_accumulation_steps=config.gradient_accumulation_steps, log_with="tensorboard", project_dir=str(out / "logs")
+        gradient_accumulation_steps=config.gradient_accumulation_steps, log_with="tensorboard", project_dir=str(out / "logs"),
+        mixed_precision=_mixed_precision(config.mixed_precision),
+        cpu=default_device().type == "cpu",  # without it accelerate runs torchrun's CPU processes as separate single runs
     )
     set_seed(config.seed)
     if config.max_length:
         reward_model.max_length = config.max_length
+    max_length, truncated = fit_max_length(reward_model, dataset, config.max_length or model_max_positions(reward_model.model))
+    if config.max_length:
+        max_length = config.max_length
+    if progress and accelerator.is_local_main_process:
+        print(f"max length {max_length} tokens; {truncated} of {_texts(dataset)} texts are longer and lose their start", file=sys.stderr)
+    config = config.model_copy(update={"max_length": max_length})
     method = get_method(config.method, config)
     if tail_mask is not None and len(tail_mask) != len(dataset):
         raise CartError(f"tail mask has {len(tail_mask)} entries for {len(dataset)} training examples")
@@ -162,7 +175,7 @@ def train(
         raise CartError(f"method '{config.method}' needs the head/tail split: pass --tail-by")
     if config.disable_dropout:
         disable_dropout(reward_model.model)
-    builder = BatchBuilder(reward_model, dataset, tail_mask)
+    builder = BatchBuilder(reward_model, dataset, tail_mask, max_length=max_length)
     lengths = builder.lengths() if config.group_by_length and builder.pairwise else None
     if method.min_tail_per_batch and tail_mask is not None:
         sampler = TailAwareSampler(tail_mask, config.batch_size, method.min_tail_per_batch, config.seed, lengths=lengths)
@@ -178,7 +191,7 @@ def train(
     micro_per_epoch = math.ceil(len(loader) / accelerator.num_processes)
     steps_per_epoch = math.ceil(micro_per_epoch / config.gradient_accumulation_steps)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    context = TrainingContext(tail_mask=builder.is_tail, total_steps=total_steps, output_dir=out, progress=progress)
+    context = TrainingContext(tail_mask=builder.is_tail, total_steps=total_steps, output_dir=out, progress=progress, max_length=max_length)
     method.setup(reward_model, dataset, context)
     scheduler = get_scheduler(
         "linear", optimizer,
@@ -246,10 +259,37 @@ def train(
     result = TrainResult(
         output_dir=str(out), method=config.method, global_step=global_step, total_steps=total_steps,
         final_loss=float(np.mean(running[-20:])) if running else float("nan"), seconds=time.time() - started, history=history,
+        max_length=max_length, truncated=truncated,
     )
     if accelerator.is_main_process:
         _save_final(reward_model, config, result, out)
     return result
+
+
+def _mixed_precision(setting: str) -> str:
+    """``auto``: bf16 autocast on a CUDA GPU that supports it (weights and optimizer stay float32), else none.
+    CPUs without native bf16 instructions run bf16 several times slower than float32, so ``auto`` keeps them in float32."""
+    if setting != "auto":
+        return setting
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def fit_max_length(reward_model: RewardModel, dataset: PreferenceDataset | PointwiseDataset, limit: int) -> tuple[int, int]:
+    """The longest training text in tokens, up to ``limit``, and how many texts are longer than ``limit``."""
+    lengths = reward_model.token_lengths(*_prompts_and_responses(reward_model, dataset))
+    return min(int(lengths.max()), limit), int((lengths > limit).sum())
+
+
+def _prompts_and_responses(reward_model: RewardModel, dataset: PreferenceDataset | PointwiseDataset) -> tuple[list[str], list[str]]:
+    if isinstance(dataset, PreferenceDataset):
+        pairs = dataset.render(reward_model.tokenizer)
+        return [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    rendered = dataset.render(reward_model.tokenizer)
+    return [p for p, _ in rendered], [r for _, r in rendered]
+
+
+def _texts(dataset: PreferenceDataset | PointwiseDataset) -> int:
+    return len(dataset) * (2 if isinstance(dataset, PreferenceDataset) else 1)
 
 
 def _forward_backward(accelerator: Any, model: Any, method: Any, chunks: list[dict[str, torch.Tensor]], step: int, out: Path) -> dict[str, float]:

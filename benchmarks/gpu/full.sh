@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The full preset (`cart run --full`) on one GPU machine without network; writes stage times and results.
+# Needs benchmarks/gpu/carry/ from prepare.sh. Extra arguments go to `cart run` (e.g. --seeds 0 --methods bt).
+# Tested on CPU: `CARTRM_DEVICE=cpu bash benchmarks/gpu/full.sh --quick --model tiny-bert` (tests/test_gpu_script.py).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+carry="$here/carry"
+python="${PYTHON:-python3}"
+work="${CARTRM_GPU_WORK:-$(mktemp -d)}"
+out="${OUT:-$work/out}"
+mkdir -p "$work/site" "$out"
+wheels=("$carry"/wheels/*.whl)
+if [ -e "${wheels[0]}" ]; then
+  "$python" -m pip install --quiet --no-index --no-deps --target "$work/site" "${wheels[@]}"
+fi
+"$python" "$here/minilm_fp16.py" unpack "$carry/minilm-fp16" "$work/site"
+export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+"$python" - <<'PY' > "$out/machine.txt"
+import platform, torch
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+print(f"{gpu}; torch {torch.__version__}; Python {platform.python_version()}")
+PY
+start=$(date +%s)
+"$python" -m cartrm run "${@:---full}" --out-root "$work/runs" --name gpu 2>&1 | tee "$out/cart-run.log"
+echo "wall seconds: $(( $(date +%s) - start ))" | tee -a "$out/cart-run.log"
+cp "$work/runs/gpu/run.log" "$work/runs/gpu/results.json" "$work/runs/gpu/config.yaml" "$out/"
+cp "$work/runs/gpu/report.html" "$out/" 2>/dev/null || true
