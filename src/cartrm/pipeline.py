@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import resource
 import shutil
 import time
 from collections.abc import Iterator
@@ -437,11 +438,13 @@ def _activation_cache(folder: Path) -> Iterator[Path]:
 
 @contextmanager
 def _logged(stage: str) -> Iterator[None]:
-    """Log a stage's start and, when it succeeds, its wall time (run.log then shows where a run spends it)."""
+    """Log a stage's start and, when it succeeds, its wall time and the process's peak resident memory so far
+    (run.log then shows where a run spends its time and memory)."""
     log.info(stage)
     started = time.time()
     yield
-    log.info("%s: done in %.0f s", stage, time.time() - started)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    log.info("%s: done in %.0f s (peak memory so far %.0f MB)", stage, time.time() - started, peak_mb)
 
 
 def _log_to(path: Path) -> logging.Handler:
