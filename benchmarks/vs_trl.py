@@ -3,7 +3,9 @@
 Inputs: the first ``--pairs`` pairs of the HH-RLHF file whose chosen and rejected texts both fit in
 ``--fit-tokens`` MiniLM tokens, so neither tool truncates or drops anything. Both trainers see the same token
 ids (TRL gets them pre-tokenised, so it adds no EOS), batch 16 pairs, 1 epoch, lr 1e-4, max length 256, MiniLM,
-seed 0; TRL keeps its other defaults (dropout off, gradient checkpointing on). Every measurement runs in a
+seed 0; TRL keeps its other defaults (dropout off, gradient checkpointing on) except ``bf16=False``: its default
+bf16 autocast is very slow on a CPU without native bf16 instructions (AVX2 only here: one TRL run with bf16 had not
+finished after 14 minutes, against ~2.5 minutes in float32), so both sides run float32. Every measurement runs in a
 fresh Python process: training pairs/s over the training call (TRL: ``train_runtime``; cartrm: the whole
 ``train()`` call, tokenisation and checkpoint writes included), and the process's peak resident memory.
 
@@ -11,8 +13,9 @@ Scoring: texts/s of ``cartrm.evaluation.evaluate`` (what ``cart evaluate`` runs)
 ``model(**batch)`` over the texts in file order, tokenised per batch of 64 with padding, in
 ``torch.inference_mode()``, on the same texts at the same max length.
 
-Run: ``pip install -e ".[bench]" && python benchmarks/vs_trl.py [--data FILE] [--repeats 1]``; writes
-``benchmarks/RESULTS.md`` (``--out`` to change). Needs the HH-RLHF file of ``../shared/data``.
+Run: ``pip install -e ".[bench]" && python benchmarks/vs_trl.py [--data FILE] [--repeats 1]``; rewrites the tables
+at the top of ``benchmarks/RESULTS.md`` (``--out`` to change) and keeps what follows its marker line. Needs the
+HH-RLHF file of ``../shared/data``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "hh-rlhf-harmless-base-1500.jsonl.gz"
 BATCH_PAIRS, LEARNING_RATE, MAX_LENGTH, SCORE_BATCH = 16, 1e-4, 256, 64
+OTHER_MEASUREMENTS = "<!-- measured by other commands: kept when this script rewrites the tables above -->"
 
 
 def prepare(data: Path, n_pairs: int, fit_tokens: int, folder: Path) -> Path:
@@ -171,6 +175,9 @@ def report(train: dict[str, dict], score: dict[str, dict], args: argparse.Namesp
         f"Inputs: the first {n_pairs} pairs of `{Path(args.data).name}` whose chosen and rejected both fit in {args.fit_tokens} MiniLM tokens;",
         f"batch {BATCH_PAIRS} pairs, 1 epoch, lr {LEARNING_RATE:g}, max length {MAX_LENGTH}, MiniLM, seed 0. Each figure is from a fresh process;",
         f"rates are the best of {args.repeats} repeat(s), memory the largest peak RSS (see the docstring of `benchmarks/vs_trl.py`).",
+        "Both sides train in float32: TRL gets `bf16=False`, since its default bf16 autocast is very slow on CPUs without",
+        "native bf16 instructions (one such run had not finished after 14 minutes); cartrm's `train()` time includes its",
+        "tokenisation and checkpoint writes, TRL's `train_runtime` does not.",
         "",
         "| training | pairs/s | peak RSS (MB) | ratio to TRL (speed / memory) |",
         "|---|---|---|---|",
@@ -220,7 +227,9 @@ def main() -> None:
         {k: summary[k] for k in ("trl-train", "cartrm-train")}, {k: summary[k] for k in ("plain-score", "cartrm-score")},
         args, results["cartrm-train"][0]["pairs"], results["cartrm-score"][0]["texts"],
     )
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    kept = out.read_text().partition(OTHER_MEASUREMENTS)[2] if out.exists() else ""
+    out.write_text(text + (f"\n{OTHER_MEASUREMENTS}{kept}" if kept else ""))
     print(text)
 
 

@@ -91,7 +91,7 @@ def train(
     max_length: Annotated[Optional[int], typer.Option(help="token limit; the start is cut so the response end stays (default: the longest training text, up to the model's limit)")] = None,
     keep_dropout: Annotated[bool, typer.Option("--keep-dropout", help="train with the model's dropout (default: off, as TRL)")] = False,
     group_by_length: Annotated[bool, typer.Option("--group-by-length/--no-group-by-length", help="batch pairs of similar length together (less padding)")] = True,
-    max_batch_tokens: Annotated[Optional[int], typer.Option(help="padded tokens per forward pass; larger batches run as several passes with the same gradient (0: never split)")] = 4096,
+    max_batch_tokens: Annotated[Optional[int], typer.Option(help="padded tokens per forward pass; larger batches run as several passes with the same gradient (0: never split; raise it on a GPU)")] = 2048,
     center_rewards_coefficient: Annotated[Optional[float], typer.Option(help="TRL reward-centering coefficient")] = None,
     save_steps: Annotated[int, typer.Option(help="checkpoint every N steps (0: each epoch end)")] = 0,
     split: SplitOption = None,

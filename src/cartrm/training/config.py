@@ -66,7 +66,7 @@ class TrainConfig(BaseModel):
         "(pointwise) data keep a plain shuffle, since a score may follow the length",
     )
     max_batch_tokens: int | None = Field(
-        4096, gt=0, description="split a batch into forward passes of at most this many padded tokens (less memory; the "
+        2048, gt=0, description="split a batch into forward passes of at most this many padded tokens (less memory; the "
         "gradient is the whole batch's: bt, label-smoothing, reweight, hidden-reg); None: one pass per batch",
     )
     mixed_precision: Literal["auto", "no", "bf16"] = Field(

@@ -12,7 +12,10 @@ from torch.utils.data import Sampler
 
 from cartrm.errors import CartError
 
-MEGABATCH_MULTIPLIER = 50  # batches per length-sorted group, as in transformers' LengthGroupedSampler
+# Batches per length-sorted group. transformers' LengthGroupedSampler uses 50; on the embedded benchmark, where the
+# length follows the domain, 50 made batches nearly single-domain and cost 4.7 points of head gold accuracy
+# (seed 0, 1,000 pairs: 87.5 against 92.2 unsorted), while 4 kept it (92.3) and most of the speed-up.
+MEGABATCH_MULTIPLIER = 4
 
 
 def group_by_length(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:

@@ -8,6 +8,8 @@ Layout of ``output_dir`` after training: the final reward model as a plain HF fo
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import functools
 import json
 import math
@@ -34,6 +36,7 @@ from cartrm.training.methods import TrainingContext, get_method
 from cartrm.training.sampling import EpochShuffleSampler, TailAwareSampler
 
 CHECKPOINTS_KEPT = 2
+M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 4 * 2**20  # glibc's mallopt parameter number, and the value we set
 
 
 @dataclass
@@ -154,6 +157,8 @@ def train(
 
     out = Path(output_dir)
     started = time.time()
+    if default_device().type == "cpu":
+        return_freed_buffers_to_the_os()
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps, log_with="tensorboard", project_dir=str(out / "logs"),
         mixed_precision=_mixed_precision(config.mixed_precision),
@@ -264,6 +269,21 @@ def train(
     if accelerator.is_main_process:
         _save_final(reward_model, config, result, out)
     return result
+
+
+def return_freed_buffers_to_the_os(threshold: int = MMAP_THRESHOLD) -> None:
+    """Fix glibc's mmap threshold so that freed activation buffers leave the process.
+
+    glibc serves allocations below the threshold from heaps that keep freed memory, and it raises the threshold
+    (up to 32 MiB) whenever a large buffer is freed, so after the first step most activations of a forward pass
+    live in heaps that only grow. With the threshold fixed at 4 MiB, training MiniLM on 320 HH-RLHF pairs peaked
+    at 1.47 GB instead of 1.74 GB resident (``benchmarks/vs_trl.py``). A no-op where libc has no ``mallopt``.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, threshold)
+    except (OSError, AttributeError):
+        return
 
 
 def _mixed_precision(setting: str) -> str:
