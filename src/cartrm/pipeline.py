@@ -444,7 +444,7 @@ def _logged(stage: str) -> Iterator[None]:
     started = time.time()
     yield
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    log.info("%s: done in %.0f s (peak memory so far %.0f MB)", stage, time.time() - started, peak_mb)
+    log.info("%s: done in %.0f s (peak memory so far %.0f MiB)", stage, time.time() - started, peak_mb)
 
 
 def _log_to(path: Path) -> logging.Handler:

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import gc
 import json
 import math
 import os
@@ -272,7 +273,7 @@ def train(
 
 
 def return_freed_buffers_to_the_os(threshold: int = MMAP_THRESHOLD) -> None:
-    """Fix glibc's mmap threshold so that freed activation buffers leave the process.
+    """Fix glibc's mmap threshold so that freed activation buffers leave the process (and trim the heaps now).
 
     glibc serves allocations below the threshold from heaps that keep freed memory, and it raises the threshold
     (up to 32 MiB) whenever a large buffer is freed, so after the first step most activations of a forward pass
@@ -282,6 +283,8 @@ def return_freed_buffers_to_the_os(threshold: int = MMAP_THRESHOLD) -> None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(M_MMAP_THRESHOLD, threshold)
+        gc.collect()
+        libc.malloc_trim(0)  # and hand back what earlier work in this process left free in the heaps
     except (OSError, AttributeError):
         return
 
