@@ -352,7 +352,7 @@ def bound(
 @app.command()
 @_one_line_errors
 def run(
-    quick: Annotated[bool, typer.Option("--quick", help="one seed, bt vs cart, small sizes: ~9 min on 2 CPU cores (the README's main command)")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="one seed, bt vs cart, small sizes: ~5 min on 2 CPU cores (the README's main command)")] = False,
     full: Annotated[bool, typer.Option("--full", help="the research table (the default without --quick): every method, seeds 0,1,2, 6,000 training pairs, 2 epochs (a GPU job: about 40 h on 2 CPU cores)")] = False,
     config: Annotated[Optional[Path], typer.Option(help="config.yaml of an earlier run: reproduces it (other options are ignored)")] = None,
     name: Annotated[Optional[str], typer.Option(help="run name (folder under --out-root); default 'quick' or 'full'")] = None,
@@ -388,7 +388,7 @@ def run(
             raise CartError(f"--tail-by applies to --data; the embedded benchmark's tail is {BENCHMARK_TAIL_SPEC}")
         run_config = RunConfig.preset(quick, **overrides)
         if not quick and not _has_gpu():
-            typer.echo("note: the full preset on CPU takes about 40 hours on 2 cores (docs/results.md); --quick takes about 9 minutes", err=True)
+            typer.echo("note: the full preset on CPU takes tens of hours on 2 cores (docs/results.md); --quick takes about 5 minutes", err=True)
     results = run_experiment(run_config)
     for method, summary in results.methods.items():
         typer.echo(f"[{method}] head acc {summary.head_accuracy.mean:.3f}, tail acc {summary.tail_accuracy.mean:.3f}")

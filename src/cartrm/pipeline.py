@@ -95,7 +95,7 @@ class RunConfig(BaseModel):
 
     @classmethod
     def preset(cls, quick: bool, **overrides) -> RunConfig:
-        """``quick``: one seed, bt vs cart, sizes that fit 10 minutes on 2 CPU cores with MiniLM (9 min 01 s, measured in
+        """``quick``: one seed, bt vs cart, sizes that fit 10 minutes on 2 CPU cores with MiniLM (5 min 11 s, measured in
         docs/results.md); otherwise three seeds, every method, larger sizes."""
         if quick:
             values = dict(
