@@ -158,19 +158,19 @@ def train(
 
     out = Path(output_dir)
     started = time.time()
-    if default_device().type == "cpu":
+    on_cpu = default_device().type == "cpu"
+    if on_cpu:
         return_freed_buffers_to_the_os()
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps, log_with="tensorboard", project_dir=str(out / "logs"),
         mixed_precision=_mixed_precision(config.mixed_precision),
-        cpu=default_device().type == "cpu",  # without it accelerate runs torchrun's CPU processes as separate single runs
+        cpu=on_cpu,  # without it accelerate runs torchrun's CPU processes as separate single runs
     )
     set_seed(config.seed)
     if config.max_length:
         reward_model.max_length = config.max_length
     max_length, truncated = fit_max_length(reward_model, dataset, config.max_length or model_max_positions(reward_model.model))
-    if config.max_length:
-        max_length = config.max_length
+    max_length = config.max_length or max_length
     if progress and accelerator.is_local_main_process:
         print(f"max length {max_length} tokens; {truncated} of {_texts(dataset)} texts are longer and lose their start", file=sys.stderr)
     config = config.model_copy(update={"max_length": max_length})
