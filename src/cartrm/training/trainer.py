@@ -78,14 +78,10 @@ class BatchBuilder:
         self.weight = dataset.numeric_column("weight") if dataset.has_column("weight") else np.ones(self.n)
         if (self.weight < 0).any() or self.weight.sum() <= 0:
             raise CartError(f"{dataset.source}: column 'weight' must be non-negative with a positive sum")
+        self.encoded = reward_model.encode(*_prompts_and_responses(reward_model, dataset), max_length)
         if self.pairwise:
-            pairs = dataset.render(reward_model.tokenizer)
-            prompts = [p.prompt for p in pairs]
-            self.encoded = reward_model.encode(prompts * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs], max_length)
             self.margin = dataset.numeric_column("margin") if dataset.has_column("margin") else np.zeros(self.n)
         else:
-            rendered = dataset.render(reward_model.tokenizer)
-            self.encoded = reward_model.encode([p for p, _ in rendered], [r for _, r in rendered], max_length)
             self.score = np.asarray(dataset.score, dtype=np.float64)
 
     @functools.cached_property
@@ -304,6 +300,7 @@ def fit_max_length(reward_model: RewardModel, dataset: PreferenceDataset | Point
 
 
 def _prompts_and_responses(reward_model: RewardModel, dataset: PreferenceDataset | PointwiseDataset) -> tuple[list[str], list[str]]:
+    """The texts as the model reads them; for pairs, every chosen text, then every rejected one."""
     if isinstance(dataset, PreferenceDataset):
         pairs = dataset.render(reward_model.tokenizer)
         return [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
