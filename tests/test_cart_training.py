@@ -243,3 +243,33 @@ def test_augmentation_trains_on_the_kept_candidates_of_the_batch_tail_pairs(plan
     assert set(sources) == set(np.flatnonzero(mask).tolist())
     assert max(sources.count(s) for s in set(sources)) <= 2
     assert all("aug_loss" in entry for entry in result.history)
+
+
+def test_a_split_cart_batch_gives_the_whole_batch_gradient(planted, planted_circuits_file, tmp_path):
+    """With every term on, the passes of a split batch (tail rows together for eq. 12, L_aug on its own) sum to
+    the gradient of the batch run as one pass."""
+    data, mask, _ = planted
+    circuits_path, target = planted_circuits_file
+    cart = CartConfig(circuits=str(circuits_path), target_circuits=(target,), aug_candidates=4, aug_keep=2, circuit_reg_weight=50.0)
+    model = planted_model()
+    method = get_method("cart", TrainConfig(method="cart", cart=cart))
+    method.setup(model, data, TrainingContext(mask, total_steps=10, output_dir=tmp_path))
+    builder = BatchBuilder(model, data, mask)
+    rows = [0, 1, 2, 3, 170, 171, 4, 172, 5, 6]
+
+    def gradient(max_tokens):
+        model.model.zero_grad()
+        passes = method.passes(builder.chunks(rows, max_tokens, method.example_weights, tail_together=True), step=3)
+        logs = [method.loss(model.model, batch, step=3) for batch in passes]
+        for loss, _ in logs:
+            loss.backward()
+        return passes, logs, [p.grad.clone() for p in model.model.parameters() if p.grad is not None]
+
+    with model.eval_mode():
+        (one, one_logs, whole), (several, split_logs, split) = gradient(None), gradient(1)
+    assert len(one) == 2 and "augmented" in one[0]  # L_aug's pass, then the batch
+    assert sorted(several[1]["index"].tolist()) == [170, 171, 172] and len(several) == 2 + 7  # tail rows share a pass
+    assert "circuit_var" in split_logs[1][1] and all("circuit_var" not in logs for _, logs in split_logs[2:])
+    assert sum(logs["loss"] for _, logs in split_logs) == pytest.approx(sum(logs["loss"] for _, logs in one_logs), rel=1e-5)
+    for a, b in zip(whole, split):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)  # float32 sums in another order

@@ -38,6 +38,7 @@ from cartrm.training.methods import BradleyTerry, TrainingContext, pairwise_loss
 from cartrm.vulnerability.result import VulnerabilityReport
 
 ARTIFACTS = "cart"
+AUGMENTED = "augmented"  # marks L_aug's pass among a batch's passes
 ASSESS_SENSITIVITY_EXAMPLES = 16
 
 
@@ -71,7 +72,8 @@ def circuit_variance(pooled: dict[str, torch.Tensor], targets: list[TargetCircui
 class CircuitAwareTraining(BradleyTerry):
     name = "cart"
     needs_tail = True
-    splittable = False  # eq. 12 is a variance over the whole batch
+    splittable = True
+    keeps_tail_together = True  # eq. 12 is a variance over the batch's tail texts: they share one forward pass
 
     @property
     def min_tail_per_batch(self) -> int:
@@ -108,13 +110,23 @@ class CircuitAwareTraining(BradleyTerry):
             targets, features = self._targets_of(circuits, json.loads((folder / "targets.json").read_text()))
             self._use(circuits, targets, features, _read_augmented(folder / "augmented.jsonl"), folder)
 
-    def loss(self, module: Any, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def passes(self, chunks: list[dict[str, torch.Tensor]], step: int) -> list[dict[str, torch.Tensor]]:
+        """The batch's passes, after L_aug's own pass when its tail pairs have augmentations (its gradient adds to
+        the rest; a pass of its own keeps the two sets of activations from being held at once)."""
         if step != self._last_step:
             self._last_step = step
             if self.next_discovery is not None and step >= self.next_discovery:
                 self._discover(step)
+        augmented = self._augmentation_batch(torch.cat([chunk["index"][chunk["is_tail"]] for chunk in chunks]))
+        return ([augmented] if augmented else []) + chunks
+
+    def loss(self, module: Any, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         cart = self.config.cart
-        if cart.circuit_reg and self.targets:
+        if AUGMENTED in batch:  # eq. 10: the Bradley–Terry loss on the kept augmentations of the batch's tail pairs
+            losses, _ = pairwise_losses(reward_forward(module, batch), batch)
+            aug_loss = losses.mean()
+            return cart.aug_weight * aug_loss, {"aug_loss": aug_loss.item(), "loss": cart.aug_weight * aug_loss.item()}
+        if cart.circuit_reg and self.targets and bool(batch["is_tail"].any()):
             with ActivationCapture(_unwrap(module), self.sites, self.pooling, keep_grad=True) as capture:
                 capture.set_mask(pooling_mask(batch))
                 rewards = reward_forward(module, batch)
@@ -127,37 +139,32 @@ class CircuitAwareTraining(BradleyTerry):
         if variance is not None:
             loss = loss + cart.circuit_reg_weight * variance
             logs["circuit_var"] = variance.item()
-        if cart.augmentation and self.augmented:
-            aug_loss = self._augmentation_loss(module, batch)
-            if aug_loss is not None:
-                loss = loss + cart.aug_weight * aug_loss
-                logs["aug_loss"] = aug_loss.item()
         logs["loss"] = loss.item()
         return loss, logs
 
     def preference_loss(self, rewards: torch.Tensor, batch: dict[str, torch.Tensor], step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
         """L_head + L_prog: tail pairs weighted by eq. 13, normalised by the base weights."""
         base = batch["weight"].to(rewards.device)
+        normaliser = batch["normaliser"].to(rewards.device) if "normaliser" in batch else base.sum()
         tail_weight = progressive_weight(step, self.eta, self.config.cart.w_max) if self.config.cart.progressive else 1.0
         weights = base * torch.where(batch["is_tail"].to(rewards.device), tail_weight, 1.0)
         if "score" in batch:
-            loss = (weights * (rewards - batch["score"].to(rewards.device)) ** 2).sum() / base.sum()
+            loss = (weights * (rewards - batch["score"].to(rewards.device)) ** 2).sum() / normaliser
             return loss, {"tail_weight": tail_weight}
         losses, logits = pairwise_losses(rewards, batch)
-        loss = (weights * losses).sum() / base.sum()
+        loss = (weights * losses).sum() / normaliser
         return loss, {"accuracy": (logits > 0).float().mean().item(), "tail_weight": tail_weight}
 
-    def _augmentation_loss(self, module: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """eq. 10: the Bradley–Terry loss on the kept augmentations of the batch's tail pairs."""
-        sources = batch["index"][batch["is_tail"]].tolist()
-        rows = [r for s in sources for r in self.aug_rows.get(int(s), [])]
+    def _augmentation_batch(self, tail_indices: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """The kept augmentations (eq. 11) of these tail pairs as one batch, or None when they have none."""
+        if not (self.config.cart.augmentation and self.augmented):
+            return None
+        rows = [r for s in tail_indices.tolist() for r in self.aug_rows.get(int(s), [])]
         if not rows:
             return None
         n = len(self.augmented)
-        aug_batch = self.reward_model.collate(self.aug_encoded, rows + [r + n for r in rows])
-        aug_batch["margin"] = torch.zeros(len(rows))
-        losses, _ = pairwise_losses(reward_forward(module, aug_batch), aug_batch)
-        return losses.mean()
+        batch = self.reward_model.collate(self.aug_encoded, rows + [r + n for r in rows])
+        return {**batch, "margin": torch.zeros(len(rows)), "index": torch.tensor(rows), AUGMENTED: torch.tensor(True)}
 
     def _target_ids(self, circuits: Circuits, report: VulnerabilityReport | None) -> list[str]:
         cart = self.config.cart

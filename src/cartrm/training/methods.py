@@ -60,6 +60,7 @@ class TrainingMethod:
     name: ClassVar[str]
     needs_tail: ClassVar[bool] = False
     splittable: ClassVar[bool] = False  # the loss is a sum over examples, so a batch may run as several forward passes
+    keeps_tail_together: ClassVar[bool] = False  # when split, the batch's tail rows share one pass (a term over them all)
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -79,6 +80,11 @@ class TrainingMethod:
 
     def example_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return batch["weight"]
+
+    def passes(self, chunks: list[dict[str, torch.Tensor]], step: int) -> list[dict[str, torch.Tensor]]:
+        """The forward passes of one batch, each back-propagated before the next runs; a method may add passes whose
+        losses add to the batch's (CART's L_aug). The last pass is one of ``chunks`` (it synchronises gradients)."""
+        return chunks
 
     def loss(self, module: Any, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError

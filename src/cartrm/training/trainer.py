@@ -93,12 +93,17 @@ class BatchBuilder:
         """Tokens per example as batched: a pair pads to the longer of its two texts."""
         return self._lengths
 
-    def chunks(self, indices: list[int], max_tokens: int | None, weigh: Any = None) -> list[dict[str, torch.Tensor]]:
+    def chunks(self, indices: list[int], max_tokens: int | None, weigh: Any = None, tail_together: bool = False) -> list[dict[str, torch.Tensor]]:
         """The batch of ``indices`` as forward passes of at most ``max_tokens`` padded tokens each (at least one
         example per pass), consecutive in ``indices``; ``weigh`` (a method's ``example_weights``) gives the whole
         batch's ``normaliser`` and every pass carries it with the batch's ``count`` of examples, so that summing
-        the passes' losses gives exactly the whole batch's loss."""
+        the passes' losses gives exactly the whole batch's loss. With ``tail_together`` a split batch runs its tail
+        rows as one pass, whatever their length, and splits the head rows."""
         groups = [list(indices)] if not max_tokens else self._split(list(indices), max_tokens)
+        if len(groups) > 1 and tail_together:
+            tail = [i for i in indices if self.is_tail[i]]
+            head = [i for i in indices if not self.is_tail[i]]
+            groups = ([tail] if tail else []) + (self._split(head, max_tokens) if head else [])
         if len(groups) == 1:
             return [self(groups[0])]
         whole = {"weight": torch.tensor(self.weight[indices], dtype=torch.float32), "is_tail": torch.tensor(self.is_tail[indices])}
@@ -186,7 +191,7 @@ def train(
     max_tokens = config.max_batch_tokens if method.splittable else None
     loader = DataLoader(
         range(len(dataset)), batch_size=config.batch_size, sampler=sampler,
-        collate_fn=functools.partial(builder.chunks, max_tokens=max_tokens, weigh=method.example_weights),
+        collate_fn=functools.partial(builder.chunks, max_tokens=max_tokens, weigh=method.example_weights, tail_together=method.keeps_tail_together),
         generator=torch.Generator().manual_seed(config.seed),
     )
     optimizer = torch.optim.AdamW(_parameter_groups(reward_model.model, config.weight_decay), lr=config.learning_rate)
@@ -313,20 +318,23 @@ def _texts(dataset: PreferenceDataset | PointwiseDataset) -> int:
 
 
 def _forward_backward(accelerator: Any, model: Any, method: Any, chunks: list[dict[str, torch.Tensor]], step: int, out: Path) -> dict[str, float]:
-    """Loss and gradients of one batch, one forward/backward pass per chunk (only the last one synchronises
-    gradients across processes); the logs are the summed loss and the example-weighted means of the rest."""
-    totals: dict[str, float] = {}
-    examples = sum(len(chunk["index"]) for chunk in chunks)
-    for position, chunk in enumerate(chunks):
-        last = position == len(chunks) - 1
+    """Loss and gradients of one batch, one forward/backward pass per pass of ``method.passes`` (only the last one
+    synchronises gradients across processes); the logs are the summed loss and, for every other value, its mean
+    over the passes that report it, weighted by their examples."""
+    sums: dict[str, float] = {}
+    examples: dict[str, int] = {}
+    passes = method.passes(chunks, step)
+    for position, batch in enumerate(passes):
+        last = position == len(passes) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            loss, logs = method.loss(model, chunk, step)
+            loss, logs = method.loss(model, batch, step)
             _check_finite(loss, step + 1, out)
             accelerator.backward(loss)
-        share = len(chunk["index"]) / examples
         for key, value in logs.items():
-            totals[key] = totals.get(key, 0.0) + (value if key == "loss" else value * share)
-    return totals
+            size = 1 if key == "loss" else len(batch["index"])
+            sums[key] = sums.get(key, 0.0) + value * size
+            examples[key] = examples.get(key, 0) + size
+    return {key: total if key == "loss" else total / examples[key] for key, total in sums.items()}
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
