@@ -33,7 +33,9 @@ def benchmark_pairs(n_pairs: int):
     from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
     from cartrm.data import parse_tail_spec
 
-    data = make_longtail_dataset(BenchmarkConfig(n_train=n_pairs, n_validation=2, n_test_head=2, n_test_tail=2)).split("train")
+    data = make_longtail_dataset(BenchmarkConfig(n_train=n_pairs, n_validation=2, n_test_head=2, n_test_tail=2)).split(
+        "train"
+    )
     return data, parse_tail_spec("label:is_tail").fit_transform(data)
 
 
@@ -84,7 +86,9 @@ def discovery_peak_rss(model_name: str, n_pairs: int) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     discover(model, data, tail, DiscoveryConfig(patch_pairs=0, n_permutations=100), progress=False)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"pairs": n_pairs, "peak_mib": after / 1024, "growth_during_discovery_mib": (after - before) / 1024}))
+    print(
+        json.dumps({"pairs": n_pairs, "peak_mib": after / 1024, "growth_during_discovery_mib": (after - before) / 1024})
+    )
 
 
 def main() -> None:
@@ -103,11 +107,17 @@ def main() -> None:
     for pairs in (args.pairs, 4 * args.pairs):
         child = subprocess.run(
             [sys.executable, __file__, "--model", args.model, "--memory-child", str(pairs)],
-            capture_output=True, text=True, check=True, env={**os.environ, **ALLOCATOR_ENV},
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **ALLOCATOR_ENV},
         )
         results.append(json.loads(child.stdout.strip().splitlines()[-1]))
     for result in results:
-        print(f"discovery on {result['pairs']:5d} pairs: peak RSS {result['peak_mib']:.0f} MiB (grew {result['growth_during_discovery_mib']:.0f} MiB during discovery)")
+        print(
+            f"discovery on {result['pairs']:5d} pairs: peak RSS {result['peak_mib']:.0f} MiB "
+            f"(grew {result['growth_during_discovery_mib']:.0f} MiB during discovery)"
+        )
     print(f"peak RSS 4x / 1x examples: {results[1]['peak_mib'] / results[0]['peak_mib']:.3f}  (target: flat, ~1.0)")
 
 

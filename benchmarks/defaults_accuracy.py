@@ -1,7 +1,8 @@
 """Held-out accuracy of the fast training defaults against the previous behaviour, paired by seed.
 
 "fast" is ``TrainConfig()`` as it is now (dropout off, length-grouped batches, forward passes of at most 2,048
-tokens, glibc mmap threshold fixed); "previous" sets ``disable_dropout=False, group_by_length=False, max_batch_tokens=None``, which is the
+tokens, glibc mmap threshold fixed); "previous" sets
+``disable_dropout=False, group_by_length=False, max_batch_tokens=None``, which is the
 training loop before those changes. Both train MiniLM on the embedded long-tail benchmark with the same seed,
 data and steps, and are scored on the same test pairs (gold-label accuracy on head and tail pairs). The
 interval of the mean difference is a t-interval over seeds (the seed is the unit of replication).
@@ -46,7 +47,11 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in VARIANTS}
     for seed in seeds:
-        bench = make_longtail_dataset(BenchmarkConfig(n_train=args.n_train, n_validation=2, n_test_head=args.n_test, n_test_tail=args.n_test, seed=seed))
+        bench = make_longtail_dataset(
+            BenchmarkConfig(
+                n_train=args.n_train, n_validation=2, n_test_head=args.n_test, n_test_tail=args.n_test, seed=seed
+            )
+        )
         data, test = bench.split("train"), bench.split("test")
         mask = np.array(test.column("is_tail"), dtype=bool)
         for name, options in VARIANTS.items():
@@ -58,14 +63,26 @@ def main() -> None:
                 seconds = time.perf_counter() - started
             head, tail = gold_accuracy(model, test, mask)
             rows[name].append((head, tail, seconds))
-            print(f"seed {seed} {name:16s} head gold {100 * head:5.1f}  tail gold {100 * tail:5.1f}  train {seconds:5.1f}s", flush=True)
+            print(
+                f"seed {seed} {name:16s} head gold {100 * head:5.1f}  tail gold {100 * tail:5.1f}  "
+                f"train {seconds:5.1f}s",
+                flush=True,
+            )
     fast, previous = np.array(rows["fast (defaults)"]), np.array(rows["previous"])
     for column, label in ((0, "head gold"), (1, "tail gold")):
         diff = 100 * (fast[:, column] - previous[:, column])
-        half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        half = (
+            stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        )
         per_seed = ", ".join(f"{d:+.1f}" for d in diff)
-        print(f"{label}: fast − previous {diff.mean():+.2f} points [{diff.mean() - half:+.2f}, {diff.mean() + half:+.2f}] (per seed {per_seed})")
-    print(f"training time: fast {fast[:, 2].mean():.1f}s, previous {previous[:, 2].mean():.1f}s per model ({previous[:, 2].mean() / fast[:, 2].mean():.2f}×)")
+        print(
+            f"{label}: fast − previous {diff.mean():+.2f} points "
+            f"[{diff.mean() - half:+.2f}, {diff.mean() + half:+.2f}] (per seed {per_seed})"
+        )
+    print(
+        f"training time: fast {fast[:, 2].mean():.1f}s, previous {previous[:, 2].mean():.1f}s per model "
+        f"({previous[:, 2].mean() / fast[:, 2].mean():.2f}×)"
+    )
 
 
 if __name__ == "__main__":

@@ -71,14 +71,20 @@ def main() -> None:
                 seconds = time.perf_counter() - started
             model.max_length = 512
             correct[name] = held_out_correct(model, held_out)
-            print(f"seed {seed} {name:9s} held-out accuracy {100 * correct[name].mean():5.1f}% "
-                  f"({len(held_out)} pairs)  train {seconds:6.1f}s", flush=True)
+            print(
+                f"seed {seed} {name:9s} held-out accuracy {100 * correct[name].mean():5.1f}% "
+                f"({len(held_out)} pairs)  train {seconds:6.1f}s",
+                flush=True,
+            )
         diffs.append(correct["defaults"] - correct["previous"])
         print(f"seed {seed}: defaults − previous {100 * diffs[-1].mean():+.1f} points", flush=True)
     low, high = bootstrap_difference(diffs, np.random.default_rng(0))
     mean = np.mean([d.mean() for d in diffs])
-    print(f"held-out accuracy, defaults − previous: {100 * mean:+.1f} points, 95% bootstrap [{100 * low:+.1f}, {100 * high:+.1f}] "
-          f"over {len(seeds)} seed(s) × {len(diffs[0])} pairs")
+    print(
+        f"held-out accuracy, defaults − previous: {100 * mean:+.1f} points, "
+        f"95% bootstrap [{100 * low:+.1f}, {100 * high:+.1f}] "
+        f"over {len(seeds)} seed(s) × {len(diffs[0])} pairs"
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ VARIANTS = {
 def benchmark_data(n_pairs: int, seed: int):
     from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
 
-    data = make_longtail_dataset(BenchmarkConfig(n_train=n_pairs, n_validation=2, n_test_head=2, n_test_tail=2, seed=seed)).split("train")
+    data = make_longtail_dataset(
+        BenchmarkConfig(n_train=n_pairs, n_validation=2, n_test_head=2, n_test_tail=2, seed=seed)
+    ).split("train")
     return data, np.array(data.column("is_tail"), dtype=bool)
 
 
@@ -40,7 +42,9 @@ def find_circuits(model, data, mask, n_pairs: int, folder: Path) -> Path:
     from cartrm.data.tail import TailSplit
 
     subset = balanced_subset(mask, n_pairs, 0)
-    circuits = discover(model, data.select(subset), TailSplit(mask[subset], "is_tail"), DiscoveryConfig(patch_pairs=0), progress=False)
+    circuits = discover(
+        model, data.select(subset), TailSplit(mask[subset], "is_tail"), DiscoveryConfig(patch_pairs=0), progress=False
+    )
     circuits.save(folder / "circuits.json")
     return folder / "circuits.json"
 
@@ -52,18 +56,30 @@ def batches(data, mask, batch_size: int, min_tail: int, count: int, seed: int) -
     return [order[i * batch_size : (i + 1) * batch_size] for i in range(count)]
 
 
-def time_variant(base, data, mask, method_name: str, cart_options: dict, circuits: Path, rows: list[list[int]], warmup: int, folder: Path) -> tuple[float, float]:
+def time_variant(
+    base,
+    data,
+    mask,
+    method_name: str,
+    cart_options: dict,
+    circuits: Path,
+    rows: list[list[int]],
+    warmup: int,
+    folder: Path,
+) -> tuple[float, float]:
     """(one-off setup seconds, mean seconds per step after ``warmup`` steps)."""
     from cartrm.training import TrainConfig, get_method
+    from cartrm.training.batches import BatchBuilder
     from cartrm.training.config import CartConfig
     from cartrm.training.methods import TrainingContext
-    from cartrm.training.trainer import BatchBuilder
 
     model = copy.deepcopy(base)
     cart = CartConfig(circuits=str(circuits), **cart_options)
     method = get_method(method_name, TrainConfig(method=method_name, cart=cart))
     started = time.perf_counter()
-    method.setup(model, data, TrainingContext(mask, total_steps=len(rows), output_dir=folder / method_name, progress=False))
+    method.setup(
+        model, data, TrainingContext(mask, total_steps=len(rows), output_dir=folder / method_name, progress=False)
+    )
     setup_seconds = time.perf_counter() - started
     builder = BatchBuilder(model, data, mask)
     optimizer = torch.optim.AdamW(model.model.parameters(), lr=1e-5)
@@ -101,10 +117,18 @@ def main() -> None:
         folder = Path(tmp)
         started = time.perf_counter()
         circuits = find_circuits(base, data, mask, args.discovery_pairs, folder)
-        print(f"discovery on {args.discovery_pairs} pairs (one-off, not per step): {time.perf_counter() - started:.1f}s")
-        results = {name: time_variant(base, data, mask, method, options, circuits, rows, args.warmup, folder) for name, (method, options) in VARIANTS.items()}
+        print(
+            f"discovery on {args.discovery_pairs} pairs (one-off, not per step): {time.perf_counter() - started:.1f}s"
+        )
+        results = {
+            name: time_variant(base, data, mask, method, options, circuits, rows, args.warmup, folder)
+            for name, (method, options) in VARIANTS.items()
+        }
     reference = results["bt"][1]
-    print(f"{args.model}: {args.steps} timed steps of {args.batch_size} pairs (≥{args.min_tail} tail), after {args.warmup} warm-up step(s)")
+    print(
+        f"{args.model}: {args.steps} timed steps of {args.batch_size} pairs (≥{args.min_tail} tail), "
+        f"after {args.warmup} warm-up step(s)"
+    )
     for name, (setup, per_step) in results.items():
         print(f"  {name:26s} {per_step:7.3f} s/step  ({per_step / reference:.2f}× bt)   setup {setup:6.1f}s")
 

@@ -78,8 +78,18 @@ def train_trl(path: Path, folder: Path) -> dict:
     }
     model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=1)
     args = RewardConfig(
-        output_dir=str(folder / "trl"), per_device_train_batch_size=BATCH_PAIRS, num_train_epochs=1, learning_rate=LEARNING_RATE,
-        max_length=MAX_LENGTH, bf16=False, report_to="none", save_strategy="no", logging_steps=10, disable_tqdm=True, seed=0, use_cpu=True,
+        output_dir=str(folder / "trl"),
+        per_device_train_batch_size=BATCH_PAIRS,
+        num_train_epochs=1,
+        learning_rate=LEARNING_RATE,
+        max_length=MAX_LENGTH,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10,
+        disable_tqdm=True,
+        seed=0,
+        use_cpu=True,
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows), processing_class=tokenizer)
     output = trainer.train()
@@ -113,7 +123,13 @@ def score_plain(path: Path, folder: Path) -> dict:
     started = time.perf_counter()
     with torch.inference_mode():
         for start in range(0, len(texts), SCORE_BATCH):
-            batch = tokenizer(texts[start : start + SCORE_BATCH], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+            batch = tokenizer(
+                texts[start : start + SCORE_BATCH],
+                padding=True,
+                truncation=True,
+                max_length=MAX_LENGTH,
+                return_tensors="pt",
+            )
             model(**batch)
     return {"texts": len(texts), "seconds": time.perf_counter() - started}
 
@@ -130,7 +146,12 @@ def score_cartrm(path: Path, folder: Path) -> dict:
     return {"texts": 2 * len(dataset), "seconds": time.perf_counter() - started}
 
 
-CHILDREN = {"trl-train": train_trl, "cartrm-train": train_cartrm, "plain-score": score_plain, "cartrm-score": score_cartrm}
+CHILDREN = {
+    "trl-train": train_trl,
+    "cartrm-train": train_cartrm,
+    "plain-score": score_plain,
+    "cartrm-score": score_cartrm,
+}
 
 
 def run_child(name: str, path: Path) -> dict:
@@ -138,7 +159,9 @@ def run_child(name: str, path: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(
             [sys.executable, __file__, "--child", name, "--input", str(path), "--work", tmp],
-            capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
         )
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
@@ -148,7 +171,14 @@ def run_child(name: str, path: Path) -> dict:
 def machine() -> str:
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__}, Python {platform.python_version()}"
 
 
@@ -161,36 +191,66 @@ def versions() -> str:
 def best(results: list[dict], unit: str) -> dict:
     """The fastest repeat's rate (the least disturbed by other work) and the largest peak memory."""
     rates = [r[unit] / r["seconds"] for r in results]
-    return {"rate": max(rates), "rss": max(r["peak_rss_mb"] for r in results), "seconds": min(r["seconds"] for r in results)}
+    return {
+        "rate": max(rates),
+        "rss": max(r["peak_rss_mb"] for r in results),
+        "seconds": min(r["seconds"] for r in results),
+    }
 
 
 def report(train: dict[str, dict], score: dict[str, dict], args: argparse.Namespace, n_pairs: int, n_texts: int) -> str:
     trl, cart = train["trl-train"], train["cartrm-train"]
     plain, scored = score["plain-score"], score["cartrm-score"]
-    return "\n".join([
-        "# cartrm against TRL's RewardTrainer (same run, identical inputs)",
-        "",
-        f"Measured {date.today().isoformat()} on {machine()}; {versions()}.",
-        f"Command: `python benchmarks/vs_trl.py --pairs {args.pairs} --fit-tokens {args.fit_tokens} --repeats {args.repeats}`",
-        f"Inputs: the first {n_pairs} pairs of `{Path(args.data).name}` whose chosen and rejected both fit in {args.fit_tokens} MiniLM tokens;",
-        f"batch {BATCH_PAIRS} pairs, 1 epoch, lr {LEARNING_RATE:g}, max length {MAX_LENGTH}, MiniLM, seed 0. Each figure is from a fresh process;",
-        f"rates are the best of {args.repeats} repeat(s), memory the largest peak RSS (see the docstring of `benchmarks/vs_trl.py`).",
-        "Both sides train in float32: TRL gets `bf16=False`, since its default bf16 autocast is very slow on CPUs without",
-        "native bf16 instructions (one such run had not finished after 14 minutes); cartrm's `train()` time includes its",
-        "tokenisation and checkpoint writes, TRL's `train_runtime` does not.",
-        "",
-        "| training | pairs/s | peak RSS (MB) | ratio to TRL (speed / memory) |",
-        "|---|---|---|---|",
-        f"| TRL `RewardTrainer` (its defaults otherwise) | {trl['rate']:.2f} | {trl['rss']:.0f} | 1.00× / 1.00× |",
-        f"| `cartrm` `train()` (`cart train --method bt`) | {cart['rate']:.2f} | {cart['rss']:.0f} | "
-        f"**{cart['rate'] / trl['rate']:.2f}×** / **{cart['rss'] / trl['rss']:.2f}×** |",
-        "",
-        f"| scoring {n_texts} texts (batch {SCORE_BATCH}) | texts/s | peak RSS (MB) | ratio to the plain loop |",
-        "|---|---|---|---|",
-        f"| plain `model(**batch)` loop in `torch.inference_mode()` | {plain['rate']:.1f} | {plain['rss']:.0f} | 1.00× |",
-        f"| `cartrm.evaluation.evaluate` (`cart evaluate`) | {scored['rate']:.1f} | {scored['rss']:.0f} | **{scored['rate'] / plain['rate']:.2f}×** |",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# cartrm against TRL's RewardTrainer (same run, identical inputs)",
+            "",
+            f"Measured {date.today().isoformat()} on {machine()}; {versions()}.",
+            (
+                f"Command: `python benchmarks/vs_trl.py --pairs {args.pairs} --fit-tokens {args.fit_tokens} "
+                f"--repeats {args.repeats}`"
+            ),
+            (
+                f"Inputs: the first {n_pairs} pairs of `{Path(args.data).name}` whose chosen and rejected both fit in "
+                f"{args.fit_tokens} MiniLM tokens;"
+            ),
+            (
+                f"batch {BATCH_PAIRS} pairs, 1 epoch, lr {LEARNING_RATE:g}, max length {MAX_LENGTH}, MiniLM, seed 0. "
+                "Each figure is from a fresh process;"
+            ),
+            (
+                f"rates are the best of {args.repeats} repeat(s), memory the largest peak RSS "
+                "(see the docstring of `benchmarks/vs_trl.py`)."
+            ),
+            (
+                "Both sides train in float32: TRL gets `bf16=False`, since its default bf16 autocast is very slow "
+                "on CPUs without"
+            ),
+            (
+                "native bf16 instructions (one such run had not finished after 14 minutes); cartrm's `train()` time "
+                "includes its"
+            ),
+            "tokenisation and checkpoint writes, TRL's `train_runtime` does not.",
+            "",
+            "| training | pairs/s | peak RSS (MB) | ratio to TRL (speed / memory) |",
+            "|---|---|---|---|",
+            f"| TRL `RewardTrainer` (its defaults otherwise) | {trl['rate']:.2f} | {trl['rss']:.0f} | 1.00× / 1.00× |",
+            f"| `cartrm` `train()` (`cart train --method bt`) | {cart['rate']:.2f} | {cart['rss']:.0f} | "
+            f"**{cart['rate'] / trl['rate']:.2f}×** / **{cart['rss'] / trl['rss']:.2f}×** |",
+            "",
+            f"| scoring {n_texts} texts (batch {SCORE_BATCH}) | texts/s | peak RSS (MB) | ratio to the plain loop |",
+            "|---|---|---|---|",
+            (
+                f"| plain `model(**batch)` loop in `torch.inference_mode()` | {plain['rate']:.1f} | "
+                f"{plain['rss']:.0f} | 1.00× |"
+            ),
+            (
+                f"| `cartrm.evaluation.evaluate` (`cart evaluate`) | {scored['rate']:.1f} | {scored['rss']:.0f} | "
+                f"**{scored['rate'] / plain['rate']:.2f}×** |"
+            ),
+            "",
+        ]
+    )
 
 
 def main() -> None:
@@ -200,7 +260,9 @@ def main() -> None:
     parser.add_argument("--fit-tokens", type=int, default=240)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
-    parser.add_argument("--only", choices=sorted(CHILDREN), action="append", help="run only these measurements (no report)")
+    parser.add_argument(
+        "--only", choices=sorted(CHILDREN), action="append", help="run only these measurements (no report)"
+    )
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -224,8 +286,11 @@ def main() -> None:
     unit = {"trl-train": "pairs", "cartrm-train": "pairs", "plain-score": "texts", "cartrm-score": "texts"}
     summary = {name: best(values, unit[name]) for name, values in results.items()}
     text = report(
-        {k: summary[k] for k in ("trl-train", "cartrm-train")}, {k: summary[k] for k in ("plain-score", "cartrm-score")},
-        args, results["cartrm-train"][0]["pairs"], results["cartrm-score"][0]["texts"],
+        {k: summary[k] for k in ("trl-train", "cartrm-train")},
+        {k: summary[k] for k in ("plain-score", "cartrm-score")},
+        args,
+        results["cartrm-train"][0]["pairs"],
+        results["cartrm-score"][0]["texts"],
     )
     out = Path(args.out)
     kept = out.read_text().partition(OTHER_MEASUREMENTS)[2] if out.exists() else ""

@@ -36,7 +36,9 @@ def main() -> None:
     dataset = load_preferences(data)
     model = RewardModel.load("tiny-bert", seed=0)
     # a plain shuffle: length grouping shuffles whole batches, so 1 × 8 and 2 × 4 pairs would see other batches
-    config = TrainConfig(batch_size=batch_size, epochs=2, learning_rate=1e-3, warmup_ratio=0.0, seed=0, group_by_length=False)
+    config = TrainConfig(
+        batch_size=batch_size, epochs=2, learning_rate=1e-3, warmup_ratio=0.0, seed=0, group_by_length=False
+    )
     sys.addaudithook(record)
     train(model, dataset, config, out, progress=False)
     audit.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import random
 
 from cartrm.data import PreferenceDataset
 
-WORDS = "apple river stone cloud music paper garden window light table bread horse".split()
+WORDS = ["apple", "river", "stone", "cloud", "music", "paper", "garden", "window", "light", "table", "bread", "horse"]
 
 
 def planted_pairs(n: int, seed: int = 0, marker: str = "thanks") -> PreferenceDataset:
@@ -15,5 +15,7 @@ def planted_pairs(n: int, seed: int = 0, marker: str = "thanks") -> PreferenceDa
     records = []
     for i in range(n):
         base = " ".join(rng.choice(WORDS) for _ in range(6))
-        records.append({"prompt": f"Say something about item {i}.", "chosen": f"{base} {marker}", "rejected": base, "group": i % 3})
+        records.append(
+            {"prompt": f"Say something about item {i}.", "chosen": f"{base} {marker}", "rejected": base, "group": i % 3}
+        )
     return PreferenceDataset.from_records(records)

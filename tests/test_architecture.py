@@ -13,8 +13,18 @@ PACKAGE = Path(cartrm.__file__).parent
 # The data flow, first to last; the foundation modules may be imported by every package.
 FOUNDATION = ("errors", "io", "plotting")
 ORDER = (
-    "data", "models", "capture", "circuits", "vulnerability", "training", "evaluation", "benchmarks", "report",
-    "experiments", "cli", "__main__",
+    "data",
+    "models",
+    "capture",
+    "circuits",
+    "vulnerability",
+    "training",
+    "evaluation",
+    "benchmarks",
+    "report",
+    "experiments",
+    "cli",
+    "__main__",
 )
 
 
@@ -39,7 +49,9 @@ def imported_modules(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             if base.split(".")[0] == "cartrm":
                 found |= {f"{base}.{a.name}" if is_module(f"{base}.{a.name}") else base for a in node.names}
     return found
@@ -60,7 +72,11 @@ def layer(module: str) -> str | None:
 
 
 def test_every_package_has_a_place_in_the_declared_order():
-    packages = {path.stem if path.is_file() else path.name for path in PACKAGE.iterdir() if path.suffix == ".py" or (path / "__init__.py").exists()}
+    packages = {
+        path.stem if path.is_file() else path.name
+        for path in PACKAGE.iterdir()
+        if path.suffix == ".py" or (path / "__init__.py").exists()
+    }
     assert packages - {"__init__"} == set(ORDER) | set(FOUNDATION)
 
 
@@ -78,7 +94,9 @@ def test_no_package_imports_a_later_phase():
 def test_no_module_imports_itself_back():
     graph = import_graph()
     graph.remove_nodes_from([node for node in list(graph) if layer(node) is None])  # the lazy public API
-    packages_of_modules = {node for node in graph if (PACKAGE / node.split(".", 1)[1].replace(".", "/") / "__init__.py").exists()}
+    packages_of_modules = {
+        node for node in graph if (PACKAGE / node.split(".", 1)[1].replace(".", "/") / "__init__.py").exists()
+    }
     graph.remove_nodes_from(packages_of_modules)  # a package's __init__ re-exports its modules by design
     cycles = list(nx.simple_cycles(graph))
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c + c[:1]) for c in cycles)

@@ -49,7 +49,9 @@ def test_planted_tail_circuit_fires_on_every_tail_input(setting):
 
 def test_user_groups_and_report_round_trip(setting, tmp_path):
     model, data, tail, circuits = setting
-    report = assess(model, data, tail.mask, circuits, AssessConfig(sensitivity_examples=8, groups_column="is_tail"), progress=False)
+    report = assess(
+        model, data, tail.mask, circuits, AssessConfig(sensitivity_examples=8, groups_column="is_tail"), progress=False
+    )
     assert report.n_groups == 1  # all tail pairs share one group value
     report.save(tmp_path / "v.json")
     assert VulnerabilityReport.load(tmp_path / "v.json") == report
@@ -75,10 +77,14 @@ def test_linf_ball_gives_larger_first_order_sensitivity_than_l2_for_the_same_rad
 def test_assessment_reads_the_discovery_activation_cache_and_gives_the_same_report(setting, tmp_path, monkeypatch):
     import sys
 
-    assessment = sys.modules["cartrm.vulnerability.assess"]  # the package re-exports the function under the module's name
+    assessment = sys.modules[
+        "cartrm.vulnerability.assess"
+    ]  # the package re-exports the function under the module's name
     model, data, tail, _ = setting
     cache = tmp_path / "acts"
-    circuits = discover(model, data, tail, DiscoveryConfig(top_k=8, patch_pairs=0, seed=0), progress=False, cache_dir=cache)
+    circuits = discover(
+        model, data, tail, DiscoveryConfig(top_k=8, patch_pairs=0, seed=0), progress=False, cache_dir=cache
+    )
     config = AssessConfig(sensitivity_examples=8)
     without = assess(model, data, tail.mask, circuits, config, progress=False)
     passes = []

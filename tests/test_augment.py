@@ -44,7 +44,12 @@ def benchmark():
 @pytest.fixture(scope="module")
 def vocabulary(benchmark):
     def texts(tail: bool):
-        return [t for p in benchmark if DOMAIN_BY_NAME[p.prompt.domain].is_tail == tail for t in (p.prompt.text, p.chosen.text, p.rejected.text)]
+        return [
+            t
+            for p in benchmark
+            if DOMAIN_BY_NAME[p.prompt.domain].is_tail == tail
+            for t in (p.prompt.text, p.chosen.text, p.rejected.text)
+        ]
 
     return tail_vocabulary(texts(True), texts(False))
 
@@ -81,12 +86,21 @@ def test_exclamation_marks_only_in_enthusiastic_templates():
 
     enthusiastic = set(ENTHUSIASTIC_OPENERS + ENTHUSIASTIC_CLOSERS)
     assert all(s.endswith("!") for s in enthusiastic)
-    others = [v for k, v in vars(longtail).items() if k.isupper() and isinstance(v, tuple) and all(isinstance(s, str) for s in v)]
+    others = [
+        v
+        for k, v in vars(longtail).items()
+        if k.isupper() and isinstance(v, tuple) and all(isinstance(s, str) for s in v)
+    ]
     assert not [s for group in others for s in group if "!" in s and s not in enthusiastic]
 
 
 def test_tail_vocabulary_is_tail_words_absent_from_head(benchmark, vocabulary):
-    head_words = {w.lower() for p in benchmark if not DOMAIN_BY_NAME[p.prompt.domain].is_tail for w in re.findall(r"[A-Za-z]+", p.prompt.text + p.chosen.text + p.rejected.text)}
+    head_words = {
+        w.lower()
+        for p in benchmark
+        if not DOMAIN_BY_NAME[p.prompt.domain].is_tail
+        for w in re.findall(r"[A-Za-z]+", p.prompt.text + p.chosen.text + p.rejected.text)
+    }
     assert 50 <= len(vocabulary) <= 200 and len(set(vocabulary)) == len(vocabulary)
     assert all(w.isalpha() and w.islower() and len(w) >= 4 for w in vocabulary)
     assert not set(vocabulary[:20]) & head_words
@@ -186,7 +200,9 @@ def pair_scores(setting) -> np.ndarray:
     """Eq. 11 score of every candidate: the mean of Σ_c a_c over its two texts."""
     model, index, members, candidates = setting
     prompts = [c.prompt for c in candidates]
-    both = circuit_scores(model, prompts * 2, [c.chosen for c in candidates] + [c.rejected for c in candidates], members, index, "mean")
+    both = circuit_scores(
+        model, prompts * 2, [c.chosen for c in candidates] + [c.rejected for c in candidates], members, index, "mean"
+    )
     return (both[: len(candidates)] + both[len(candidates) :]) / 2
 
 
@@ -222,7 +238,9 @@ def test_augment_tail_pairs_end_to_end(setting):
     kept = augment_tail_pairs(model, data, tail, members, index, "mean", n_candidates=3, keep=1, seed=0)
     assert tail.any() and [c.source for c in kept] == list(np.flatnonzero(tail))
     with pytest.raises(CartError, match="tail"):
-        augment_tail_pairs(model, data, np.zeros(len(records), bool), members, index, "mean", n_candidates=3, keep=1, seed=0)
+        augment_tail_pairs(
+            model, data, np.zeros(len(records), bool), members, index, "mean", n_candidates=3, keep=1, seed=0
+        )
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,17 @@ from cartrm.benchmarks.longtail import (
 
 SMALL = BenchmarkConfig(n_train=300, n_validation=100, n_test_head=120, n_test_tail=150, seed=3)
 RECORD_KEYS = {
-    "prompt", "chosen", "rejected", "split", "domain", "is_tail", "rule_set",
-    "gold_chosen", "gold_rejected", "gold_margin", "pair_id",
+    "prompt",
+    "chosen",
+    "rejected",
+    "split",
+    "domain",
+    "is_tail",
+    "rule_set",
+    "gold_chosen",
+    "gold_rejected",
+    "gold_margin",
+    "pair_id",
 }
 STOPWORDS = {"a", "an", "the", "of", "and", "to", "in", "with", "for", "at", "on", "from", "off", "up", "down"}
 BASE_FEATURES = {"relevance": 1.0, "detail": 1.0, "example": 0.0, "caveat": 0.0, "enthusiasm": 0.0, "off_topic": 0.0}
@@ -132,8 +141,9 @@ def test_head_rules_only_oracle_shows_long_tail_gap():
 
 
 def _agreement(temperature: float) -> float:
-    config = BenchmarkConfig(n_train=1500, n_validation=0, n_test_head=0, n_test_tail=0,
-                             label_noise_temperature=temperature, seed=7)
+    config = BenchmarkConfig(
+        n_train=1500, n_validation=0, n_test_head=0, n_test_tail=0, label_noise_temperature=temperature, seed=7
+    )
     return float(np.mean([r["gold_margin"] > 0 for r in generate_benchmark(config)]))
 
 
@@ -155,8 +165,9 @@ def test_same_seed_is_byte_identical_and_different_seed_differs(small_records):
 
 
 def test_prompts_are_unique_so_no_split_leakage(small_records):
-    by_split = {split: {r["prompt"] for r in small_records if r["split"] == split}
-                for split in ("train", "validation", "test")}
+    by_split = {
+        split: {r["prompt"] for r in small_records if r["split"] == split} for split in ("train", "validation", "test")
+    }
     assert by_split["train"].isdisjoint(by_split["validation"] | by_split["test"])
     assert by_split["validation"].isdisjoint(by_split["test"])
     assert len({r["prompt"] for r in small_records}) == len(small_records)

@@ -95,7 +95,9 @@ def test_benchmark_best_of_n_separates_an_honest_proxy_from_a_hacked_one():
     from cartrm.benchmarks import BenchmarkConfig
     from cartrm.benchmarks.best_of_n import best_of_n_by_group, candidate_pool
 
-    pool = candidate_pool(BenchmarkConfig(n_train=0, n_validation=0, n_test_head=20, n_test_tail=20), n_head=6, n_tail=6, n_candidates=64)
+    pool = candidate_pool(
+        BenchmarkConfig(n_train=0, n_validation=0, n_test_head=20, n_test_tail=20), n_head=6, n_tail=6, n_candidates=64
+    )
     assert pool.gold.shape == (12, 64) and pool.is_tail.sum() == 6
     honest = best_of_n_by_group(GoldReader(), pool)
     assert set(honest) == {"head", "tail"}
@@ -116,7 +118,11 @@ def test_verdict_notes_that_several_comparisons_are_not_adjusted_for_multiple_te
     config, seeds = SimpleNamespace(uses_benchmark=True), [object(), object()]
 
     def comparisons(*baselines):
-        return [Comparison(method="cart", baseline=b, metric=m, paired=paired) for b in baselines for m in ("tail_accuracy", "head_accuracy")]
+        return [
+            Comparison(method="cart", baseline=b, metric=m, paired=paired)
+            for b in baselines
+            for m in ("tail_accuracy", "head_accuracy")
+        ]
 
     assert _notes(config, seeds, comparisons("bt")) == []
     [note] = _notes(config, seeds, comparisons("bt", "reweight", "hidden-reg"))

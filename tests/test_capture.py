@@ -8,7 +8,11 @@ from cartrm.models import RewardModel, reward_forward
 FAMILIES = ["tiny-bert", "tiny-gpt2", "tiny-llama"]
 
 
-def batch_of(model, prompts=("Question one?\n", "Another question here?\n"), responses=("short answer", "a somewhat longer answer here")):
+def batch_of(
+    model,
+    prompts=("Question one?\n", "Another question here?\n"),
+    responses=("short answer", "a somewhat longer answer here"),
+):
     encoded = model.encode(list(prompts), list(responses))
     return model.collate(encoded, range(len(encoded)))
 
@@ -57,17 +61,19 @@ def test_pooling_methods_on_a_known_tensor():
 
 
 def test_pooling_mask_falls_back_to_all_tokens_for_an_empty_response():
-    batch = {"response_mask": torch.tensor([[0, 0, 0], [0, 1, 1]]), "attention_mask": torch.tensor([[1, 1, 0], [1, 1, 1]])}
+    batch = {
+        "response_mask": torch.tensor([[0, 0, 0], [0, 1, 1]]),
+        "attention_mask": torch.tensor([[1, 1, 0], [1, 1, 1]]),
+    }
     assert pooling_mask(batch).tolist() == [[1, 1, 0], [0, 1, 1]]
 
 
 def test_hooks_are_removed_when_an_exception_escapes():
     model = RewardModel.load("tiny-gpt2")
     sites = list_sites(model.model, ("mlp", "attn", "resid"))
-    with pytest.raises(RuntimeError):
-        with ActivationCapture(model.model, sites) as capture:
-            assert capture.active
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), ActivationCapture(model.model, sites) as capture:
+        assert capture.active
+        raise RuntimeError("boom")
     assert not capture.active
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.model.modules())
 
@@ -81,7 +87,9 @@ def test_patching_a_site_sets_the_pooled_value_and_moves_the_reward():
         baseline = reward_forward(model.model, batch)
         indices = torch.arange(64)
         values = torch.full((2, 64), 3.0)
-        with ActivationCapture(model.model, sites, interventions={sites[0].name: patch_response_tokens(indices, values)}) as capture:
+        with ActivationCapture(
+            model.model, sites, interventions={sites[0].name: patch_response_tokens(indices, values)}
+        ) as capture:
             capture.set_mask(mask)
             patched = reward_forward(model.model, batch)
     torch.testing.assert_close(capture.pooled[sites[0].name], values)
@@ -98,7 +106,11 @@ def test_patching_a_site_that_does_not_feed_the_score_changes_nothing():
     not_last[0, -1] = 0
     with model.eval_mode(), torch.no_grad():
         baseline = reward_forward(model.model, batch)
-        with ActivationCapture(model.model, [site], interventions={site.name: patch_response_tokens(torch.arange(64), torch.full((1, 64), 5.0))}) as capture:
+        with ActivationCapture(
+            model.model,
+            [site],
+            interventions={site.name: patch_response_tokens(torch.arange(64), torch.full((1, 64), 5.0))},
+        ) as capture:
             capture.set_mask(not_last)
             patched = reward_forward(model.model, batch)
     torch.testing.assert_close(baseline, patched)
@@ -107,7 +119,9 @@ def test_patching_a_site_that_does_not_feed_the_score_changes_nothing():
 def test_unknown_architecture_lists_supported_ones():
     from transformers import AutoModelForSequenceClassification, T5Config
 
-    model = AutoModelForSequenceClassification.from_config(T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=100, num_labels=1))
+    model = AutoModelForSequenceClassification.from_config(
+        T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=100, num_labels=1)
+    )
     with pytest.raises(CartError, match="supported: .*bert.*gpt2.*llama"):
         list_sites(model, ("mlp",))
 

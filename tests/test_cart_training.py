@@ -8,17 +8,17 @@ import pytest
 import torch
 
 from cartrm.capture.sites import list_sites
-from cartrm.capture.stream import ExampleSet, FeatureIndex, pooled_batches
+from cartrm.capture.stream import ExampleSet, pooled_batches
 from cartrm.circuits.discover import DiscoveryConfig, discover
 from cartrm.data.tail import TailSplit
 from cartrm.errors import CartError
 from cartrm.models import RewardModel
 from cartrm.training import TrainConfig, register, train
-from cartrm.training.cart import CircuitAwareTraining, circuit_variance, progressive_weight, TargetCircuit
+from cartrm.training.batches import BatchBuilder
+from cartrm.training.cart import CircuitAwareTraining, TargetCircuit, circuit_variance, progressive_weight
 from cartrm.training.config import CartConfig
 from cartrm.training.methods import TrainingContext, get_method, pairwise_losses
 from cartrm.training.sampling import TailAwareSampler
-from cartrm.training.trainer import BatchBuilder
 from tests.test_discovery import PLANTED, planted_data, planted_model
 
 NO_COMPONENTS = CartConfig(augmentation=False, circuit_reg=False, progressive=False)
@@ -48,7 +48,9 @@ def test_progressive_weights_follow_eq_13():
 
 def test_default_eta_reaches_w_max_at_the_ramp_end(planted, tmp_path):
     data, mask, _ = planted
-    method = get_method("cart", TrainConfig(method="cart", cart=CartConfig(augmentation=False, w_max=3.0, progressive_ramp=0.5)))
+    method = get_method(
+        "cart", TrainConfig(method="cart", cart=CartConfig(augmentation=False, w_max=3.0, progressive_ramp=0.5))
+    )
     method.setup(planted_model(), data, TrainingContext(mask, total_steps=40, output_dir=tmp_path))
     assert progressive_weight(18, method.eta, 3.0) < 3.0
     assert progressive_weight(19, method.eta, 3.0) == pytest.approx(3.0)
@@ -69,7 +71,10 @@ def test_tail_aware_sampler_puts_k_tail_examples_in_every_batch():
 
 
 def test_circuit_variance_is_eq_12_on_a_known_case():
-    pooled = {"a": torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [100.0, 0.0]]), "b": torch.tensor([[2.0], [2.0], [2.0], [9.0]])}
+    pooled = {
+        "a": torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [100.0, 0.0]]),
+        "b": torch.tensor([[2.0], [2.0], [2.0], [9.0]]),
+    }
     rows = torch.tensor([True, True, True, False])
     one = TargetCircuit("c0", np.array([0]), {"a": np.array([0])})
     # a_c = mean over members on sites a and b: (1+2)/2, (3+2)/2, (5+2)/2 → 1.5, 2.5, 3.5; population variance 2/3
@@ -121,14 +126,23 @@ def _one_batch_loss(name, config, data, mask, tmp_path, rows=(0, 1, 170, 171)):
 def test_cart_with_every_component_off_is_plain_bradley_terry(planted, tmp_path):
     data, mask, _ = planted
     bt, _ = _one_batch_loss("bt", TrainConfig(), data, mask, tmp_path / "bt")
-    cart, logs = _one_batch_loss("cart", TrainConfig(method="cart", cart=NO_COMPONENTS.model_copy(update={"warmup_steps": 5})), data, mask, tmp_path / "c")
+    cart, logs = _one_batch_loss(
+        "cart",
+        TrainConfig(method="cart", cart=NO_COMPONENTS.model_copy(update={"warmup_steps": 5})),
+        data,
+        mask,
+        tmp_path / "c",
+    )
     assert cart.item() == pytest.approx(bt.item(), rel=1e-6)
     assert "circuit_var" not in logs and "aug_loss" not in logs
 
 
 def test_progressive_weighting_scales_only_the_tail_pairs(planted, tmp_path):
     data, mask, _ = planted
-    config = TrainConfig(method="cart", cart=CartConfig(augmentation=False, circuit_reg=False, progressive_eta=0.0 + 1e-9, warmup_steps=5))
+    config = TrainConfig(
+        method="cart",
+        cart=CartConfig(augmentation=False, circuit_reg=False, progressive_eta=0.0 + 1e-9, warmup_steps=5),
+    )
     head_only, _ = _one_batch_loss("bt", TrainConfig(), data, mask, tmp_path / "bt", rows=(0, 1))
     mixed, logs = _one_batch_loss("cart", config, data, mask, tmp_path / "c", rows=(0, 1, 170, 171))
     assert logs["tail_weight"] == pytest.approx(1e-9)
@@ -153,7 +167,14 @@ def test_circuit_regulariser_lowers_the_tail_variance_of_the_targeted_circuit(pl
     variances = {}
     for regularise in (False, True):
         model = planted_model()
-        cart = CartConfig(circuits=str(circuits_path), target_circuits=(target,), augmentation=False, progressive=False, circuit_reg=regularise, circuit_reg_weight=50.0)
+        cart = CartConfig(
+            circuits=str(circuits_path),
+            target_circuits=(target,),
+            augmentation=False,
+            progressive=False,
+            circuit_reg=regularise,
+            circuit_reg_weight=50.0,
+        )
         config = TrainConfig(method="cart", max_steps=8, batch_size=16, learning_rate=1e-2, warmup_ratio=0.0, cart=cart)
         result = train(model, data, config, tmp_path / str(regularise), tail_mask=mask, progress=False)
         variances[regularise] = _circuit_tail_variance(model, data, mask, members)
@@ -165,25 +186,40 @@ def test_circuit_regulariser_lowers_the_tail_variance_of_the_targeted_circuit(pl
 def test_targets_come_from_the_vulnerability_report_or_explicit_ids(planted, planted_circuits_file, tmp_path):
     data, mask, circuits = planted
     circuits_path, target = planted_circuits_file
-    method = get_method("cart", TrainConfig(method="cart", cart=CartConfig(circuits=str(circuits_path), augmentation=False)))
+    method = get_method(
+        "cart", TrainConfig(method="cart", cart=CartConfig(circuits=str(circuits_path), augmentation=False))
+    )
     method.setup(planted_model(), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path / "a"))
     assert [t.id for t in method.targets] == [c.id for c in circuits.circuits[:3]]
-    bad = TrainConfig(method="cart", cart=CartConfig(circuits=str(circuits_path), target_circuits=("c999",), augmentation=False))
+    bad = TrainConfig(
+        method="cart", cart=CartConfig(circuits=str(circuits_path), target_circuits=("c999",), augmentation=False)
+    )
     with pytest.raises(CartError, match="c999"):
-        get_method("cart", bad).setup(planted_model(), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path / "b"))
+        get_method("cart", bad).setup(
+            planted_model(), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path / "b")
+        )
 
 
 def test_circuits_of_another_architecture_are_refused(planted, planted_circuits_file, tmp_path):
     data, mask, _ = planted
     config = TrainConfig(method="cart", cart=CartConfig(circuits=str(planted_circuits_file[0]), augmentation=False))
     with pytest.raises(CartError, match="different architecture"):
-        get_method("cart", config).setup(RewardModel.load("tiny-bert"), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path))
+        get_method("cart", config).setup(
+            RewardModel.load("tiny-bert"), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path)
+        )
 
 
 def test_self_discovery_after_warm_up_sets_targets_and_writes_artifacts(planted, tmp_path):
     data, mask, _ = planted
     cart = CartConfig(augmentation=False, warmup_steps=2, discovery_pairs=120, rediscover_every=3)
-    result = train(planted_model(), data, TrainConfig(method="cart", max_steps=6, batch_size=16, logging_steps=1, cart=cart), tmp_path, tail_mask=mask, progress=False)
+    result = train(
+        planted_model(),
+        data,
+        TrainConfig(method="cart", max_steps=6, batch_size=16, logging_steps=1, cart=cart),
+        tmp_path,
+        tail_mask=mask,
+        progress=False,
+    )
     assert sorted(p.name for p in (tmp_path / "cart").iterdir()) == ["step-2", "step-5"]
     assert (tmp_path / "cart" / "step-2" / "vulnerability.json").exists()
     assert "circuit_var" not in result.history[1] and "circuit_var" in result.history[2]
@@ -207,7 +243,9 @@ class InterruptedCart(CircuitAwareTraining):
 def test_resumed_cart_run_matches_an_uninterrupted_one(planted, tmp_path):
     data, mask, _ = planted
     cart = CartConfig(augmentation=False, warmup_steps=2, discovery_pairs=120)
-    config = TrainConfig(method="test-interrupted-cart", max_steps=6, batch_size=16, save_steps=3, learning_rate=3e-3, cart=cart)
+    config = TrainConfig(
+        method="test-interrupted-cart", max_steps=6, batch_size=16, save_steps=3, learning_rate=3e-3, cart=cart
+    )
     InterruptedCart.interrupt_at = None
     reference = planted_model()
     train(reference, data, config, tmp_path / "ref", tail_mask=mask, progress=False)
@@ -227,15 +265,26 @@ def test_hidden_reg_penalises_drift_from_the_initial_hidden_states(planted, tmp_
     assert logs["hidden_drift"] == pytest.approx(0.0, abs=1e-10)
     drifts = {}
     for weight in (0.0, 100.0):
-        config = TrainConfig(method="hidden-reg", hidden_reg_weight=weight, max_steps=5, batch_size=16, learning_rate=3e-3, logging_steps=1)
-        drifts[weight] = train(planted_model(), data, config, tmp_path / str(weight), progress=False).history[-1]["hidden_drift"]
+        config = TrainConfig(
+            method="hidden-reg",
+            hidden_reg_weight=weight,
+            max_steps=5,
+            batch_size=16,
+            learning_rate=3e-3,
+            logging_steps=1,
+        )
+        drifts[weight] = train(planted_model(), data, config, tmp_path / str(weight), progress=False).history[-1][
+            "hidden_drift"
+        ]
     assert 0 < drifts[100.0] < drifts[0.0]
 
 
 def test_augmentation_trains_on_the_kept_candidates_of_the_batch_tail_pairs(planted, planted_circuits_file, tmp_path):
     data, mask, _ = planted
     circuits_path, target = planted_circuits_file
-    cart = CartConfig(circuits=str(circuits_path), target_circuits=(target,), aug_candidates=4, aug_keep=2, circuit_reg=False)
+    cart = CartConfig(
+        circuits=str(circuits_path), target_circuits=(target,), aug_candidates=4, aug_keep=2, circuit_reg=False
+    )
     config = TrainConfig(method="cart", max_steps=2, batch_size=16, logging_steps=1, cart=cart)
     result = train(planted_model(), data, config, tmp_path, tail_mask=mask, progress=False)
     lines = (tmp_path / "cart" / "step-0" / "augmented.jsonl").read_text().splitlines()
@@ -250,7 +299,9 @@ def test_a_split_cart_batch_gives_the_whole_batch_gradient(planted, planted_circ
     the gradient of the batch run as one pass."""
     data, mask, _ = planted
     circuits_path, target = planted_circuits_file
-    cart = CartConfig(circuits=str(circuits_path), target_circuits=(target,), aug_candidates=4, aug_keep=2, circuit_reg_weight=50.0)
+    cart = CartConfig(
+        circuits=str(circuits_path), target_circuits=(target,), aug_candidates=4, aug_keep=2, circuit_reg_weight=50.0
+    )
     model = planted_model()
     method = get_method("cart", TrainConfig(method="cart", cart=cart))
     method.setup(model, data, TrainingContext(mask, total_steps=10, output_dir=tmp_path))
@@ -270,6 +321,8 @@ def test_a_split_cart_batch_gives_the_whole_batch_gradient(planted, planted_circ
     assert len(one) == 2 and "augmented" in one[0]  # L_aug's pass, then the batch
     assert sorted(several[1]["index"].tolist()) == [170, 171, 172] and len(several) == 2 + 7  # tail rows share a pass
     assert "circuit_var" in split_logs[1][1] and all("circuit_var" not in logs for _, logs in split_logs[2:])
-    assert sum(logs["loss"] for _, logs in split_logs) == pytest.approx(sum(logs["loss"] for _, logs in one_logs), rel=1e-5)
+    assert sum(logs["loss"] for _, logs in split_logs) == pytest.approx(
+        sum(logs["loss"] for _, logs in one_logs), rel=1e-5
+    )
     for a, b in zip(whole, split):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)  # float32 sums in another order

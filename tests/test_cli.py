@@ -16,7 +16,20 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def benchmark_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "bench.jsonl"
-    result = invoke("data", "make-benchmark", "--out", path, "--n-train", 64, "--n-validation", 40, "--n-test-head", 24, "--n-test-tail", 24)
+    result = invoke(
+        "data",
+        "make-benchmark",
+        "--out",
+        path,
+        "--n-train",
+        64,
+        "--n-validation",
+        40,
+        "--n-test-head",
+        24,
+        "--n-test-tail",
+        24,
+    )
     assert result.exit_code == 0, result.output
     return path
 
@@ -30,15 +43,43 @@ def test_every_command_has_help(command):
 def test_make_benchmark_writes_trl_records_with_gold_columns(benchmark_file):
     rows = [json.loads(line) for line in benchmark_file.read_text().splitlines()]
     assert len(rows) == 64 + 40 + 48
-    assert {"prompt", "chosen", "rejected", "domain", "is_tail", "gold_chosen", "gold_rejected", "split"} <= set(rows[0])
+    assert {"prompt", "chosen", "rejected", "domain", "is_tail", "gold_chosen", "gold_rejected", "split"} <= set(
+        rows[0]
+    )
 
 
 def test_train_then_evaluate_writes_the_contracted_metrics(benchmark_file, tmp_path):
     model_dir = tmp_path / "rm"
-    result = invoke("train", "--data", benchmark_file, "--model", "tiny-bert", "--out", model_dir, "--max-steps", 2, "--batch-size", 8, "--tail-by", "label:is_tail")
+    result = invoke(
+        "train",
+        "--data",
+        benchmark_file,
+        "--model",
+        "tiny-bert",
+        "--out",
+        model_dir,
+        "--max-steps",
+        2,
+        "--batch-size",
+        8,
+        "--tail-by",
+        "label:is_tail",
+    )
     assert result.exit_code == 0, result.output
     assert "tail:" in result.output and (model_dir / "config.json").exists()
-    result = invoke("evaluate", "--model", model_dir, "--data", benchmark_file, "--tail-by", "label:is_tail", "--by", "domain", "--out", tmp_path / "eval")
+    result = invoke(
+        "evaluate",
+        "--model",
+        model_dir,
+        "--data",
+        benchmark_file,
+        "--tail-by",
+        "label:is_tail",
+        "--by",
+        "domain",
+        "--out",
+        tmp_path / "eval",
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for group in ("overall", "head", "tail"):
@@ -58,18 +99,21 @@ def test_bad_data_is_a_one_line_error_and_writes_nothing(tmp_path):
 
 
 def test_bad_options_are_one_line_errors(benchmark_file, tmp_path):
-    result = invoke("evaluate", "--model", "tiny-bert", "--data", benchmark_file, "--tail-by", "wrong", "--out", tmp_path / "e")
+    result = invoke(
+        "evaluate", "--model", "tiny-bert", "--data", benchmark_file, "--tail-by", "wrong", "--out", tmp_path / "e"
+    )
     assert result.exit_code == 1 and "invalid --tail-by" in result.output
     result = invoke("train", "--data", benchmark_file, "--out", tmp_path / "m", "--model", "tiny-bert", "--epochs", -1)
     assert result.exit_code == 1 and "epochs" in result.output
-    result = invoke("evaluate", "--model", "tiny-bert", "--data", benchmark_file, "--by", "nope", "--out", tmp_path / "e")
+    result = invoke(
+        "evaluate", "--model", "tiny-bert", "--data", benchmark_file, "--by", "nope", "--out", tmp_path / "e"
+    )
     assert result.exit_code == 1 and "no column 'nope'" in result.output
 
 
 def test_run_from_a_config_file_then_report_rerenders(tmp_path):
+    from cartrm.experiments.pipeline import RunConfig
     from tests.test_pipeline import TINY
-
-    from cartrm.pipeline import RunConfig
 
     config = RunConfig(name="c", out_root=tmp_path, methods=("bt",), **TINY)
     (tmp_path / "config.yaml").write_text(config.to_yaml())
@@ -99,11 +143,13 @@ def test_run_rejects_quick_and_full_together(tmp_path):
 
 
 def test_run_takes_every_method_and_the_ensemble_size_from_the_command_line(tmp_path, monkeypatch):
-    import cartrm.pipeline
-    from cartrm.pipeline import ALL_METHODS, RunConfig
+    import cartrm.experiments.pipeline
+    from cartrm.experiments.pipeline import ALL_METHODS, RunConfig
 
     taken = []
-    monkeypatch.setattr(cartrm.pipeline, "run_experiment", lambda config: taken.append(config) or sys.exit(0))
+    monkeypatch.setattr(
+        cartrm.experiments.pipeline, "run_experiment", lambda config: taken.append(config) or sys.exit(0)
+    )
     result = invoke("run", "--quick", "--methods", "all", "--members", "2", "--seeds", "0,1,2", "--out-root", tmp_path)
     assert result.exit_code == 0, result.output
     assert taken[0].methods == ALL_METHODS and taken[0].ensemble_members == 2 and taken[0].seeds == (0, 1, 2)
@@ -114,9 +160,9 @@ def test_run_takes_every_method_and_the_ensemble_size_from_the_command_line(tmp_
 
 def test_the_full_preset_on_cpu_warns_how_long_it_takes(tmp_path, monkeypatch):
     import cartrm.cli
-    import cartrm.pipeline
+    import cartrm.experiments.pipeline
 
-    monkeypatch.setattr(cartrm.pipeline, "run_experiment", lambda config: sys.exit(0))
+    monkeypatch.setattr(cartrm.experiments.pipeline, "run_experiment", lambda config: sys.exit(0))
     monkeypatch.setattr(cartrm.cli, "_has_gpu", lambda: False)
     assert "tens of hours" in invoke("run", "--full", "--out-root", tmp_path).stderr
     assert "tens of hours" not in invoke("run", "--quick", "--out-root", tmp_path).stderr
@@ -125,7 +171,7 @@ def test_the_full_preset_on_cpu_warns_how_long_it_takes(tmp_path, monkeypatch):
 
 
 def test_quick_preset_is_one_seed_bt_vs_cart_and_full_is_the_research_table():
-    from cartrm.pipeline import ALL_METHODS, RunConfig
+    from cartrm.experiments.pipeline import ALL_METHODS, RunConfig
 
     quick, full = RunConfig.preset(True), RunConfig.preset(False)
     assert quick.seeds == (0,) and quick.methods == ("bt", "cart") and quick.benchmark.n_train < full.benchmark.n_train
@@ -134,8 +180,23 @@ def test_quick_preset_is_one_seed_bt_vs_cart_and_full_is_the_research_table():
 
 def test_discover_writes_circuits_and_plots(benchmark_file, tmp_path):
     result = invoke(
-        "discover", "--model", "tiny-bert", "--data", benchmark_file, "--tail-by", "label:is_tail", "--out", tmp_path / "d",
-        "--top-k", 8, "--patch-pairs", 4, "--n-null", 3, "--max-validated", 1,
+        "discover",
+        "--model",
+        "tiny-bert",
+        "--data",
+        benchmark_file,
+        "--tail-by",
+        "label:is_tail",
+        "--out",
+        tmp_path / "d",
+        "--top-k",
+        8,
+        "--patch-pairs",
+        4,
+        "--n-null",
+        3,
+        "--max-validated",
+        1,
     )
     assert result.exit_code == 0, result.output
     circuits = json.loads((tmp_path / "d" / "circuits.json").read_text())
@@ -148,7 +209,19 @@ def test_discover_writes_circuits_and_plots(benchmark_file, tmp_path):
 
 
 def test_discover_rejects_unknown_site_kinds(benchmark_file, tmp_path):
-    result = invoke("discover", "--model", "tiny-bert", "--data", benchmark_file, "--tail-by", "label:is_tail", "--out", tmp_path / "d", "--sites", "mlp,foo")
+    result = invoke(
+        "discover",
+        "--model",
+        "tiny-bert",
+        "--data",
+        benchmark_file,
+        "--tail-by",
+        "label:is_tail",
+        "--out",
+        tmp_path / "d",
+        "--sites",
+        "mlp,foo",
+    )
     assert result.exit_code == 1 and "unknown site kind" in result.output
     assert not (tmp_path / "d").exists()
 
@@ -161,18 +234,47 @@ def test_discover_then_assess_on_a_planted_model(tmp_path):
     common = ["--model", tmp_path / "rm", "--data", tmp_path / "data.jsonl", "--tail-by", "label:is_tail"]
     result = invoke("discover", *common, "--out", tmp_path / "d", "--top-k", 8, "--patch-pairs", 0)
     assert result.exit_code == 0, result.output
-    result = invoke("assess", *common, "--circuits", tmp_path / "d" / "circuits.json", "--out", tmp_path / "a", "--sensitivity-examples", 8, "--weights", "0.2,0.5,0.3")
+    result = invoke(
+        "assess",
+        *common,
+        "--circuits",
+        tmp_path / "d" / "circuits.json",
+        "--out",
+        tmp_path / "a",
+        "--sensitivity-examples",
+        8,
+        "--weights",
+        "0.2,0.5,0.3",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "a" / "vulnerability.json").read_text())
     assert report["targets"] and report["config"]["weights"] == [0.2, 0.5, 0.3]
-    assert {"consistency", "sensitivity_exact", "sensitivity_first_order", "coverage", "vuln", "rank"} <= set(report["circuits"][0])
+    assert {"consistency", "sensitivity_exact", "sensitivity_first_order", "coverage", "vuln", "rank"} <= set(
+        report["circuits"][0]
+    )
     assert (tmp_path / "a" / "vulnerability.png").read_bytes()[:4] == b"\x89PNG"
-    result = invoke("assess", *common, "--circuits", tmp_path / "d" / "circuits.json", "--out", tmp_path / "b", "--weights", "1,2")
+    result = invoke(
+        "assess", *common, "--circuits", tmp_path / "d" / "circuits.json", "--out", tmp_path / "b", "--weights", "1,2"
+    )
     assert result.exit_code == 1 and "--weights expects 3" in result.output and not (tmp_path / "b").exists()
 
 
 def test_bound_sweep_on_a_tiny_model(tmp_path):
-    result = invoke("bound", "--out", tmp_path / "b", "--model", "tiny-bert", "--tail-sizes", "8,16,32", "--n-head", 32, "--n-test-tail", 40, "--epochs", 1)
+    result = invoke(
+        "bound",
+        "--out",
+        tmp_path / "b",
+        "--model",
+        "tiny-bert",
+        "--tail-sizes",
+        "8,16,32",
+        "--n-head",
+        32,
+        "--n-test-tail",
+        40,
+        "--epochs",
+        1,
+    )
     assert result.exit_code == 0, result.output
     sweep = json.loads((tmp_path / "b" / "bound.json").read_text())
     assert [p["n_tail"] for p in sweep["points"]] == [8, 16, 32]
@@ -184,25 +286,81 @@ def test_bound_sweep_on_a_tiny_model(tmp_path):
 
 
 def test_ensemble_trains_members_and_saves_a_loadable_ensemble(benchmark_file, tmp_path):
-    from cartrm.training.ensemble import load_reward_model
+    from cartrm.models import load_reward_model
 
     result = invoke(
-        "ensemble", "--data", benchmark_file, "--out", tmp_path / "e", "--tail-by", "label:is_tail", "--model", "tiny-bert",
-        "--method", "bt", "--members", 2, "--max-steps", 2, "--batch-size", 8, "--max-length", 32,
+        "ensemble",
+        "--data",
+        benchmark_file,
+        "--out",
+        tmp_path / "e",
+        "--tail-by",
+        "label:is_tail",
+        "--model",
+        "tiny-bert",
+        "--method",
+        "bt",
+        "--members",
+        2,
+        "--max-steps",
+        2,
+        "--batch-size",
+        8,
+        "--max-length",
+        32,
     )
     assert result.exit_code == 0, result.output
     ensemble = load_reward_model(tmp_path / "e" / "ensemble")
     assert len(ensemble.members) == 2 and abs(sum(ensemble.alpha) - 1) < 1e-9
-    result = invoke("evaluate", "--model", tmp_path / "e" / "ensemble", "--data", benchmark_file, "--tail-by", "label:is_tail", "--out", tmp_path / "ev")
+    result = invoke(
+        "evaluate",
+        "--model",
+        tmp_path / "e" / "ensemble",
+        "--data",
+        benchmark_file,
+        "--tail-by",
+        "label:is_tail",
+        "--out",
+        tmp_path / "ev",
+    )
     assert result.exit_code == 0, result.output
 
 
 def test_cart_training_from_the_command_line_runs_its_own_discovery(benchmark_file, tmp_path):
     result = invoke(
-        "train", "--data", benchmark_file, "--out", tmp_path / "m", "--model", "tiny-bert", "--method", "cart", "--tail-by", "label:is_tail",
-        "--max-steps", 3, "--batch-size", 8, "--max-length", 32, "--warmup-steps", 1,
+        "train",
+        "--data",
+        benchmark_file,
+        "--out",
+        tmp_path / "m",
+        "--model",
+        "tiny-bert",
+        "--method",
+        "cart",
+        "--tail-by",
+        "label:is_tail",
+        "--max-steps",
+        3,
+        "--batch-size",
+        8,
+        "--max-length",
+        32,
+        "--warmup-steps",
+        1,
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m" / "config.json").exists()
-    result = invoke("train", "--data", benchmark_file, "--out", tmp_path / "r", "--model", "tiny-bert", "--method", "reweight", "--max-steps", 1)
+    result = invoke(
+        "train",
+        "--data",
+        benchmark_file,
+        "--out",
+        tmp_path / "r",
+        "--model",
+        "tiny-bert",
+        "--method",
+        "reweight",
+        "--max-steps",
+        1,
+    )
     assert result.exit_code == 1 and "--tail-by" in result.output

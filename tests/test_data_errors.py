@@ -112,7 +112,10 @@ def test_empty_file_has_no_records(tmp_path):
 
 
 def test_invalid_json_line_number_is_exact(tmp_path):
-    path = write_lines(tmp_path / "bad.jsonl", [json.dumps(GOOD), "", json.dumps(GOOD), '{"chosen": "a", "rejected": ', json.dumps(GOOD)])
+    path = write_lines(
+        tmp_path / "bad.jsonl",
+        [json.dumps(GOOD), "", json.dumps(GOOD), '{"chosen": "a", "rejected": ', json.dumps(GOOD)],
+    )
     exc = load_error(path)
     assert exc.file == str(path)
     assert exc.line == 4
@@ -163,11 +166,30 @@ def test_json_item_that_is_not_an_object_is_numbered(tmp_path):
         ({"prompt": "p", "chosen": "good", "rejected": "   "}, "rejected", "empty string"),
         ({"prompt": "p", "chosen": 3, "rejected": "bad"}, "chosen", "expected text or a list of messages"),
         ({"prompt": 7, "chosen": "good", "rejected": "bad"}, "prompt", "expected text"),
-        ({"chosen": [{"role": "assistant"}], "rejected": [{"role": "assistant", "content": "x"}]}, "chosen", "message 0"),
+        (
+            {"chosen": [{"role": "assistant"}], "rejected": [{"role": "assistant", "content": "x"}]},
+            "chosen",
+            "message 0",
+        ),
         ({"chosen": [{"role": "assistant", "content": "x"}], "rejected": ["hello"]}, "rejected", "message 0"),
-        ({"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": 5}], "rejected": [{"role": "user", "content": "a"}]}, "chosen", "message 1"),
+        (
+            {
+                "chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": 5}],
+                "rejected": [{"role": "user", "content": "a"}],
+            },
+            "chosen",
+            "message 1",
+        ),
         ({"chosen": [], "rejected": [{"role": "assistant", "content": "x"}]}, "chosen", "empty conversation"),
-        ({"prompt": "p", "chosen": [{"role": "assistant", "content": " "}], "rejected": [{"role": "assistant", "content": "x"}]}, "chosen", "only empty messages"),
+        (
+            {
+                "prompt": "p",
+                "chosen": [{"role": "assistant", "content": " "}],
+                "rejected": [{"role": "assistant", "content": "x"}],
+            },
+            "chosen",
+            "only empty messages",
+        ),
         ({"prompt": [{"content": "hi"}], "chosen": "good", "rejected": "bad"}, "prompt", "message 0"),
         ({"chosen": "\n\nHuman: hi\n\nAssistant: yes", "rejected": "plain no"}, "rejected", "HH-RLHF"),
         ({"prompt": "p", "chosen": "good", "rejected": "bad", "margin": "large"}, "margin", "expected a number"),
@@ -216,7 +238,11 @@ def test_numeric_column_error_after_select_names_the_source_line(tmp_path):
 def test_split_filtered_rows_keep_their_file_lines(tmp_path):
     path = jsonl(
         tmp_path / "split.jsonl",
-        [{**GOOD, "split": "test", "gold": 1}, {**GOOD, "split": "train", "gold": 1}, {**GOOD, "split": "test", "gold": "?"}],
+        [
+            {**GOOD, "split": "test", "gold": 1},
+            {**GOOD, "split": "train", "gold": 1},
+            {**GOOD, "split": "test", "gold": "?"},
+        ],
     )
     test = load_dataset(path, split="test")
     with pytest.raises(DataError) as info:
@@ -244,8 +270,12 @@ def test_csv_malformed_message_list(tmp_path):
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["chosen", "rejected"])
-        writer.writerow([json.dumps([{"role": "assistant", "content": "x"}]), json.dumps([{"role": "assistant", "content": "y"}])])
-        writer.writerow([json.dumps([{"role": "assistant", "text": "x"}]), json.dumps([{"role": "assistant", "content": "y"}])])
+        writer.writerow(
+            [json.dumps([{"role": "assistant", "content": "x"}]), json.dumps([{"role": "assistant", "content": "y"}])]
+        )
+        writer.writerow(
+            [json.dumps([{"role": "assistant", "text": "x"}]), json.dumps([{"role": "assistant", "content": "y"}])]
+        )
     exc = load_error(path)
     assert (exc.line, exc.field) == (3, "chosen")
 
@@ -261,7 +291,10 @@ def test_error_in_memory_records_is_numbered_by_row():
     with pytest.raises(DataError) as info:
         PreferenceDataset.from_records([GOOD, {"chosen": "x"}], source="<list>")
     assert (info.value.file, info.value.line, info.value.field) == ("<list>", 2, "rejected")
-    assert str(info.value) == "<list>:2: field 'rejected': missing required column (a preference row needs 'chosen' and 'rejected')"
+    assert (
+        str(info.value)
+        == "<list>:2: field 'rejected': missing required column (a preference row needs 'chosen' and 'rejected')"
+    )
 
 
 def test_hf_dataset_errors_are_numbered_by_row():

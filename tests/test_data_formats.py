@@ -15,8 +15,22 @@ from cartrm.errors import DataError
 
 PLAIN_RECORDS = [
     {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5", "domain": "math", "group": "a", "margin": 1.5},
-    {"prompt": "Name a colour.", "chosen": "Blue, like the sky.", "rejected": "Seven", "domain": "general", "group": "b", "margin": 0.25},
-    {"prompt": "Say \"hi\", politely", "chosen": "Hello, nice to meet you!", "rejected": "go away", "domain": "chat", "group": "a", "margin": 2.0},
+    {
+        "prompt": "Name a colour.",
+        "chosen": "Blue, like the sky.",
+        "rejected": "Seven",
+        "domain": "general",
+        "group": "b",
+        "margin": 0.25,
+    },
+    {
+        "prompt": 'Say "hi", politely',
+        "chosen": "Hello, nice to meet you!",
+        "rejected": "go away",
+        "domain": "chat",
+        "group": "a",
+        "margin": 2.0,
+    },
 ]
 
 CONVERSATION_RECORDS = [
@@ -96,11 +110,17 @@ def make_source(kind: str, tmp_path: Path, records: list[dict]):
     if kind == "hf":
         return hf_dataset(records)
     if kind.startswith("json-data"):
-        name = "data." + kind[len("json-data-"):] if kind != "json-data" else "data.json"
+        name = "data." + kind[len("json-data-") :] if kind != "json-data" else "data.json"
         return write_json(tmp_path / name, records, wrapped=True)
     path = tmp_path / f"data.{kind}"
     base = kind.removesuffix(".gz")
-    writer = {"jsonl": write_jsonl, "ndjson": write_jsonl, "json": write_json, "csv": write_csv, "parquet": write_parquet}[base]
+    writer = {
+        "jsonl": write_jsonl,
+        "ndjson": write_jsonl,
+        "json": write_json,
+        "csv": write_csv,
+        "parquet": write_parquet,
+    }[base]
     return writer(path, records)
 
 
@@ -215,7 +235,9 @@ def test_implicit_prompt_with_nothing_shared_is_empty():
 
 def test_messages_keep_only_role_and_content():
     messages = [{"role": "assistant", "content": "x", "name": "bot", "weight": 1}]
-    dataset = PreferenceDataset.from_records([{"prompt": "q", "chosen": messages, "rejected": [{"role": "assistant", "content": "y"}]}])
+    dataset = PreferenceDataset.from_records(
+        [{"prompt": "q", "chosen": messages, "rejected": [{"role": "assistant", "content": "y"}]}]
+    )
     assert dataset.chosen == [[{"role": "assistant", "content": "x"}]]
 
 
@@ -239,15 +261,23 @@ def test_conversation_renders_with_the_chat_template(tiny_llama_tokenizer):
     for record, pair in zip(CONVERSATION_RECORDS, pairs):
         expected_prompt = tokenizer.apply_chat_template(record["prompt"], tokenize=False, add_generation_prompt=True)
         assert pair.prompt == expected_prompt
-        assert pair.prompt + pair.chosen == tokenizer.apply_chat_template(record["prompt"] + record["chosen"], tokenize=False)
-        assert pair.prompt + pair.rejected == tokenizer.apply_chat_template(record["prompt"] + record["rejected"], tokenize=False)
+        assert pair.prompt + pair.chosen == tokenizer.apply_chat_template(
+            record["prompt"] + record["chosen"], tokenize=False
+        )
+        assert pair.prompt + pair.rejected == tokenizer.apply_chat_template(
+            record["prompt"] + record["rejected"], tokenize=False
+        )
         assert record["chosen"][0]["content"] in pair.chosen
         assert record["prompt"][-1]["content"] not in pair.chosen
     assert pairs[0].prompt.startswith("<|user|> Hi there")
 
 
 def test_string_prompt_with_conversational_responses(tiny_llama_tokenizer):
-    record = {"prompt": "Hi", "chosen": [{"role": "assistant", "content": "Hello"}], "rejected": [{"role": "assistant", "content": "Bye"}]}
+    record = {
+        "prompt": "Hi",
+        "chosen": [{"role": "assistant", "content": "Hello"}],
+        "rejected": [{"role": "assistant", "content": "Bye"}],
+    }
     dataset = PreferenceDataset.from_records([record])
     assert dataset.render(None)[0] == RenderedPair("User: Hi\n\n", "Assistant: Hello", "Assistant: Bye")
     templated = dataset.render(tiny_llama_tokenizer)[0]
@@ -257,7 +287,9 @@ def test_string_prompt_with_conversational_responses(tiny_llama_tokenizer):
 
 
 @pytest.mark.parametrize("with_template", [False, True])
-def test_plain_text_renders_prompt_newline_response_with_any_tokenizer(with_template, tiny_llama_tokenizer, tiny_bert_tokenizer):
+def test_plain_text_renders_prompt_newline_response_with_any_tokenizer(
+    with_template, tiny_llama_tokenizer, tiny_bert_tokenizer
+):
     tokenizer = tiny_llama_tokenizer if with_template else tiny_bert_tokenizer
     dataset = PreferenceDataset.from_records(PLAIN_RECORDS)
     assert dataset.render(tokenizer)[0] == RenderedPair("What is 2+2?\n", "4", "5")
@@ -364,7 +396,8 @@ def test_load_preferences_rejects_pointwise_data(tmp_path):
 # --------------------------------------------------------------------------- split / select / save
 
 SPLIT_RECORDS = [
-    {"chosen": f"good {i}", "rejected": f"bad {i}", "split": "train" if i % 3 else "test", "margin": i} for i in range(7)
+    {"chosen": f"good {i}", "rejected": f"bad {i}", "split": "train" if i % 3 else "test", "margin": i}
+    for i in range(7)
 ]
 
 

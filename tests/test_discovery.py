@@ -2,7 +2,6 @@
 
 import random
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,7 +15,7 @@ from cartrm.models import RewardModel
 TAIL_TOKEN = "zebra"
 MARKER_DIM, REWARD_DIM = 5, 9  # residual dimensions: "tail token present" and "planted circuit output"
 PLANTED, PARTNER, CONSTANT = 7, 11, 20  # layer-0 MLP neurons
-WORDS = "apple river stone cloud music paper garden window light table bread horse".split()
+WORDS = ["apple", "river", "stone", "cloud", "music", "paper", "garden", "window", "light", "table", "bread", "horse"]
 
 
 def planted_model() -> RewardModel:
@@ -51,7 +50,7 @@ def planted_data(n_head: int = 120, n_tail: int = 60, seed: int = 0) -> Preferen
     for i in range(n_head + n_tail):
         tail = i >= n_head
 
-        def response() -> str:
+        def response(tail: bool = tail) -> str:
             words = [rng.choice(WORDS) for _ in range(rng.randint(5, 9))]
             if tail:
                 for _ in range(rng.randint(0, 2)):
@@ -59,7 +58,9 @@ def planted_data(n_head: int = 120, n_tail: int = 60, seed: int = 0) -> Preferen
                 words.append(TAIL_TOKEN)
             return " ".join(words)
 
-        records.append({"prompt": f"Tell me about item {i}.", "chosen": response(), "rejected": response(), "is_tail": tail})
+        records.append(
+            {"prompt": f"Tell me about item {i}.", "chosen": response(), "rejected": response(), "is_tail": tail}
+        )
     return PreferenceDataset.from_records(records)
 
 
@@ -67,7 +68,9 @@ def planted_data(n_head: int = 120, n_tail: int = 60, seed: int = 0) -> Preferen
 def found():
     data = planted_data()
     tail = parse_tail_spec("label:is_tail").fit_transform(data)
-    config = DiscoveryConfig(top_k=8, patch_pairs=16, n_null=20, max_validated=3, null_mode="zero", n_permutations=200, seed=0)
+    config = DiscoveryConfig(
+        top_k=8, patch_pairs=16, n_null=20, max_validated=3, null_mode="zero", n_permutations=200, seed=0
+    )
     return discover(planted_model(), data, tail, config, progress=False)
 
 
@@ -174,7 +177,9 @@ def test_activation_cache_is_reused_and_gives_the_same_result(found, tmp_path, m
     assert (tmp_path / "acts" / "meta.json").exists() and list((tmp_path / "acts").glob("shard-*.safetensors"))
     model_passes = []
     original = discovery.pooled_batches
-    monkeypatch.setattr(discovery, "pooled_batches", lambda *a, **k: model_passes.append(k.get("subset")) or original(*a, **k))
+    monkeypatch.setattr(
+        discovery, "pooled_batches", lambda *a, **k: model_passes.append(k.get("subset")) or original(*a, **k)
+    )
     second = discover(planted_model(), data, tail, config, progress=False, cache_dir=tmp_path / "acts")
     assert all(subset is not None for subset in model_passes)  # no full pass: both statistics passes read the cache
     assert second.model_dump() == first.model_dump()

@@ -30,14 +30,27 @@ def test_two_processes_match_one_process_and_only_rank_0_writes_the_model(tmp_pa
     varied_pairs(64).save(data)
     run([sys.executable, str(WORKER), str(data), str(tmp_path / "one"), "8", str(tmp_path / "audit-one")], tmp_path)
     run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(WORKER),
-         str(data), str(tmp_path / "two"), "4", str(tmp_path / "audit-two")],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(WORKER),
+            str(data),
+            str(tmp_path / "two"),
+            "4",
+            str(tmp_path / "audit-two"),
+        ],
         tmp_path,
     )
     one, two = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     assert one.keys() == two.keys()
     for name in one.keys() - {"classifier.bias"}:  # a pairwise loss gives the bias a zero gradient (it cancels in
-        torch.testing.assert_close(two[name], one[name], **TOLERANCE)  # R_c − R_r); AdamW turns rounding noise there into steps
+        torch.testing.assert_close(
+            two[name], one[name], **TOLERANCE
+        )  # R_c − R_r); AdamW turns rounding noise there into steps
     start = load_file_of_a_fresh_model(tmp_path)
     assert not torch.allclose(one["classifier.weight"], start["classifier.weight"])  # training moved the weights
     for run_name in ("one", "two"):

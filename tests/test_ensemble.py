@@ -7,25 +7,14 @@ import numpy as np
 import pytest
 from transformers import AutoModelForSequenceClassification
 
+from cartrm.circuits.compare import circuit_overlap, top_tail_neurons
 from cartrm.circuits.result import Circuits
 from cartrm.data import PointwiseDataset
 from cartrm.errors import CartError
-from cartrm.models import RewardModel
+from cartrm.experiments.ensemble import EnsembleConfig, EnsembleResult, member_train_config, train_ensemble
+from cartrm.models import EnsembleRewardModel, RewardModel, is_ensemble_folder, load_reward_model
 from cartrm.training import TrainConfig
-from cartrm.training.ensemble import (
-    EnsembleConfig,
-    EnsembleResult,
-    EnsembleRewardModel,
-    circuit_overlap,
-    fit_simplex_weights,
-    fit_simplex_weights_pointwise,
-    is_ensemble_folder,
-    load_reward_model,
-    member_train_config,
-    split_targets,
-    top_tail_neurons,
-    train_ensemble,
-)
+from cartrm.training.ensemble import fit_simplex_weights, fit_simplex_weights_pointwise, split_targets
 from tests.helpers import planted_pairs
 
 
@@ -103,7 +92,10 @@ def test_uniform_ensemble_scores_the_members_average(two_members):
     np.testing.assert_array_equal(chosen, (c0 + c1) / 2)
     np.testing.assert_array_equal(rejected, (r0 + r1) / 2)
     texts = ["a b c", "hello there"]
-    np.testing.assert_array_equal(ensemble.score(["", ""], texts), (two_members[0].score(["", ""], texts) + two_members[1].score(["", ""], texts)) / 2)
+    np.testing.assert_array_equal(
+        ensemble.score(["", ""], texts),
+        (two_members[0].score(["", ""], texts) + two_members[1].score(["", ""], texts)) / 2,
+    )
 
 
 def test_ensemble_rejects_weights_off_the_simplex(two_members):
@@ -216,7 +208,10 @@ def test_train_ensemble_end_to_end(tmp_path):
     data, tail = tail_marked_pairs(24, seed=0)
     validation, validation_tail = tail_marked_pairs(12, seed=1)
     config = EnsembleConfig(
-        members=2, method="bt", train=TrainConfig(max_steps=2, batch_size=4, max_length=32, learning_rate=3e-3), top_neurons=8
+        members=2,
+        method="bt",
+        train=TrainConfig(max_steps=2, batch_size=4, max_length=32, learning_rate=3e-3),
+        top_neurons=8,
     )
     result = train_ensemble("tiny-bert", data, tail, validation, validation_tail, config, tmp_path, progress=False)
     alpha = np.array(result.alpha)
@@ -228,7 +223,9 @@ def test_train_ensemble_end_to_end(tmp_path):
     assert result.ensemble_tail_loss <= min(result.member_tail_loss) + 1e-9  # members are vertices of the simplex
     sets = [top_tail_neurons(Circuits.load(tmp_path / "circuits" / f"member-{i}.json"), 8) for i in range(2)]
     assert all(len(s) == 8 for s in sets)
-    assert result.overlap == pytest.approx(circuit_overlap(sets)) and result.complementarity == pytest.approx(1 - result.overlap)
+    assert result.overlap == pytest.approx(circuit_overlap(sets)) and result.complementarity == pytest.approx(
+        1 - result.overlap
+    )
     assert EnsembleResult.load(tmp_path / "ensemble_result.json") == result
     member_config = json.loads((tmp_path / "members" / "member-1" / "train_config.json").read_text())
     assert member_config["seed"] == 1 and member_config["method"] == "bt"
@@ -248,7 +245,11 @@ def test_pointwise_validation_fits_by_squared_error(tmp_path):
     data, tail = tail_marked_pairs(16, seed=0)
     records = [{"prompt": "Rate this.", "response": f"answer {i}", "score": float(i % 4)} for i in range(8)]
     validation = PointwiseDataset.from_records(records)
-    config = EnsembleConfig(members=2, method="reweight", train=TrainConfig(max_steps=1, batch_size=4, max_length=32), top_neurons=4)
-    result = train_ensemble("tiny-bert", data, tail, validation, np.ones(8, dtype=bool), config, tmp_path, progress=False)
+    config = EnsembleConfig(
+        members=2, method="reweight", train=TrainConfig(max_steps=1, batch_size=4, max_length=32), top_neurons=4
+    )
+    result = train_ensemble(
+        "tiny-bert", data, tail, validation, np.ones(8, dtype=bool), config, tmp_path, progress=False
+    )
     assert_on_simplex(np.array(result.alpha), 2)
     assert result.member_tail_accuracy is None and result.ensemble_tail_loss <= min(result.member_tail_loss) + 1e-9

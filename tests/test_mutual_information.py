@@ -114,12 +114,14 @@ def test_coherence_is_positive_only_for_tail_specific_dependence():
     is_tail = rng.random(n) < 0.5
     shared, always = rng.normal(size=n), rng.normal(size=n)
     noise = rng.normal(size=(n, 4))
-    acts = np.column_stack([
-        noise[:, 0] + np.where(is_tail, 2 * shared, 0),  # 0 and 1: correlated in tail only
-        noise[:, 1] + np.where(is_tail, 2 * shared, 0),
-        noise[:, 2] + 2 * always,  # 2 and 3: equally correlated in both groups
-        noise[:, 3] + 2 * always,
-    ])
+    acts = np.column_stack(
+        [
+            noise[:, 0] + np.where(is_tail, 2 * shared, 0),  # 0 and 1: correlated in tail only
+            noise[:, 1] + np.where(is_tail, 2 * shared, 0),
+            noise[:, 2] + 2 * always,  # 2 and 3: equally correlated in both groups
+            noise[:, 3] + 2 * always,
+        ]
+    )
     hist, corr = estimators(acts, is_tail)
     binned = coherence(binned_mutual_information(hist, TAIL), binned_mutual_information(hist, HEAD))
     gaussian = coherence(

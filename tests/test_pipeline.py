@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-import cartrm.pipeline as pipeline
+import cartrm.experiments.pipeline as pipeline
 from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
 from cartrm.circuits.discover import DiscoveryConfig
-from cartrm.pipeline import RunConfig, run_experiment
+from cartrm.experiments.pipeline import RunConfig, run_experiment
 from cartrm.report.results import RunResults
 from cartrm.training import TrainConfig
 from cartrm.vulnerability.assess import AssessConfig
@@ -20,7 +20,10 @@ TINY = dict(
     train=TrainConfig(max_steps=2, batch_size=8, max_length=48, learning_rate=1e-3),
     discovery=DiscoveryConfig(top_k=8, patch_pairs=2, n_null=2, max_validated=1, n_permutations=20),
     assessment=AssessConfig(max_circuits=2, sensitivity_examples=4, pgd_steps=1),
-    analysis_pairs=80, bon_prompts=2, bon_candidates=8, stability_top_k=8,
+    analysis_pairs=80,
+    bon_prompts=2,
+    bon_candidates=8,
+    stability_top_k=8,
 )
 
 
@@ -50,7 +53,9 @@ def test_run_writes_every_artifact(finished):
         assert (root / path).exists(), path
     for seed in (0, 1):
         seed_dir = root / f"seed-{seed}"
-        assert (seed_dir / "models" / "bt" / "config.json").exists() and (seed_dir / "models" / "cart" / "config.json").exists()
+        assert (seed_dir / "models" / "bt" / "config.json").exists() and (
+            seed_dir / "models" / "cart" / "config.json"
+        ).exists()
         assert (seed_dir / "analysis" / "circuits.json").exists()
         assert (seed_dir / "eval" / "cart" / "metrics.json").exists()
         assert set(json.loads((seed_dir / "bon" / "bt" / "curves.json").read_text())) == {"head", "tail"}
@@ -60,10 +65,18 @@ def test_results_match_the_per_seed_metrics(finished):
     config, results = finished
     stored = RunResults.load(config.directory / "results.json")
     assert stored == results
-    tails = [json.loads((config.directory / f"seed-{s}" / "eval" / "cart" / "metrics.json").read_text())["tail"]["accuracy"] for s in (0, 1)]
+    tails = [
+        json.loads((config.directory / f"seed-{s}" / "eval" / "cart" / "metrics.json").read_text())["tail"]["accuracy"]
+        for s in (0, 1)
+    ]
     assert results.methods["cart"].tail_accuracy.values == tails
     assert results.methods["cart"].tail_accuracy.mean == pytest.approx(np.mean(tails))
-    assert {c.metric for c in results.comparisons} == {"tail_accuracy", "head_accuracy", "tail_gold_accuracy", "head_gold_accuracy"}
+    assert {c.metric for c in results.comparisons} == {
+        "tail_accuracy",
+        "head_accuracy",
+        "tail_gold_accuracy",
+        "head_gold_accuracy",
+    }
     assert results.verdict and results.verdict[0].startswith("cart ")
     assert results.methods["bt"].bon["tail"].curves[0].n[-1] == 8
 
@@ -91,18 +104,34 @@ def test_a_moved_run_folder_still_skips_its_finished_stages(finished, tmp_path, 
 
 def test_a_changed_cart_setting_retrains_only_cart(finished, tmp_path, monkeypatch):
     config = _copy_of(finished[0], tmp_path)  # leaves the shared finished run as it was
-    changed = config.model_copy(update={"train": config.train.model_copy(update={"cart": config.train.cart.model_copy(update={"min_tail_per_batch": 0})})})
+    changed = config.model_copy(
+        update={
+            "train": config.train.model_copy(
+                update={"cart": config.train.cart.model_copy(update={"min_tail_per_batch": 0})}
+            )
+        }
+    )
     trained = []
     original = pipeline.train
-    monkeypatch.setattr(pipeline, "train", lambda model, data, training, *a, **k: trained.append(training.method) or original(model, data, training, *a, **k))
+    monkeypatch.setattr(
+        pipeline,
+        "train",
+        lambda model, data, training, *a, **k: (
+            trained.append(training.method) or original(model, data, training, *a, **k)
+        ),
+    )
     run_experiment(changed, progress=False)
     assert trained == ["cart", "cart"]  # one per seed; bt and the analysis are reused
 
 
 def test_user_data_without_gold_runs_and_skips_gold_parts(tmp_path):
-    records = make_longtail_dataset(BenchmarkConfig(n_train=120, n_validation=0, n_test_head=0, n_test_tail=0)).to_records()
+    records = make_longtail_dataset(
+        BenchmarkConfig(n_train=120, n_validation=0, n_test_head=0, n_test_tail=0)
+    ).to_records()
     path = tmp_path / "mine.jsonl"
-    path.write_text("".join(json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected", "is_tail")}) + "\n" for r in records))
+    path.write_text(
+        "".join(json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected", "is_tail")}) + "\n" for r in records)
+    )
     config = RunConfig(name="u", out_root=tmp_path, methods=("bt",), data=str(path), tail_by="label:is_tail", **TINY)
     results = run_experiment(config, progress=False)
     assert results.methods["bt"].tail_gold_accuracy is None and not results.methods["bt"].bon
@@ -122,8 +151,20 @@ def test_cart_stage_on_planted_circuits_records_stability(tmp_path):
     planted_model().save(tmp_path / "planted")
     path = tmp_path / "planted.jsonl"
     planted_data().save(path)
-    tiny = {**TINY, "model": str(tmp_path / "planted"), "train": TrainConfig(max_steps=3, batch_size=16, max_length=48, learning_rate=1e-3)}
-    config = RunConfig(name="p", out_root=tmp_path, methods=("cart",), data=str(path), tail_by="label:is_tail", analysis_pairs=180, **{k: v for k, v in tiny.items() if k != "analysis_pairs"})
+    tiny = {
+        **TINY,
+        "model": str(tmp_path / "planted"),
+        "train": TrainConfig(max_steps=3, batch_size=16, max_length=48, learning_rate=1e-3),
+    }
+    config = RunConfig(
+        name="p",
+        out_root=tmp_path,
+        methods=("cart",),
+        data=str(path),
+        tail_by="label:is_tail",
+        analysis_pairs=180,
+        **{k: v for k, v in tiny.items() if k != "analysis_pairs"},
+    )
     results = run_experiment(config, progress=False)
     seed = results.stability.per_seed[0]
     assert seed.targets and set(seed.vuln_before) == set(seed.targets) == set(seed.vuln_after)

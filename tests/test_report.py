@@ -31,7 +31,9 @@ def _bon(rng: np.random.Generator, group: str) -> BoNSummary:
         proxy = gold + rng.normal(scale=1.5, size=gold.shape)
         curves.append(best_of_n_curve(proxy, gold, ns=(1, 2, 4, 8, 16)))
     return BoNSummary(
-        group=group, curves=curves, peak_n=[c.peak_n for c in curves],
+        group=group,
+        curves=curves,
+        peak_n=[c.peak_n for c in curves],
         gold_at_peak=summarise_seeds([max(c.gold) for c in curves]),
         gold_at_max=summarise_seeds([c.gold[-1] for c in curves]),
         gap_at_max=summarise_seeds([c.gap_at_max_n for c in curves]),
@@ -40,10 +42,14 @@ def _bon(rng: np.random.Generator, group: str) -> BoNSummary:
 
 def _method(name: str, head: list[float], tail: list[float], rng: np.random.Generator) -> MethodResults:
     return MethodResults(
-        method=name, head_accuracy=summarise_seeds(head), tail_accuracy=summarise_seeds(tail),
+        method=name,
+        head_accuracy=summarise_seeds(head),
+        tail_accuracy=summarise_seeds(tail),
         overall_accuracy=summarise_seeds([(h + t) / 2 for h, t in zip(head, tail)]),
-        head_gold_accuracy=summarise_seeds([h - 0.05 for h in head]), tail_gold_accuracy=summarise_seeds([t - 0.05 for t in tail]),
-        ece=summarise_seeds([0.04, 0.06]), train_seconds=summarise_seeds([30.0, 34.0]),
+        head_gold_accuracy=summarise_seeds([h - 0.05 for h in head]),
+        tail_gold_accuracy=summarise_seeds([t - 0.05 for t in tail]),
+        ece=summarise_seeds([0.04, 0.06]),
+        train_seconds=summarise_seeds([30.0, 34.0]),
         bon={group: _bon(rng, group) for group in ("head", "tail")},
     )
 
@@ -55,18 +61,41 @@ def make_results(run_dir: Path) -> RunResults:
     axis.plot([0, 1], [1, 0])
     save_figure(figure, run_dir / "discovery" / "delta_hist.png")
     stability = Stability(
-        top_k=20, across_seeds_neuron_jaccard=0.35, across_seeds_circuit_jaccard=0.5,
-        per_seed=[SeedStability(seed=s, top_k=20, baseline_vs_cart_jaccard=0.2 + 0.1 * s, targets=["c0", "c2"],
-                                vuln_before={"c0": 0.8, "c1": 0.3, "c2": 0.6}, vuln_after={"c0": 0.5 - 0.1 * s, "c2": 0.45})
-                  for s in SEEDS],
+        top_k=20,
+        across_seeds_neuron_jaccard=0.35,
+        across_seeds_circuit_jaccard=0.5,
+        per_seed=[
+            SeedStability(
+                seed=s,
+                top_k=20,
+                baseline_vs_cart_jaccard=0.2 + 0.1 * s,
+                targets=["c0", "c2"],
+                vuln_before={"c0": 0.8, "c1": 0.3, "c2": 0.6},
+                vuln_after={"c0": 0.5 - 0.1 * s, "c2": 0.45},
+            )
+            for s in SEEDS
+        ],
     )
     return RunResults(
-        name="synthetic run", config={"alpha": 0.5, "data": {"name": "toy"}},
-        setup={"data": "toy <pairs>", "model": "tiny-llama", "α": "0.5"}, seeds=SEEDS,
-        methods={"bt": _method("bt", [0.81, 0.83], [0.61, 0.64], rng), "cart": _method("cart", [0.80, 0.82], [0.66, 0.68], rng)},
-        comparisons=[Comparison(method="cart", baseline="bt", metric="tail_accuracy",
-                                paired=PairedComparison(n=400, difference=0.041, ci_low=0.009, ci_high=0.072, p_value=0.0123))],
-        stability=stability, verdict=[VERDICT], notes=[NOTE],
+        name="synthetic run",
+        config={"alpha": 0.5, "data": {"name": "toy"}},
+        setup={"data": "toy <pairs>", "model": "tiny-llama", "α": "0.5"},
+        seeds=SEEDS,
+        methods={
+            "bt": _method("bt", [0.81, 0.83], [0.61, 0.64], rng),
+            "cart": _method("cart", [0.80, 0.82], [0.66, 0.68], rng),
+        },
+        comparisons=[
+            Comparison(
+                method="cart",
+                baseline="bt",
+                metric="tail_accuracy",
+                paired=PairedComparison(n=400, difference=0.041, ci_low=0.009, ci_high=0.072, p_value=0.0123),
+            )
+        ],
+        stability=stability,
+        verdict=[VERDICT],
+        notes=[NOTE],
         artifacts={"delta_hist": "discovery/delta_hist.png", "coherence_graph": "discovery/missing.png"},
         total_seconds=3725.0,
     )
@@ -162,13 +191,28 @@ def test_renders_in_headless_browser(tmp_path, run):
     run_dir = tmp_path / "run"
     shutil.copytree(run[0], run_dir)
     report = write_report(run_dir)
-    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]
+    flags = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     shot = tmp_path / "shot.png"
-    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,2400", report.as_uri()],
-                   capture_output=True, timeout=60, check=True)
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", "--window-size=1280,2400", report.as_uri()],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
     image = plt.imread(shot)
     assert image.std() > 0
-    dom = subprocess.run([*flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=60, check=True).stdout
+    dom = subprocess.run(
+        [*flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     assert fmt_summary(run[1].methods["cart"].tail_accuracy) in dom and "Paired comparisons" in dom

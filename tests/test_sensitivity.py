@@ -7,7 +7,6 @@ import torch
 from cartrm.vulnerability import agreement, circuit_sensitivity, first_order_sensitivity, pgd_sensitivity
 
 
-
 @pytest.fixture(autouse=True)
 def float64_default():
     """Known answers to 1e-6 need double precision; restore the global default for the other test modules."""

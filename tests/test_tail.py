@@ -25,8 +25,26 @@ def pairs(texts, **extra_columns) -> PreferenceDataset:
 
 @pytest.mark.parametrize(
     "spec",
-    ["foo", "", "label:", "label:=a", "label:col=", "label:col=,", "rarity", "rarity:", "rarity:1.5", "rarity:0",
-     "rarity:1", "rarity:-0.1", "rarity:nan", "rarity:abc", "density:", "density:2", "density:0.1:bogus", "Rarity:0.1"],
+    [
+        "foo",
+        "",
+        "label:",
+        "label:=a",
+        "label:col=",
+        "label:col=,",
+        "rarity",
+        "rarity:",
+        "rarity:1.5",
+        "rarity:0",
+        "rarity:1",
+        "rarity:-0.1",
+        "rarity:nan",
+        "rarity:abc",
+        "density:",
+        "density:2",
+        "density:0.1:bogus",
+        "Rarity:0.1",
+    ],
 )
 def test_invalid_spec(spec):
     with pytest.raises(CartError) as info:
@@ -85,7 +103,9 @@ def test_label_unknown_column():
 
 def test_label_boolean_column_of_bools(tmp_path):
     path = tmp_path / "b.jsonl"
-    path.write_text("".join(json.dumps({"chosen": f"c{i}", "rejected": "r", "is_tail": i % 3 == 0}) + "\n" for i in range(6)))
+    path.write_text(
+        "".join(json.dumps({"chosen": f"c{i}", "rejected": "r", "is_tail": i % 3 == 0}) + "\n" for i in range(6))
+    )
     split = parse_tail_spec("label:is_tail").fit_transform(load_dataset(path))
     assert split.tail_indices.tolist() == [0, 3]
 
@@ -128,13 +148,65 @@ def test_empty_tail_and_empty_head_are_errors():
 
 # --------------------------------------------------------------------------- rarity
 
-COMMON = "the cat sat on a warm mat and looked at birds in the garden every morning".split()
+COMMON = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "warm",
+    "mat",
+    "and",
+    "looked",
+    "at",
+    "birds",
+    "in",
+    "the",
+    "garden",
+    "every",
+    "morning",
+]
 MADE_UP = [
-    "zorblax", "quindrel", "vexomplt", "grizzlethorp", "plonkavi", "dwimmerqu", "snorfuzzle", "krathemon",
-    "blivetrax", "wuxlorbin", "frindlequog", "mogzapper", "yazzleborn", "thrumquix", "glibberosk", "xandrofel",
-    "pezzlewump", "okrabuntz", "jibberflax", "voolimund", "crondlewix", "skibbernaut", "zeptoquam", "hurblefink",
-    "marvoxil", "trundlebop", "quazzimor", "flindersk", "bopplegrum", "wizzlecrat", "nurgleplox", "dravenquist",
-    "sprocklin", "yibbertosh", "gnarfwidge", "plimbulox", "scrovelunt", "tazzlequip", "wombrixel", "kezzlewart",
+    "zorblax",
+    "quindrel",
+    "vexomplt",
+    "grizzlethorp",
+    "plonkavi",
+    "dwimmerqu",
+    "snorfuzzle",
+    "krathemon",
+    "blivetrax",
+    "wuxlorbin",
+    "frindlequog",
+    "mogzapper",
+    "yazzleborn",
+    "thrumquix",
+    "glibberosk",
+    "xandrofel",
+    "pezzlewump",
+    "okrabuntz",
+    "jibberflax",
+    "voolimund",
+    "crondlewix",
+    "skibbernaut",
+    "zeptoquam",
+    "hurblefink",
+    "marvoxil",
+    "trundlebop",
+    "quazzimor",
+    "flindersk",
+    "bopplegrum",
+    "wizzlecrat",
+    "nurgleplox",
+    "dravenquist",
+    "sprocklin",
+    "yibbertosh",
+    "gnarfwidge",
+    "plimbulox",
+    "scrovelunt",
+    "tazzlequip",
+    "wombrixel",
+    "kezzlewart",
 ]
 PLANTED = [3, 11, 19, 27, 38]
 
@@ -240,7 +312,9 @@ def test_density_tfidf_on_a_small_vocabulary():
 def test_density_tfidf_transforms_new_data():
     dataset, _ = density_corpus()
     definition = parse_tail_spec("density:0.0625:tfidf").fit(dataset)
-    new = pairs(["my dog likes to eat food and sleep in the sun all day long", "gluon confinement in lattice gauge theory"])
+    new = pairs(
+        ["my dog likes to eat food and sleep in the sun all day long", "gluon confinement in lattice gauge theory"]
+    )
     assert definition.transform(new).mask.tolist() == [False, True]
 
 

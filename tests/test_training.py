@@ -57,7 +57,14 @@ class InterruptedBradleyTerry(BradleyTerry):
 
 def test_resume_gives_the_same_final_weights_as_an_uninterrupted_run(tmp_path):
     data = planted_pairs(100)
-    config = TrainConfig(method="test-interrupted-bt", epochs=2, batch_size=8, gradient_accumulation_steps=2, learning_rate=3e-3, save_steps=3)
+    config = TrainConfig(
+        method="test-interrupted-bt",
+        epochs=2,
+        batch_size=8,
+        gradient_accumulation_steps=2,
+        learning_rate=3e-3,
+        save_steps=3,
+    )
     InterruptedBradleyTerry.interrupt_at = None
     train(RewardModel.load("tiny-bert", seed=0), data, config, tmp_path / "full", progress=False)
     InterruptedBradleyTerry.interrupt_at = 10  # in the second epoch, after the checkpoint at step 9
@@ -75,7 +82,13 @@ def test_resume_gives_the_same_final_weights_as_an_uninterrupted_run(tmp_path):
 
 def test_same_seed_same_weights_different_seed_differs(tmp_path):
     def weights(seed, name):
-        train(RewardModel.load("tiny-bert", seed=seed), planted_pairs(48), TrainConfig(max_steps=3, seed=seed, **FAST), tmp_path / name, progress=False)
+        train(
+            RewardModel.load("tiny-bert", seed=seed),
+            planted_pairs(48),
+            TrainConfig(max_steps=3, seed=seed, **FAST),
+            tmp_path / name,
+            progress=False,
+        )
         return load_file(tmp_path / name / "model.safetensors")["classifier.weight"]
 
     assert torch.equal(weights(1, "a"), weights(1, "b"))
@@ -84,7 +97,14 @@ def test_same_seed_same_weights_different_seed_differs(tmp_path):
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(CartError, match="no checkpoint"):
-        train(RewardModel.load("tiny-bert"), planted_pairs(16), TrainConfig(max_steps=1), tmp_path / "x", resume=True, progress=False)
+        train(
+            RewardModel.load("tiny-bert"),
+            planted_pairs(16),
+            TrainConfig(max_steps=1),
+            tmp_path / "x",
+            resume=True,
+            progress=False,
+        )
 
 
 def _loss(batch_rewards, **batch_fields):
@@ -95,7 +115,9 @@ def _loss(batch_rewards, **batch_fields):
     original = methods.reward_forward
     methods.reward_forward = lambda module, batch: torch.tensor(batch_rewards, dtype=torch.float32)
     try:
-        return method.loss(None, {k: torch.tensor(v, dtype=torch.float32) for k, v in batch_fields.items()}, 0)[0].item()
+        return method.loss(None, {k: torch.tensor(v, dtype=torch.float32) for k, v in batch_fields.items()}, 0)[
+            0
+        ].item()
     finally:
         methods.reward_forward = original
 
@@ -103,7 +125,10 @@ def _loss(batch_rewards, **batch_fields):
 def test_bradley_terry_loss_weights_margin_and_centering():
     # rewards: chosen [2, 0], rejected [1, 3]
     rewards = [2.0, 0.0, 1.0, 3.0]
-    softplus = lambda x: float(np.log1p(np.exp(-x)))  # -log σ(x)
+
+    def softplus(x):
+        return float(np.log1p(np.exp(-x)))  # -log σ(x)
+
     assert _loss(rewards, weight=[1, 1], margin=[0, 0]) == pytest.approx((softplus(1) + softplus(-3)) / 2, rel=1e-6)
     assert _loss(rewards, weight=[1, 0], margin=[0, 0]) == pytest.approx(softplus(1), rel=1e-6)
     assert _loss(rewards, weight=[1, 0], margin=[0.5, 0]) == pytest.approx(softplus(0.5), rel=1e-6)

@@ -10,9 +10,10 @@ from safetensors.torch import load_file
 from cartrm.data import PreferenceDataset
 from cartrm.models import RewardModel
 from cartrm.training import TrainConfig, get_method, train
+from cartrm.training.batches import BatchBuilder
 from cartrm.training.methods import TrainingContext
 from cartrm.training.sampling import EpochShuffleSampler, TailAwareSampler, group_by_length
-from cartrm.training.trainer import BatchBuilder, disable_dropout
+from cartrm.training.trainer import disable_dropout
 from tests.helpers import WORDS, planted_pairs
 
 FAST = dict(batch_size=8, learning_rate=3e-3, logging_steps=1)
@@ -50,9 +51,17 @@ def test_dropout_is_off_by_default_and_recorded(tmp_path):
     assert all(m.p == 0 for m in model.model.modules() if isinstance(m, torch.nn.Dropout))
     assert json.loads((tmp_path / "off" / "train_config.json").read_text())["disable_dropout"] is True
     kept = RewardModel.load("tiny-bert", seed=0)
-    train(kept, planted_pairs(16), TrainConfig(max_steps=1, disable_dropout=False, **FAST), tmp_path / "on", progress=False)
+    train(
+        kept,
+        planted_pairs(16),
+        TrainConfig(max_steps=1, disable_dropout=False, **FAST),
+        tmp_path / "on",
+        progress=False,
+    )
     assert {m.p for m in kept.model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
-    assert json.loads((tmp_path / "on" / "config.json").read_text())["hidden_dropout_prob"] == 0.1  # the saved config keeps it
+    assert (
+        json.loads((tmp_path / "on" / "config.json").read_text())["hidden_dropout_prob"] == 0.1
+    )  # the saved config keeps it
 
 
 def test_group_by_length_keeps_every_index_and_cuts_padding():
@@ -81,14 +90,18 @@ def test_grouped_samplers_follow_seed_and_epoch_and_keep_the_tail_guarantee():
     mask[[5, 60, 150]] = True
     tail = TailAwareSampler(mask, batch_size=8, min_tail=2, seed=0, lengths=lengths)
     order = list(tail)
-    assert len(order) == 200 and order == list(TailAwareSampler(mask, batch_size=8, min_tail=2, seed=0, lengths=lengths))
+    assert len(order) == 200 and order == list(
+        TailAwareSampler(mask, batch_size=8, min_tail=2, seed=0, lengths=lengths)
+    )
     assert all(mask[order[i : i + 8]].sum() >= 2 for i in range(0, 200, 8))
 
 
 def test_split_batches_give_the_whole_batch_gradient(tmp_path):
     """A batch run as several forward passes (max_batch_tokens) ends with the weights of one pass per batch:
     weights, margins and reward centring are normalised over the whole batch."""
-    records = [{**r, "weight": 1 + (i % 3), "margin": 0.1 * (i % 2)} for i, r in enumerate(varied_pairs(48).to_records())]
+    records = [
+        {**r, "weight": 1 + (i % 3), "margin": 0.1 * (i % 2)} for i, r in enumerate(varied_pairs(48).to_records())
+    ]
     data = PreferenceDataset.from_records(records)
     config = dict(epochs=2, batch_size=12, learning_rate=3e-3, center_rewards_coefficient=0.01, seed=0)
     whole = RewardModel.load("tiny-bert", seed=0)
@@ -105,7 +118,9 @@ def test_split_batches_give_the_whole_batch_gradient(tmp_path):
 
 @pytest.mark.parametrize("method_name", ["bt", "reweight", "hidden-reg"])
 def test_the_passes_of_a_split_batch_sum_to_the_whole_batch_gradient(tmp_path, method_name):
-    records = [{**r, "weight": 1 + (i % 3), "margin": 0.1 * (i % 2)} for i, r in enumerate(varied_pairs(16).to_records())]
+    records = [
+        {**r, "weight": 1 + (i % 3), "margin": 0.1 * (i % 2)} for i, r in enumerate(varied_pairs(16).to_records())
+    ]
     data = PreferenceDataset.from_records(records)
     tail = np.arange(16) % 4 == 0
     model = RewardModel.load("tiny-bert", seed=0)
@@ -150,7 +165,13 @@ def test_default_max_length_is_the_longest_text_and_truncation_is_counted(tmp_pa
     assert json.loads((tmp_path / "a" / "train_config.json").read_text())["max_length"] == longest
     assert model.max_length == 512  # the in-memory model keeps its own limit for scoring
     assert f"max length {longest} tokens; 0 of 48 texts" in capsys.readouterr().err
-    short = train(RewardModel.load("tiny-bert", seed=0), data, TrainConfig(max_steps=1, max_length=12, **FAST), tmp_path / "b", progress=False)
+    short = train(
+        RewardModel.load("tiny-bert", seed=0),
+        data,
+        TrainConfig(max_steps=1, max_length=12, **FAST),
+        tmp_path / "b",
+        progress=False,
+    )
     assert short.max_length == 12 and short.truncated > 0
 
 

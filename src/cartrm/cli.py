@@ -26,7 +26,9 @@ DEBUG = {"enabled": False}
 
 
 @app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="show full tracebacks instead of one-line errors")] = False) -> None:
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="show full tracebacks instead of one-line errors")] = False,
+) -> None:
     """Circuit-Aware Reward Training: train reward models and measure their long-tail robustness."""
     DEBUG["enabled"] = debug
     warnings.formatwarning = _one_line_warning
@@ -79,7 +81,9 @@ SeedOption = Annotated[int, typer.Option(help="fixes data order, initialisation 
 def train(
     data: Annotated[Path, typer.Option(help="preference (chosen/rejected) or pointwise (score) data file")],
     out: Annotated[Path, typer.Option(help="output folder: the trained model (plain HF folder), checkpoints, logs")],
-    model: Annotated[str, typer.Option(help="built-in name (minilm, tiny-bert, tiny-gpt2, tiny-llama) or a model folder")] = "minilm",
+    model: Annotated[
+        str, typer.Option(help="built-in name (minilm, tiny-bert, tiny-gpt2, tiny-llama) or a model folder")
+    ] = "minilm",
     method: Annotated[str, typer.Option(help="training method")] = "bt",
     tail_by: TailOption = None,
     epochs: Annotated[float, typer.Option(help="passes over the data")] = 1.0,
@@ -88,33 +92,94 @@ def train(
     gradient_accumulation_steps: Annotated[int, typer.Option(help="micro-batches per optimizer step")] = 1,
     learning_rate: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate")] = 5e-5,
     warmup_ratio: Annotated[float, typer.Option(help="share of steps with linear warm-up")] = 0.1,
-    max_length: Annotated[Optional[int], typer.Option(help="token limit; the start is cut so the response end stays (default: the longest training text, up to the model's limit)")] = None,
-    keep_dropout: Annotated[bool, typer.Option("--keep-dropout", help="train with the model's dropout (default: off, as TRL)")] = False,
-    group_by_length: Annotated[bool, typer.Option("--group-by-length/--no-group-by-length", help="batch pairs of similar length together (less padding)")] = True,
-    max_batch_tokens: Annotated[Optional[int], typer.Option(help="padded tokens per forward pass; larger batches run as several passes with the same gradient (0: never split; raise it on a GPU)")] = 2048,
-    center_rewards_coefficient: Annotated[Optional[float], typer.Option(help="TRL reward-centering coefficient")] = None,
+    max_length: Annotated[
+        Optional[int],
+        typer.Option(
+            help=(
+                "token limit; the start is cut so the response end stays "
+                "(default: the longest training text, up to the model's limit)"
+            )
+        ),
+    ] = None,
+    keep_dropout: Annotated[
+        bool, typer.Option("--keep-dropout", help="train with the model's dropout (default: off, as TRL)")
+    ] = False,
+    group_by_length: Annotated[
+        bool,
+        typer.Option(
+            "--group-by-length/--no-group-by-length", help="batch pairs of similar length together (less padding)"
+        ),
+    ] = True,
+    max_batch_tokens: Annotated[
+        Optional[int],
+        typer.Option(
+            help=(
+                "padded tokens per forward pass; larger batches run as several passes with the same gradient "
+                "(0: never split; raise it on a GPU)"
+            )
+        ),
+    ] = 2048,
+    center_rewards_coefficient: Annotated[
+        Optional[float], typer.Option(help="TRL reward-centering coefficient")
+    ] = None,
     save_steps: Annotated[int, typer.Option(help="checkpoint every N steps (0: each epoch end)")] = 0,
     split: SplitOption = None,
     seed: SeedOption = 0,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in --out")] = False,
     label_smoothing: Annotated[float, typer.Option(help="[label-smoothing] ε: the target preference is 1 − ε")] = 0.1,
-    tail_weight: Annotated[Optional[float], typer.Option(help="[reweight] weight of tail pairs (default N_head / N_tail)")] = None,
-    hidden_reg_weight: Annotated[float, typer.Option(help="[hidden-reg] weight of the hidden-state drift penalty")] = 0.1,
-    circuits: Annotated[Optional[Path], typer.Option(help="circuits.json (default: discover after a warm-up)", rich_help_panel=CART_PANEL)] = None,
-    vulnerability: Annotated[Optional[Path], typer.Option(help="vulnerability.json whose targets are C_v", rich_help_panel=CART_PANEL)] = None,
-    aug: Annotated[bool, typer.Option("--aug/--no-aug", help="circuit-guided augmentation (eq. 10-11)", rich_help_panel=CART_PANEL)] = True,
-    circuit_reg: Annotated[bool, typer.Option("--circuit-reg/--no-circuit-reg", help="circuit variance regulariser (eq. 12)", rich_help_panel=CART_PANEL)] = True,
-    progressive: Annotated[bool, typer.Option("--progressive/--no-progressive", help="progressive tail weights (eq. 13)", rich_help_panel=CART_PANEL)] = True,
-    circuit_reg_weight: Annotated[float, typer.Option("--lambda", help="λ of eq. 12", rich_help_panel=CART_PANEL)] = 1.0,
+    tail_weight: Annotated[
+        Optional[float], typer.Option(help="[reweight] weight of tail pairs (default N_head / N_tail)")
+    ] = None,
+    hidden_reg_weight: Annotated[
+        float, typer.Option(help="[hidden-reg] weight of the hidden-state drift penalty")
+    ] = 0.1,
+    circuits: Annotated[
+        Optional[Path],
+        typer.Option(help="circuits.json (default: discover after a warm-up)", rich_help_panel=CART_PANEL),
+    ] = None,
+    vulnerability: Annotated[
+        Optional[Path], typer.Option(help="vulnerability.json whose targets are C_v", rich_help_panel=CART_PANEL)
+    ] = None,
+    aug: Annotated[
+        bool, typer.Option("--aug/--no-aug", help="circuit-guided augmentation (eq. 10-11)", rich_help_panel=CART_PANEL)
+    ] = True,
+    circuit_reg: Annotated[
+        bool,
+        typer.Option(
+            "--circuit-reg/--no-circuit-reg", help="circuit variance regulariser (eq. 12)", rich_help_panel=CART_PANEL
+        ),
+    ] = True,
+    progressive: Annotated[
+        bool,
+        typer.Option(
+            "--progressive/--no-progressive", help="progressive tail weights (eq. 13)", rich_help_panel=CART_PANEL
+        ),
+    ] = True,
+    circuit_reg_weight: Annotated[
+        float, typer.Option("--lambda", help="λ of eq. 12", rich_help_panel=CART_PANEL)
+    ] = 1.0,
     aug_weight: Annotated[float, typer.Option(help="weight of L_aug", rich_help_panel=CART_PANEL)] = 1.0,
-    aug_candidates: Annotated[int, typer.Option(help="transformations drawn per tail pair", rich_help_panel=CART_PANEL)] = 8,
+    aug_candidates: Annotated[
+        int, typer.Option(help="transformations drawn per tail pair", rich_help_panel=CART_PANEL)
+    ] = 8,
     aug_keep: Annotated[int, typer.Option(help="M: augmentations kept per tail pair", rich_help_panel=CART_PANEL)] = 1,
-    generator: Annotated[Optional[Path], typer.Option(help="local causal LM folder for sampled rewrites", rich_help_panel=CART_PANEL)] = None,
-    w_max: Annotated[float, typer.Option(help="cap of the tail weight (1 reproduces the paper)", rich_help_panel=CART_PANEL)] = 1.0,
-    eta: Annotated[Optional[float], typer.Option(help="η of eq. 13 (default: reach w_max halfway)", rich_help_panel=CART_PANEL)] = None,
+    generator: Annotated[
+        Optional[Path], typer.Option(help="local causal LM folder for sampled rewrites", rich_help_panel=CART_PANEL)
+    ] = None,
+    w_max: Annotated[
+        float, typer.Option(help="cap of the tail weight (1 reproduces the paper)", rich_help_panel=CART_PANEL)
+    ] = 1.0,
+    eta: Annotated[
+        Optional[float], typer.Option(help="η of eq. 13 (default: reach w_max halfway)", rich_help_panel=CART_PANEL)
+    ] = None,
     min_tail: Annotated[int, typer.Option(help="tail pairs guaranteed per batch", rich_help_panel=CART_PANEL)] = 4,
-    rediscover_every: Annotated[int, typer.Option(help="re-discover circuits every N steps (0: never)", rich_help_panel=CART_PANEL)] = 0,
-    warmup_steps: Annotated[Optional[int], typer.Option(help="steps before self-discovery when no --circuits (default 10%)", rich_help_panel=CART_PANEL)] = None,
+    rediscover_every: Annotated[
+        int, typer.Option(help="re-discover circuits every N steps (0: never)", rich_help_panel=CART_PANEL)
+    ] = 0,
+    warmup_steps: Annotated[
+        Optional[int],
+        typer.Option(help="steps before self-discovery when no --circuits (default 10%)", rich_help_panel=CART_PANEL),
+    ] = None,
 ) -> None:
     """Train a reward model: bt (Bradley–Terry; squared error on scored data), label-smoothing, reweight,
     hidden-reg, or cart (needs --tail-by)."""
@@ -125,42 +190,78 @@ def train(
     from cartrm.training.config import CartConfig
 
     cart = CartConfig(
-        circuits=_existing(circuits, "--circuits"), vulnerability=_existing(vulnerability, "--vulnerability"), augmentation=aug,
-        circuit_reg=circuit_reg, progressive=progressive, circuit_reg_weight=circuit_reg_weight, aug_weight=aug_weight,
-        aug_candidates=aug_candidates, aug_keep=aug_keep, generator=_existing(generator, "--generator"), w_max=w_max,
-        progressive_eta=eta, min_tail_per_batch=min_tail, rediscover_every=rediscover_every, warmup_steps=warmup_steps,
+        circuits=_existing(circuits, "--circuits"),
+        vulnerability=_existing(vulnerability, "--vulnerability"),
+        augmentation=aug,
+        circuit_reg=circuit_reg,
+        progressive=progressive,
+        circuit_reg_weight=circuit_reg_weight,
+        aug_weight=aug_weight,
+        aug_candidates=aug_candidates,
+        aug_keep=aug_keep,
+        generator=_existing(generator, "--generator"),
+        w_max=w_max,
+        progressive_eta=eta,
+        min_tail_per_batch=min_tail,
+        rediscover_every=rediscover_every,
+        warmup_steps=warmup_steps,
     )
     config = TrainConfig(
-        method=method, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate, warmup_ratio=warmup_ratio,
-        max_length=max_length, center_rewards_coefficient=center_rewards_coefficient, save_steps=save_steps, seed=seed,
-        disable_dropout=not keep_dropout, group_by_length=group_by_length, max_batch_tokens=max_batch_tokens or None,
-        tail_by=tail_by, label_smoothing=label_smoothing, tail_weight=tail_weight, hidden_reg_weight=hidden_reg_weight, cart=cart,
+        method=method,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        learning_rate=learning_rate,
+        warmup_ratio=warmup_ratio,
+        max_length=max_length,
+        center_rewards_coefficient=center_rewards_coefficient,
+        save_steps=save_steps,
+        seed=seed,
+        disable_dropout=not keep_dropout,
+        group_by_length=group_by_length,
+        max_batch_tokens=max_batch_tokens or None,
+        tail_by=tail_by,
+        label_smoothing=label_smoothing,
+        tail_weight=tail_weight,
+        hidden_reg_weight=hidden_reg_weight,
+        cart=cart,
     )
     dataset = load_dataset(data, split=_split(split, "train"))
     reward_model = RewardModel.load(model, max_length=max_length, seed=seed)
     tail_mask = None
     if tail_by:
-        tail = parse_tail_spec(tail_by).fit_transform(dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
+        tail = parse_tail_spec(tail_by).fit_transform(
+            dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed
+        )
         typer.echo(f"tail: {tail.description}")
         tail_mask = tail.mask
     result = run_training(reward_model, dataset, config, out, tail_mask=tail_mask, resume=resume)
-    typer.echo(f"trained {result.global_step} steps in {result.seconds:.0f}s, final loss {result.final_loss:.4f}; model saved to {out}")
+    typer.echo(
+        f"trained {result.global_step} steps in {result.seconds:.0f}s, final loss {result.final_loss:.4f}; "
+        f"model saved to {out}"
+    )
 
 
 @app.command()
 @_one_line_errors
 def ensemble(
     data: Annotated[Path, typer.Option(help="training data (its 'validation' split, or --validation-data, fits α)")],
-    out: Annotated[Path, typer.Option(help="output folder: members/, circuits/, ensemble/ (loadable), ensemble_result.json")],
+    out: Annotated[
+        Path, typer.Option(help="output folder: members/, circuits/, ensemble/ (loadable), ensemble_result.json")
+    ],
     tail_by: RequiredTailOption,
     model: Annotated[str, typer.Option(help="base model: built-in name or model folder")] = "minilm",
     method: Annotated[str, typer.Option(help="members' training method (cart, or bt for the plain ensemble)")] = "cart",
     members: Annotated[int, typer.Option(help="K: ensemble members (seeds seed … seed+K−1)")] = 3,
     weighting: Annotated[str, typer.Option(help="fit (α on the simplex, eq. 15) or uniform")] = "fit",
-    validation_data: Annotated[Optional[Path], typer.Option(help="held-out pairs for α (default: the 'validation' split of --data)")] = None,
+    validation_data: Annotated[
+        Optional[Path], typer.Option(help="held-out pairs for α (default: the 'validation' split of --data)")
+    ] = None,
     circuits: Annotated[Optional[Path], typer.Option(help="[cart] circuits.json; members split its targets")] = None,
-    vulnerability: Annotated[Optional[Path], typer.Option(help="[cart] vulnerability.json with the targets C_v")] = None,
+    vulnerability: Annotated[
+        Optional[Path], typer.Option(help="[cart] vulnerability.json with the targets C_v")
+    ] = None,
     epochs: Annotated[float, typer.Option(help="passes over the data per member")] = 1.0,
     max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps per member (overrides --epochs)")] = None,
     batch_size: Annotated[int, typer.Option(help="pairs per micro-batch")] = 16,
@@ -168,27 +269,53 @@ def ensemble(
     max_length: Annotated[Optional[int], typer.Option(help="token limit")] = None,
     seed: SeedOption = 0,
 ) -> None:
-    """Circuit-aware ensemble (eq. 14-15): K members with different seeds and circuit targets, α fit on held-out tail pairs."""
+    """Circuit-aware ensemble (eq. 14-15): K members with different seeds and circuit targets, α fit on held-out tail pairs."""  # noqa: E501
     from cartrm.data import load_dataset, parse_tail_spec
+    from cartrm.experiments.ensemble import EnsembleConfig, train_ensemble
     from cartrm.models import RewardModel
     from cartrm.training import TrainConfig
     from cartrm.training.config import CartConfig
-    from cartrm.training.ensemble import EnsembleConfig, train_ensemble
     from cartrm.vulnerability.result import VulnerabilityReport
 
-    cart = CartConfig(circuits=_existing(circuits, "--circuits"), vulnerability=_existing(vulnerability, "--vulnerability"))
-    training = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, max_length=max_length, seed=seed, tail_by=tail_by, cart=cart)
+    cart = CartConfig(
+        circuits=_existing(circuits, "--circuits"), vulnerability=_existing(vulnerability, "--vulnerability")
+    )
+    training = TrainConfig(
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_length=max_length,
+        seed=seed,
+        tail_by=tail_by,
+        cart=cart,
+    )
     config = EnsembleConfig(members=members, method=method, weighting=weighting, seed=seed, train=training)
     everything = load_dataset(data)
     if validation_data is None and not everything.has_column("split"):
-        raise CartError(f"{data}: α needs held-out pairs; pass --validation-data or give the rows a 'split' column with 'validation' rows")
+        raise CartError(
+            f"{data}: α needs held-out pairs; "
+            "pass --validation-data or give the rows a 'split' column with 'validation' rows"
+        )
     dataset = everything.split("train") if everything.has_column("split") else everything
     held_out = load_dataset(validation_data) if validation_data else everything.split("validation")
     probe = RewardModel.load(model, max_length=max_length)
     spec = parse_tail_spec(tail_by).fit(dataset, tokenizer=probe.tokenizer, embedder=probe.embed)
     targets = VulnerabilityReport.load(vulnerability).targets if vulnerability else None
-    result = train_ensemble(model, dataset, spec.transform(dataset).mask, held_out, spec.transform(held_out).mask, config, out, targets=targets)
-    typer.echo(f"α = {', '.join(f'{a:.3f}' for a in result.alpha)}; tail-circuit overlap {result.overlap}; validation tail accuracy {result.ensemble_tail_accuracy}")
+    result = train_ensemble(
+        model,
+        dataset,
+        spec.transform(dataset).mask,
+        held_out,
+        spec.transform(held_out).mask,
+        config,
+        out,
+        targets=targets,
+    )
+    typer.echo(
+        f"α = {', '.join(f'{a:.3f}' for a in result.alpha)}; tail-circuit overlap {result.overlap}; "
+        f"validation tail accuracy {result.ensemble_tail_accuracy}"
+    )
     typer.echo(f"wrote {result.ensemble_dir} (load it with cartrm.training.ensemble.load_reward_model)")
 
 
@@ -207,7 +334,7 @@ def evaluate(
     """Pairwise accuracy overall / head / tail / per column, with bootstrap 95% intervals; writes metrics.json."""
     from cartrm.data import load_preferences, parse_tail_spec
     from cartrm.evaluation import evaluate as run_evaluation
-    from cartrm.training.ensemble import load_reward_model
+    from cartrm.models import load_reward_model
 
     dataset = load_preferences(data, split=_split(split, "test"))
     for column in by or []:
@@ -215,8 +342,12 @@ def evaluate(
     reward_model = load_reward_model(model)
     tail = None
     if tail_by:
-        tail = parse_tail_spec(tail_by).fit_transform(dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
-    report = run_evaluation(reward_model, dataset, tail=tail, by=by or [], tail_by=tail_by, seed=seed, batch_size=batch_size, progress=True)
+        tail = parse_tail_spec(tail_by).fit_transform(
+            dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed
+        )
+    report = run_evaluation(
+        reward_model, dataset, tail=tail, by=by or [], tail_by=tail_by, seed=seed, batch_size=batch_size, progress=True
+    )
     report.save(out / "metrics.json")
     typer.echo(_summary(report))
     typer.echo(f"wrote {out / 'metrics.json'}")
@@ -235,13 +366,25 @@ def discover(
     fdr: Annotated[float, typer.Option(help="Benjamini–Hochberg false discovery rate")] = 0.05,
     mi_estimator: Annotated[str, typer.Option(help="mutual information: binned (Miller–Madow) or gaussian")] = "binned",
     community: Annotated[str, typer.Option(help="circuits as louvain communities or connected components")] = "louvain",
-    patch_pairs: Annotated[int, typer.Option(help="tail pairs for activation patching (0 skips causal validation)")] = 16,
+    patch_pairs: Annotated[
+        int, typer.Option(help="tail pairs for activation patching (0 skips causal validation)")
+    ] = 16,
     max_validated: Annotated[int, typer.Option(help="circuits given exact patching with a random-set null")] = 5,
     n_null: Annotated[int, typer.Option(help="random neuron sets in the null distribution")] = 20,
-    null_mode: Annotated[str, typer.Option(help="patch mode tested against the null: zero, head_mean, resample")] = "resample",
+    null_mode: Annotated[
+        str, typer.Option(help="patch mode tested against the null: zero, head_mean, resample")
+    ] = "resample",
     max_pairs: MaxPairsOption = None,
     batch_size: Annotated[int, typer.Option(help="sequences per forward pass")] = 32,
-    cache_activations: Annotated[bool, typer.Option(help="keep pooled activations in OUT/activations (safetensors): reused by a rerun and by cart assess on the same model and data")] = False,
+    cache_activations: Annotated[
+        bool,
+        typer.Option(
+            help=(
+                "keep pooled activations in OUT/activations (safetensors): "
+                "reused by a rerun and by cart assess on the same model and data"
+            )
+        ),
+    ] = False,
     split: SplitOption = None,
     seed: SeedOption = 0,
 ) -> None:
@@ -251,11 +394,23 @@ def discover(
     from cartrm.circuits.plots import plot_coherence_graph, plot_delta_histogram
 
     config = DiscoveryConfig(
-        sites=tuple(sites.split(",")), pooling=pooling, top_k=top_k, fdr=fdr, mi_estimator=mi_estimator, community=community,
-        patch_pairs=patch_pairs, max_validated=max_validated, n_null=n_null, null_mode=null_mode, batch_size=batch_size, seed=seed,
+        sites=tuple(sites.split(",")),
+        pooling=pooling,
+        top_k=top_k,
+        fdr=fdr,
+        mi_estimator=mi_estimator,
+        community=community,
+        patch_pairs=patch_pairs,
+        max_validated=max_validated,
+        n_null=n_null,
+        null_mode=null_mode,
+        batch_size=batch_size,
+        seed=seed,
     )
     dataset, reward_model, tail = _analysis_inputs(model, data, split, tail_by, max_pairs, seed)
-    circuits = run_discovery(reward_model, dataset, tail, config, cache_dir=out / "activations" if cache_activations else None)
+    circuits = run_discovery(
+        reward_model, dataset, tail, config, cache_dir=out / "activations" if cache_activations else None
+    )
     circuits.save(out / "circuits.json")
     plot_delta_histogram(circuits, out / "delta_hist.png")
     plot_coherence_graph(circuits, out / "coherence_graph.png")
@@ -278,10 +433,14 @@ def assess(
     data: DataOption,
     tail_by: RequiredTailOption,
     out: Annotated[Path, typer.Option(help="output folder: vulnerability.json, vulnerability.png")],
-    eps: Annotated[float, typer.Option(help="ball radius as a fraction of the circuit's activation norm on head data")] = 0.1,
+    eps: Annotated[
+        float, typer.Option(help="ball radius as a fraction of the circuit's activation norm on head data")
+    ] = 0.1,
     norm: Annotated[str, typer.Option(help="l2 or linf ball for the sensitivity (eq. 7)")] = "l2",
     weights: Annotated[str, typer.Option(help="α,β,γ of eq. 9")] = "0.3333,0.3333,0.3333",
-    groups: Annotated[Optional[str], typer.Option(help="column of semantic group ids (default: k-means of hidden states)")] = None,
+    groups: Annotated[
+        Optional[str], typer.Option(help="column of semantic group ids (default: k-means of hidden states)")
+    ] = None,
     top_targets: Annotated[int, typer.Option(help="circuits kept as targets C_v")] = 3,
     threshold: Annotated[Optional[float], typer.Option(help="also require Vuln ≥ this for a target")] = None,
     max_circuits: Annotated[int, typer.Option(help="largest circuits assessed")] = 10,
@@ -297,20 +456,34 @@ def assess(
     from cartrm.vulnerability.plots import plot_vulnerability
 
     config = AssessConfig(
-        eps=eps, norm=norm, weights=_floats(weights, 3, "--weights"), groups_column=groups, top_targets=top_targets, vuln_threshold=threshold,
-        max_circuits=max_circuits, sensitivity_examples=sensitivity_examples, seed=seed,
+        eps=eps,
+        norm=norm,
+        weights=_floats(weights, 3, "--weights"),
+        groups_column=groups,
+        top_targets=top_targets,
+        vuln_threshold=threshold,
+        max_circuits=max_circuits,
+        sensitivity_examples=sensitivity_examples,
+        seed=seed,
     )
     found = Circuits.load(circuits)
-    dataset, reward_model, tail = _analysis_inputs(model, data, split, tail_by, max_pairs, seed, columns=[groups] if groups else [])
-    report = run_assessment(reward_model, dataset, tail.mask, found, config, cache_dir=circuits.parent / "activations")  # cart discover --cache-activations
+    dataset, reward_model, tail = _analysis_inputs(
+        model, data, split, tail_by, max_pairs, seed, columns=[groups] if groups else []
+    )
+    report = run_assessment(
+        reward_model, dataset, tail.mask, found, config, cache_dir=circuits.parent / "activations"
+    )  # cart discover --cache-activations
     report.save(out / "vulnerability.json")
     plot_vulnerability(report, out / "vulnerability.png")
     for record in sorted(report.circuits, key=lambda c: c.rank):
         typer.echo(
             f"  #{record.rank} {record.id}: Vuln {record.vuln:.3f} = consist {record.consistency:.3f}, "
-            f"sens {record.sensitivity_exact:.4g} (first-order {record.sensitivity_first_order:.4g}), coverage {record.coverage:.3f}"
+            f"sens {record.sensitivity_exact:.4g} (first-order {record.sensitivity_first_order:.4g}), "
+            f"coverage {record.coverage:.3f}"
         )
-    typer.echo(f"targets: {', '.join(report.targets)}; exact vs first-order sensitivity: {report.sensitivity_agreement}")
+    typer.echo(
+        f"targets: {', '.join(report.targets)}; exact vs first-order sensitivity: {report.sensitivity_agreement}"
+    )
     typer.echo(f"wrote {out / 'vulnerability.json'}")
 
 
@@ -326,12 +499,16 @@ def bound(
     seed: SeedOption = 0,
 ) -> None:
     """Sweep N_tail on the embedded benchmark and test whether L_tail − L_head follows the bound's terms (eq. 4–5)."""
+    from cartrm.experiments.sweep import BoundSweepConfig, plot_bound_sweep, run_bound_sweep
     from cartrm.training import TrainConfig
-    from cartrm.vulnerability.sweep import BoundSweepConfig, plot_bound_sweep, run_bound_sweep
 
     sizes = tuple(int(v) for v in _floats(tail_sizes, len(tail_sizes.split(",")), "--tail-sizes"))
     config = BoundSweepConfig(
-        model=model, tail_sizes=sizes, n_head=n_head, n_test_tail=n_test_tail, seed=seed,
+        model=model,
+        tail_sizes=sizes,
+        n_head=n_head,
+        n_test_tail=n_test_tail,
+        seed=seed,
         train=TrainConfig(epochs=epochs, learning_rate=1e-4, max_length=128, seed=seed),
     )
     sweep = run_bound_sweep(config, out)
@@ -352,21 +529,48 @@ def bound(
 @app.command()
 @_one_line_errors
 def run(
-    quick: Annotated[bool, typer.Option("--quick", help="one seed, bt vs cart, small sizes: ~5 min on 2 CPU cores (the README's main command)")] = False,
-    full: Annotated[bool, typer.Option("--full", help="the research table (the default without --quick): every method, seeds 0,1,2, 6,000 training pairs, 2 epochs (a GPU job: about 40 h on 2 CPU cores)")] = False,
-    config: Annotated[Optional[Path], typer.Option(help="config.yaml of an earlier run: reproduces it (other options are ignored)")] = None,
-    name: Annotated[Optional[str], typer.Option(help="run name (folder under --out-root); default 'quick' or 'full'")] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="one seed, bt vs cart, small sizes: ~5 min on 2 CPU cores (the README's main command)"
+        ),
+    ] = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help=(
+                "the research table (the default without --quick): every method, seeds 0,1,2, 6,000 training pairs, "
+                "2 epochs (a GPU job: about 40 h on 2 CPU cores)"
+            ),
+        ),
+    ] = False,
+    config: Annotated[
+        Optional[Path], typer.Option(help="config.yaml of an earlier run: reproduces it (other options are ignored)")
+    ] = None,
+    name: Annotated[
+        Optional[str], typer.Option(help="run name (folder under --out-root); default 'quick' or 'full'")
+    ] = None,
     out_root: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
     model: Annotated[str, typer.Option(help="base model: built-in name or model folder")] = "minilm",
-    methods: Annotated[Optional[str], typer.Option(help="comma-separated methods, or 'all' (default: bt,cart with --quick, all otherwise)")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds (default: 0 with --quick, 0,1,2 otherwise)")] = None,
-    members: Annotated[Optional[int], typer.Option(help="models per ensemble for ensemble-mean and cart-ensemble (default 3)")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="your preference file instead of the embedded benchmark (needs --tail-by)")] = None,
+    methods: Annotated[
+        Optional[str],
+        typer.Option(help="comma-separated methods, or 'all' (default: bt,cart with --quick, all otherwise)"),
+    ] = None,
+    seeds: Annotated[
+        Optional[str], typer.Option(help="comma-separated seeds (default: 0 with --quick, 0,1,2 otherwise)")
+    ] = None,
+    members: Annotated[
+        Optional[int], typer.Option(help="models per ensemble for ensemble-mean and cart-ensemble (default 3)")
+    ] = None,
+    data: Annotated[
+        Optional[Path], typer.Option(help="your preference file instead of the embedded benchmark (needs --tail-by)")
+    ] = None,
     tail_by: TailOption = None,
 ) -> None:
     """The main job: baseline, tail circuits and their vulnerability, CART and the baselines, evaluation,
     best-of-n reward hacking, results.json and report.html. Finished stages are skipped when rerun."""
-    from cartrm.pipeline import ALL_METHODS, BENCHMARK_TAIL_SPEC, RunConfig, run_experiment
+    from cartrm.experiments.pipeline import ALL_METHODS, BENCHMARK_TAIL_SPEC, RunConfig, run_experiment
 
     if quick and full:
         raise CartError("--quick and --full are alternatives: pick one")
@@ -377,7 +581,9 @@ def run(
             raise CartError("--data needs --tail-by (how to tell tail pairs from head pairs)")
         overrides = {"name": name or ("quick" if quick else "full"), "out_root": out_root, "model": model}
         if methods:
-            overrides["methods"] = ALL_METHODS if methods.strip() == "all" else tuple(m.strip() for m in methods.split(",") if m.strip())
+            overrides["methods"] = (
+                ALL_METHODS if methods.strip() == "all" else tuple(m.strip() for m in methods.split(",") if m.strip())
+            )
         if members is not None:
             overrides["ensemble_members"] = members
         if seeds:
@@ -388,7 +594,11 @@ def run(
             raise CartError(f"--tail-by applies to --data; the embedded benchmark's tail is {BENCHMARK_TAIL_SPEC}")
         run_config = RunConfig.preset(quick, **overrides)
         if not quick and not _has_gpu():
-            typer.echo("note: the full preset on CPU takes tens of hours on 2 cores (docs/results.md); --quick takes about 5 minutes", err=True)
+            typer.echo(
+                "note: the full preset on CPU takes tens of hours on 2 cores (docs/results.md); "
+                "--quick takes about 5 minutes",
+                err=True,
+            )
     results = run_experiment(run_config)
     for method, summary in results.methods.items():
         typer.echo(f"[{method}] head acc {summary.head_accuracy.mean:.3f}, tail acc {summary.tail_accuracy.mean:.3f}")
@@ -426,13 +636,22 @@ def make_benchmark(
     """Write the embedded long-tail benchmark (TRL columns + domain, is_tail, rule_set, gold_*)."""
     from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
 
-    config = BenchmarkConfig(n_train=n_train, n_validation=n_validation, n_test_head=n_test_head, n_test_tail=n_test_tail, alpha=alpha, seed=seed)
+    config = BenchmarkConfig(
+        n_train=n_train,
+        n_validation=n_validation,
+        n_test_head=n_test_head,
+        n_test_tail=n_test_tail,
+        alpha=alpha,
+        seed=seed,
+    )
     dataset = make_longtail_dataset(config)
     dataset.save(out)
     typer.echo(f"wrote {len(dataset)} pairs to {out}")
 
 
-def _analysis_inputs(model: str, data: Path, split: str | None, tail_by: str, max_pairs: int | None, seed: int, columns=()):
+def _analysis_inputs(
+    model: str, data: Path, split: str | None, tail_by: str, max_pairs: int | None, seed: int, columns=()
+):
     """Data (``train`` split by default, optionally subsampled), the reward model and the tail split."""
     from cartrm.data import load_preferences, parse_tail_spec
     from cartrm.models import RewardModel
@@ -441,7 +660,9 @@ def _analysis_inputs(model: str, data: Path, split: str | None, tail_by: str, ma
     for column in columns:
         dataset.column(column)
     reward_model = RewardModel.load(model)
-    tail = parse_tail_spec(tail_by).fit_transform(dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
+    tail = parse_tail_spec(tail_by).fit_transform(
+        dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed
+    )
     typer.echo(f"tail: {tail.description}")
     return dataset, reward_model, tail
 
@@ -476,5 +697,8 @@ def _summary(report) -> str:
     for label, metrics in (("head", report.head), ("tail", report.tail)):
         if metrics is not None:
             gold = f", gold {metrics.gold_accuracy:.3f}" if metrics.gold_accuracy is not None else ""
-            parts.append(f"{label} acc {metrics.accuracy:.3f} [{metrics.ci_low:.3f}, {metrics.ci_high:.3f}]{gold} (n={metrics.n})")
+            parts.append(
+                f"{label} acc {metrics.accuracy:.3f} [{metrics.ci_low:.3f}, {metrics.ci_high:.3f}]{gold} "
+                f"(n={metrics.n})"
+            )
     return "; ".join(parts)

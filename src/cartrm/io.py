@@ -1,4 +1,5 @@
-"""Atomic writes: an artifact is either complete or absent, never half-written."""
+"""Atomic writes (an artifact is either complete or absent, never half-written) and the versions recorded with
+results."""
 
 from __future__ import annotations
 
@@ -62,3 +63,12 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def versions() -> dict[str, str]:
+    """Python and the versions of the packages a result depends on."""
+    import platform
+    from importlib.metadata import version
+
+    packages = ("cartrm", "torch", "transformers", "accelerate", "numpy", "scipy", "scikit-learn")
+    return {"python": platform.python_version(), **{name: version(name) for name in packages}}

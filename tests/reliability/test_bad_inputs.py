@@ -11,7 +11,16 @@ from cartrm.training import register
 from cartrm.training.methods import BradleyTerry
 
 runner = CliRunner()
-GOOD_ROWS = [{"prompt": f"q{i}", "chosen": f"good answer {i}", "rejected": f"bad {i}", "is_tail": i % 4 == 0, "split": ("train", "validation", "test")[min(i // 12, 2)]} for i in range(36)]
+GOOD_ROWS = [
+    {
+        "prompt": f"q{i}",
+        "chosen": f"good answer {i}",
+        "rejected": f"bad {i}",
+        "is_tail": i % 4 == 0,
+        "split": ("train", "validation", "test")[min(i // 12, 2)],
+    }
+    for i in range(36)
+]
 
 
 def invoke(*args):
@@ -39,7 +48,18 @@ def data_commands(data, out):
         "train": ["train", *common, "--model", "tiny-bert", "--max-steps", 1],
         "evaluate": ["evaluate", *common, "--model", "tiny-bert"],
         "discover": ["discover", *common, "--model", "tiny-bert", "--tail-by", "label:is_tail"],
-        "ensemble": ["ensemble", *common, "--model", "tiny-bert", "--tail-by", "label:is_tail", "--method", "bt", "--max-steps", 1],
+        "ensemble": [
+            "ensemble",
+            *common,
+            "--model",
+            "tiny-bert",
+            "--tail-by",
+            "label:is_tail",
+            "--method",
+            "bt",
+            "--max-steps",
+            1,
+        ],
         "run": ["run", "--data", data, "--tail-by", "label:is_tail", "--out-root", out, "--model", "tiny-bert"],
     }
 
@@ -76,8 +96,13 @@ def test_unreadable_data_files(command, case, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "spec, fragment", [("nonsense", "invalid --tail-by"), ("label:missing_column", "missing_column"), ("label:is_tail=nope", "tail"),
-                     ("label:split=train,validation,test", "head empty")]
+    "spec, fragment",
+    [
+        ("nonsense", "invalid --tail-by"),
+        ("label:missing_column", "missing_column"),
+        ("label:is_tail=nope", "tail"),
+        ("label:split=train,validation,test", "head empty"),
+    ],
 )
 @pytest.mark.parametrize("command", ["train", "evaluate", "discover", "run"])
 def test_bad_tail_specs(command, spec, fragment, tmp_path):
@@ -92,7 +117,11 @@ def test_bad_tail_specs(command, spec, fragment, tmp_path):
 
 def test_non_numeric_scores(tmp_path):
     data = write_jsonl(tmp_path / "scores.jsonl", [{"text": "a", "score": 1.0}, {"text": "b", "score": "high"}])
-    assert_one_line_error(invoke("train", "--data", data, "--out", tmp_path / "out", "--model", "tiny-bert"), "scores.jsonl:2", tmp_path / "out")
+    assert_one_line_error(
+        invoke("train", "--data", data, "--out", tmp_path / "out", "--model", "tiny-bert"),
+        "scores.jsonl:2",
+        tmp_path / "out",
+    )
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "discover"])
@@ -117,7 +146,13 @@ def test_model_and_tokenizer_that_do_not_belong_together(tmp_path):
 
 @pytest.mark.parametrize(
     "option, value, fragment",
-    [("--epochs", -1, "epochs"), ("--lr", 0, "learning_rate"), ("--batch-size", 0, "batch_size"), ("--lambda", -1, "circuit_reg_weight"), ("--w-max", 0, "w_max")],
+    [
+        ("--epochs", -1, "epochs"),
+        ("--lr", 0, "learning_rate"),
+        ("--batch-size", 0, "batch_size"),
+        ("--lambda", -1, "circuit_reg_weight"),
+        ("--w-max", 0, "w_max"),
+    ],
 )
 def test_out_of_range_hyperparameters(option, value, fragment, tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", GOOD_ROWS)
@@ -126,7 +161,19 @@ def test_out_of_range_hyperparameters(option, value, fragment, tmp_path):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    result = runner.invoke(app, ["--debug", "evaluate", "--model", "tiny-bert", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app,
+        [
+            "--debug",
+            "evaluate",
+            "--model",
+            "tiny-bert",
+            "--data",
+            str(tmp_path / "missing.jsonl"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code != 0 and result.exception is not None
 
 
@@ -140,10 +187,9 @@ def test_identical_pairs_are_dropped_with_a_counted_warning(tmp_path):
 
 
 def test_circuits_from_another_model_or_schema_are_refused(tmp_path):
-    from tests.test_discovery import planted_data, planted_model
-
     from cartrm.circuits.discover import DiscoveryConfig, discover
     from cartrm.data.tail import TailSplit
+    from tests.test_discovery import planted_data, planted_model
 
     data = planted_data(60, 30)
     data.save(tmp_path / "planted.jsonl")
@@ -151,9 +197,24 @@ def test_circuits_from_another_model_or_schema_are_refused(tmp_path):
     model.save(tmp_path / "planted")
     import numpy as np
 
-    circuits = discover(model, data, TailSplit(np.array(data.column("is_tail"), dtype=bool), "is_tail"), DiscoveryConfig(top_k=4, patch_pairs=0, n_permutations=10), progress=False)
+    circuits = discover(
+        model,
+        data,
+        TailSplit(np.array(data.column("is_tail"), dtype=bool), "is_tail"),
+        DiscoveryConfig(top_k=4, patch_pairs=0, n_permutations=10),
+        progress=False,
+    )
     circuits.save(tmp_path / "circuits.json")
-    common = ["--circuits", tmp_path / "circuits.json", "--data", tmp_path / "planted.jsonl", "--tail-by", "label:is_tail", "--out", tmp_path / "out"]
+    common = [
+        "--circuits",
+        tmp_path / "circuits.json",
+        "--data",
+        tmp_path / "planted.jsonl",
+        "--tail-by",
+        "label:is_tail",
+        "--out",
+        tmp_path / "out",
+    ]
     assert_one_line_error(invoke("assess", "--model", "tiny-gpt2", *common), "fingerprint", tmp_path / "out")
     stale = json.loads((tmp_path / "circuits.json").read_text()) | {"schema_version": 0}
     (tmp_path / "circuits.json").write_text(json.dumps(stale))
@@ -173,8 +234,23 @@ class NaNAtStepThree(BradleyTerry):
 
 def test_a_non_finite_loss_stops_training_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", GOOD_ROWS)
-    result = invoke("train", "--data", data, "--out", tmp_path / "out", "--model", "tiny-bert", "--method", NaNAtStepThree.name,
-                    "--batch-size", 2, "--save-steps", 1, "--max-steps", 6)
+    result = invoke(
+        "train",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "out",
+        "--model",
+        "tiny-bert",
+        "--method",
+        NaNAtStepThree.name,
+        "--batch-size",
+        2,
+        "--save-steps",
+        1,
+        "--max-steps",
+        6,
+    )
     assert_one_line_error_allowing_output(result, "step 3: the loss is nan")
     assert "checkpoints/step-2" in result.output
     assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["step-1", "step-2"]

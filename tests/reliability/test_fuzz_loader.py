@@ -10,8 +10,14 @@ from cartrm.errors import DataError
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20)
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
-fields = st.sampled_from(["prompt", "chosen", "rejected", "score", "text", "response", "margin", "weight", "split", "other"])
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+fields = st.sampled_from(
+    ["prompt", "chosen", "rejected", "score", "text", "response", "margin", "weight", "split", "other"]
+)
 records = st.dictionaries(fields, values, max_size=6)
 
 

@@ -2,7 +2,6 @@
 ``cart run`` resumes after the last finished stage; a kill during a save never leaves a truncated file."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,13 @@ TRAIN = ["--model", "tiny-bert", "--batch-size", 2, "--save-steps", 1, "--max-st
 
 
 def cart(*args, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cartrm", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cartrm", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def wait_for(path, process, timeout=120.0) -> None:
@@ -64,7 +69,9 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(data, refer
 
 
 @pytest.mark.parametrize("accumulation", [1, 3])
-def test_sigint_stops_at_a_step_boundary_and_resume_gives_the_uninterrupted_weights(data, accumulation, tmp_path_factory):
+def test_sigint_stops_at_a_step_boundary_and_resume_gives_the_uninterrupted_weights(
+    data, accumulation, tmp_path_factory
+):
     """Ctrl-C lands mid-step (mid gradient accumulation when it is 3); training finishes that optimizer step,
     saves a checkpoint, exits 1 naming the step, and --resume ends bit-identical to an uninterrupted run."""
     extra = ("--gradient-accumulation-steps", accumulation)
@@ -85,7 +92,7 @@ def test_sigint_stops_at_a_step_boundary_and_resume_gives_the_uninterrupted_weig
 
 
 def test_cart_run_resumes_after_the_last_finished_stage(tmp_path, monkeypatch):
-    import cartrm.pipeline as pipeline
+    import cartrm.experiments.pipeline as pipeline
     from tests.test_pipeline import TINY
 
     config = pipeline.RunConfig(name="r", out_root=tmp_path, methods=("bt", "label-smoothing"), **TINY)
@@ -126,7 +133,9 @@ def test_a_kill_during_saves_never_leaves_a_truncated_artifact(kind, tmp_path):
 
     target = tmp_path / ("artifact.json" if kind == "json" else "model")
     for delay in (0.3, 0.7, 1.1):
-        process = subprocess.Popen([sys.executable, "-c", KILL_DURING_SAVE, kind, str(target)], stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-c", KILL_DURING_SAVE, kind, str(target)], stdout=subprocess.PIPE, text=True
+        )
         assert process.stdout.readline().strip() == "ready"
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)

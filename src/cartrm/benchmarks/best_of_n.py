@@ -4,10 +4,17 @@ a proxy reward model and by the gold reward (SPEC "What it works means"; Gao et 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from cartrm.benchmarks.longtail import DOMAIN_BY_NAME, BenchmarkConfig, BenchmarkPrompt, generate_pairs, sample_candidates
+from cartrm.benchmarks.longtail import (
+    DOMAIN_BY_NAME,
+    BenchmarkConfig,
+    BenchmarkPrompt,
+    generate_pairs,
+    sample_candidates,
+)
 from cartrm.evaluation.bon import BON_NS, BoNCurve, best_of_n_curve
 
 
@@ -24,16 +31,21 @@ class CandidatePool:
         return np.array([DOMAIN_BY_NAME[p.domain].is_tail for p in self.prompts])
 
 
-def candidate_pool(config: BenchmarkConfig, n_head: int, n_tail: int, n_candidates: int = max(BON_NS), seed: int = 0) -> CandidatePool:
+def candidate_pool(
+    config: BenchmarkConfig, n_head: int, n_tail: int, n_candidates: int = max(BON_NS), seed: int = 0
+) -> CandidatePool:
     """The first ``n_head`` head and ``n_tail`` tail prompts of the benchmark's test split, each with
     ``n_candidates`` responses drawn with a generator seeded by (seed, prompt number)."""
-    head, tail = [], []
+    head: list[Any] = []
+    tail: list[Any] = []
     for pair in generate_pairs(config):
         if pair.split == "test":
             (tail if DOMAIN_BY_NAME[pair.prompt.domain].is_tail else head).append(pair.prompt)
     prompts = head[:n_head] + tail[:n_tail]
     drawn = [sample_candidates(p, n_candidates, np.random.default_rng([seed, i])) for i, p in enumerate(prompts)]
-    return CandidatePool(prompts, [[c.text for c in cs] for cs in drawn], np.array([[c.gold for c in cs] for cs in drawn]))
+    return CandidatePool(
+        prompts, [[c.text for c in cs] for cs in drawn], np.array([[c.gold for c in cs] for cs in drawn])
+    )
 
 
 def proxy_scores(reward_model, pool: CandidatePool, batch_size: int = 64, progress: bool = False) -> np.ndarray:
@@ -49,4 +61,8 @@ def best_of_n_by_group(reward_model, pool: CandidatePool, progress: bool = False
     """Best-of-n curves over head prompts and over tail prompts."""
     proxy = proxy_scores(reward_model, pool, progress=progress)
     tail = pool.is_tail
-    return {name: best_of_n_curve(proxy[rows], pool.gold[rows]) for name, rows in (("head", ~tail), ("tail", tail)) if rows.any()}
+    return {
+        name: best_of_n_curve(proxy[rows], pool.gold[rows])
+        for name, rows in (("head", ~tail), ("tail", tail))
+        if rows.any()
+    }

@@ -31,8 +31,16 @@ class ActivationCache:
 
     @staticmethod
     def describe(fingerprint: str, site_names: list[str], pooling: str, examples: ExampleSet) -> dict:
-        texts = hashlib.sha256(json.dumps([examples.encoded.input_ids, examples.encoded.response_mask]).encode()).hexdigest()
-        return {"model_fingerprint": fingerprint, "sites": site_names, "pooling": pooling, "n_examples": len(examples), "texts": texts}
+        texts = hashlib.sha256(
+            json.dumps([examples.encoded.input_ids, examples.encoded.response_mask]).encode()
+        ).hexdigest()
+        return {
+            "model_fingerprint": fingerprint,
+            "sites": site_names,
+            "pooling": pooling,
+            "n_examples": len(examples),
+            "texts": texts,
+        }
 
     @classmethod
     def open_matching(cls, folder: str | Path, description: dict) -> ActivationCache | None:
@@ -52,7 +60,11 @@ class ActivationCache:
         try:
             for number, batch in enumerate(batches):
                 save_file(
-                    {"activations": batch.activations.astype(np.float32), "rewards": batch.rewards, "indices": batch.indices.astype(np.int64)},
+                    {
+                        "activations": batch.activations.astype(np.float32),
+                        "rewards": batch.rewards,
+                        "indices": batch.indices.astype(np.int64),
+                    },
                     str(tmp / f"shard-{number:06d}.safetensors"),
                 )
                 yield batch

@@ -158,7 +158,9 @@ def shift_response_tokens(indices: torch.Tensor, shift: torch.Tensor) -> Interve
     """
 
     def intervene(activations: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        offset = torch.zeros(activations.shape[0], activations.shape[-1], dtype=activations.dtype, device=activations.device)
+        offset = torch.zeros(
+            activations.shape[0], activations.shape[-1], dtype=activations.dtype, device=activations.device
+        )
         offset = offset.index_copy(1, indices.to(activations.device), shift.to(activations.device, activations.dtype))
         where = mask.to(activations.device, activations.dtype).unsqueeze(-1)
         return activations + where * offset.unsqueeze(1)

@@ -18,7 +18,11 @@ from typing import Any
 from cartrm.errors import CartError
 
 SITE_KINDS = ("mlp", "attn", "resid")
-HOOK_NAMES = {"mlp": "blocks.{layer}.mlp.hook_post", "attn": "blocks.{layer}.attn.hook_z", "resid": "blocks.{layer}.hook_resid_post"}
+HOOK_NAMES = {
+    "mlp": "blocks.{layer}.mlp.hook_post",
+    "attn": "blocks.{layer}.attn.hook_z",
+    "resid": "blocks.{layer}.hook_resid_post",
+}
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,8 @@ def architecture_of(model: Any) -> Architecture:
     model_type = getattr(model.config, "model_type", "?")
     if model_type not in ARCHITECTURES:
         raise CartError(
-            f"activation capture does not know architecture '{model_type}'; supported: {', '.join(sorted(ARCHITECTURES))}. "
+            f"activation capture does not know architecture '{model_type}'; "
+            f"supported: {', '.join(sorted(ARCHITECTURES))}. "
             "Add one to cartrm.capture.sites.ARCHITECTURES (layer list path and per-site module paths)."
         )
     return ARCHITECTURES[model_type]
@@ -93,7 +98,16 @@ def list_sites(model: Any, kinds: Sequence[str] = ("mlp",), layers: Sequence[int
             inner, direction = architecture.modules[kind]
             path = f"{architecture.layers}.{layer}" + (f".{inner}" if inner else "")
             module = base.get_submodule(path)
-            sites.append(Site(HOOK_NAMES[kind].format(layer=layer), layer, kind, path, direction, _width(module, kind, direction, model)))
+            sites.append(
+                Site(
+                    HOOK_NAMES[kind].format(layer=layer),
+                    layer,
+                    kind,
+                    path,
+                    direction,
+                    _width(module, kind, direction, model),
+                )
+            )
     return sites
 
 

@@ -8,7 +8,7 @@ the batch size and the number of features, not on the number of examples.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +45,7 @@ class FeatureIndex:
     def layers(self) -> np.ndarray:
         return np.concatenate([np.full(s.width, s.layer) for s in self.sites])
 
-    def by_site(self, features: Sequence[int]) -> dict[str, np.ndarray]:
+    def by_site(self, features: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """Group global feature ids into per-site local indices."""
         grouped: dict[str, list[int]] = {}
         for feature in features:
@@ -70,7 +70,9 @@ class ExampleSet:
         prompts = [p.prompt for p in pairs]
         encoded = reward_model.encode(prompts * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs])
         index = np.arange(n)
-        return cls(encoded, np.concatenate([index, index]), np.repeat([True, False], n), np.concatenate([tail_mask, tail_mask]))
+        return cls(
+            encoded, np.concatenate([index, index]), np.repeat([True, False], n), np.concatenate([tail_mask, tail_mask])
+        )
 
     def __len__(self) -> int:
         return len(self.encoded)
@@ -92,7 +94,7 @@ def pooled_batches(
     batch_size: int = 32,
     subset: np.ndarray | None = None,
     interventions: Callable[[np.ndarray], dict[str, Intervention]] | None = None,
-    progress: Callable[[Iterator], Iterator] | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
 ) -> Iterator[PooledBatch]:
     """Yield pooled activations (B, total width) and rewards for ``examples`` (or ``subset`` of them).
 

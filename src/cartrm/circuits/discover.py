@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from cartrm.capture.cache import ActivationCache
 from cartrm.capture.sites import list_sites, parse_site_kinds
 from cartrm.capture.stream import ExampleSet, FeatureIndex, pooled_batches
+from cartrm.circuits.compare import circuit_divergence
 from cartrm.circuits.decomposition import Decomposition, decompose_reward
 from cartrm.circuits.graph import find_circuits
 from cartrm.circuits.mutual_information import (
@@ -55,7 +56,6 @@ from cartrm.circuits.statistics import (
 from cartrm.data.tail import TailSplit
 from cartrm.errors import CartError
 from cartrm.models.reward_model import RewardModel
-from cartrm.vulnerability.bound import circuit_divergence
 
 MAX_LISTED_NEURONS = 1000
 HISTOGRAM_BINS = 60
@@ -112,7 +112,9 @@ def discover(
         if cached is not None:
             return iter(cached)
         bar = (lambda it: tqdm(it, desc=desc, leave=False)) if progress else None
-        computed = pooled_batches(reward_model, examples, sites, pooling=config.pooling, batch_size=config.batch_size, progress=bar)
+        computed = pooled_batches(
+            reward_model, examples, sites, pooling=config.pooling, batch_size=config.batch_size, progress=bar
+        )
         return ActivationCache.write(cache_dir, description, computed) if cache_dir else computed
 
     moments = GroupMoments(features.size)
@@ -136,19 +138,35 @@ def discover(
     if records and config.patch_pairs and config.max_validated:
         rank_correlation = _validate(reward_model, examples, features, moments, records, config, progress)
     return Circuits(
-        model=reward_model.name, model_fingerprint=fingerprint, model_type=reward_model.model.config.model_type, data=dataset.source,
-        tail_description=tail.description, config=config.model_dump(mode="json"), n_examples=len(examples),
-        n_features=features.size, n_significant=int((differential.q_value <= config.fdr).sum()),
-        tau=tau, n_tau_specialised=int(specialised.sum()),
+        model=reward_model.name,
+        model_fingerprint=fingerprint,
+        model_type=reward_model.model.config.model_type,
+        data=dataset.source,
+        tail_description=tail.description,
+        config=config.model_dump(mode="json"),
+        n_examples=len(examples),
+        n_features=features.size,
+        n_significant=int((differential.q_value <= config.fdr).sum()),
+        tau=tau,
+        n_tau_specialised=int(specialised.sum()),
         delta_histogram=Histogram(edges=edges.tolist(), counts=counts.tolist()),
         neurons=_neuron_records(features, differential, specialised, candidates, permutation, config.fdr, config.top_k),
-        coherence_threshold=threshold, coherence_edges=_edges(candidates, coh, threshold), circuits=records,
-        decomposition=DecompositionRecord(r2=decomposition.r2, cv_r2=decomposition.cv_r2, intercept=decomposition.intercept) if decomposition else None,
-        null_mode=config.null_mode, attribution_rank_correlation=rank_correlation,
+        coherence_threshold=threshold,
+        coherence_edges=_edges(candidates, coh, threshold),
+        circuits=records,
+        decomposition=DecompositionRecord(
+            r2=decomposition.r2, cv_r2=decomposition.cv_r2, intercept=decomposition.intercept
+        )
+        if decomposition
+        else None,
+        null_mode=config.null_mode,
+        attribution_rank_correlation=rank_correlation,
     )
 
 
-def _circuit_records(groups, candidate_acts, rewards, is_tail, features, config) -> tuple[list[CircuitRecord], Decomposition | None]:
+def _circuit_records(
+    groups, candidate_acts, rewards, is_tail, features, config
+) -> tuple[list[CircuitRecord], Decomposition | None]:
     """Circuit activations a_c(x) (mean of members), their tail statistics and the eq. 1 decomposition."""
     if not groups:
         return [], None
@@ -158,8 +176,11 @@ def _circuit_records(groups, candidate_acts, rewards, is_tail, features, config)
     deltas = circuit_acts[is_tail].mean(0) - circuit_acts[~is_tail].mean(0)
     records = [
         CircuitRecord(
-            id=f"c{i}", members=[_ref(features, m) for m in g.members], coherence=g.mean_coherence,
-            tail_delta=float(deltas[i]), tail_effect_size=float(effects[i]),
+            id=f"c{i}",
+            members=[_ref(features, m) for m in g.members],
+            coherence=g.mean_coherence,
+            tail_delta=float(deltas[i]),
+            tail_effect_size=float(effects[i]),
             divergence=circuit_divergence(circuit_acts[is_tail, i], circuit_acts[~is_tail, i]),
             decomposition_weight=float(decomposition.weights[i]),
         )
@@ -190,16 +211,26 @@ def _circuits(candidates, candidate_acts, is_tail, moments: GroupMoments, config
     coh = _coherence(candidate_acts, is_tail, subset, config)
     rng = np.random.default_rng(config.seed)
     off_diagonal = ~np.eye(len(candidates), dtype=bool)
-    null_maxima = [_coherence(candidate_acts, rng.permutation(is_tail), subset, config)[off_diagonal].max() for _ in range(config.coherence_null_shuffles)]
+    null_maxima = [
+        _coherence(candidate_acts, rng.permutation(is_tail), subset, config)[off_diagonal].max()
+        for _ in range(config.coherence_null_shuffles)
+    ]
     threshold = max(max(null_maxima, default=0.0), 0.0)
-    return find_circuits(coh, candidates, threshold=threshold, method=config.community, seed=config.seed), coh, threshold
+    return (
+        find_circuits(coh, candidates, threshold=threshold, method=config.community, seed=config.seed),
+        coh,
+        threshold,
+    )
 
 
 def _edges(candidates: np.ndarray, coh: np.ndarray | None, threshold: float | None) -> list[CoherenceEdge]:
     if coh is None:
         return []
     rows, cols = np.nonzero(np.triu(coh > threshold, k=1))
-    return [CoherenceEdge(source=int(candidates[i]), target=int(candidates[j]), coherence=float(coh[i, j])) for i, j in zip(rows, cols)]
+    return [
+        CoherenceEdge(source=int(candidates[i]), target=int(candidates[j]), coherence=float(coh[i, j]))
+        for i, j in zip(rows, cols)
+    ]
 
 
 def _coherence(acts: np.ndarray, is_tail: np.ndarray, moments: GroupMoments, config: DiscoveryConfig) -> np.ndarray:
@@ -210,7 +241,9 @@ def _coherence(acts: np.ndarray, is_tail: np.ndarray, moments: GroupMoments, con
         return coherence(binned_mutual_information(histogram, 1), binned_mutual_information(histogram, 0))
     correlation = CorrelationAccumulator.from_moments(moments)
     correlation.update(acts, is_tail)
-    return coherence(gaussian_mutual_information(correlation.correlation(1)), gaussian_mutual_information(correlation.correlation(0)))
+    return coherence(
+        gaussian_mutual_information(correlation.correlation(1)), gaussian_mutual_information(correlation.correlation(0))
+    )
 
 
 def _validate(reward_model, examples, features, moments, records, config, progress) -> float | None:
@@ -222,8 +255,12 @@ def _validate(reward_model, examples, features, moments, records, config, progre
     tail_pairs = np.flatnonzero(examples.is_tail[:n_pairs])
     head_examples = np.flatnonzero(~examples.is_tail)
     pairs = np.sort(rng.choice(tail_pairs, size=min(config.patch_pairs, len(tail_pairs)), replace=False))
-    donors = _donor_activations(reward_model, examples, features, rng.choice(head_examples, size=2 * len(pairs)), config)
-    bench = PatchBench(reward_model, examples, features, pairs, moments.mean(0), donors, config.pooling, config.batch_size)
+    donors = _donor_activations(
+        reward_model, examples, features, rng.choice(head_examples, size=2 * len(pairs)), config
+    )
+    bench = PatchBench(
+        reward_model, examples, features, pairs, moments.mean(0), donors, config.pooling, config.batch_size
+    )
     exact_points, attribution_points = [], []
     targets = records[: config.max_validated]
     for record in tqdm(targets, desc="discover: patching", disable=not progress, leave=False):
@@ -233,7 +270,12 @@ def _validate(reward_model, examples, features, moments, records, config, progre
             attribution = bench.attribution(members, mode)
             exact_points.append(effect)
             attribution_points.append(attribution)
-            result = PatchResult(mode=mode, mean_abs_delta_reward=effect, tail_accuracy_change=accuracy_change, attribution_mean_abs_delta_reward=attribution)
+            result = PatchResult(
+                mode=mode,
+                mean_abs_delta_reward=effect,
+                tail_accuracy_change=accuracy_change,
+                attribution_mean_abs_delta_reward=attribution,
+            )
             if mode == config.null_mode:
                 null = []
                 for random_set in random_feature_sets(features, members, config.n_null, rng):
@@ -242,7 +284,11 @@ def _validate(reward_model, examples, features, moments, records, config, progre
                     attribution_points.append(bench.attribution(random_set, mode))
                 result.null_mean_abs_delta_reward = null
                 result.p_value = float((1 + np.sum(np.array(null) >= effect)) / (1 + len(null)))
-                record.patch_effect, record.patch_p_value, record.attribution_effect = effect, result.p_value, attribution
+                record.patch_effect, record.patch_p_value, record.attribution_effect = (
+                    effect,
+                    result.p_value,
+                    attribution,
+                )
             record.patch[mode] = result
     if len(exact_points) < 3:
         return None
@@ -252,11 +298,13 @@ def _validate(reward_model, examples, features, moments, records, config, progre
 def _donor_activations(reward_model, examples, features, donor_examples, config) -> np.ndarray:
     """Pooled activations of random head examples, one row per patched tail text (for ``resample``)."""
     rows = np.zeros((len(donor_examples), features.size))
-    position = {}
+    position: dict[int, list[int]] = {}
     for row, example in enumerate(donor_examples):
         position.setdefault(int(example), []).append(row)
     unique = np.array(sorted(position))
-    for batch in pooled_batches(reward_model, examples, features.sites, pooling=config.pooling, batch_size=config.batch_size, subset=unique):
+    for batch in pooled_batches(
+        reward_model, examples, features.sites, pooling=config.pooling, batch_size=config.batch_size, subset=unique
+    ):
         for example, acts in zip(batch.indices, batch.activations):
             rows[position[int(example)]] = acts
     return rows
@@ -267,7 +315,9 @@ def _ref(features: FeatureIndex, feature: int) -> NeuronRef:
     return NeuronRef(site=site.name, layer=site.layer, index=local, feature=int(feature))
 
 
-def _neuron_records(features, differential: DifferentialResult, specialised, candidates, permutation, fdr, top_k) -> list[NeuronRecord]:
+def _neuron_records(
+    features, differential: DifferentialResult, specialised, candidates, permutation, fdr, top_k
+) -> list[NeuronRecord]:
     """Neurons passing FDR plus the ``top_k`` largest |effect sizes| whether significant or not (at most
     MAX_LISTED_NEURONS), by |effect size|, largest first."""
     strongest = np.argsort(-np.abs(differential.effect_size), kind="stable")[:top_k]
@@ -276,8 +326,13 @@ def _neuron_records(features, differential: DifferentialResult, specialised, can
     permutation_of = dict(zip(candidates.tolist(), permutation.tolist()))
     return [
         NeuronRecord(
-            **_ref(features, j).model_dump(), delta=float(differential.delta[j]), effect_size=float(differential.effect_size[j]),
-            tau_score=float(differential.tau_score[j]), tau_specialised=bool(specialised[j]), p_value=float(differential.p_value[j]), q_value=float(differential.q_value[j]),
+            **_ref(features, j).model_dump(),
+            delta=float(differential.delta[j]),
+            effect_size=float(differential.effect_size[j]),
+            tau_score=float(differential.tau_score[j]),
+            tau_specialised=bool(specialised[j]),
+            p_value=float(differential.p_value[j]),
+            q_value=float(differential.q_value[j]),
             permutation_p_value=permutation_of.get(j),
         )
         for j in ranked

@@ -87,13 +87,21 @@ class PatchBench:
             def interventions(indices: np.ndarray):
                 rows = np.array([self.row_of[int(i)] for i in indices])
                 return {
-                    site: patch_response_tokens(torch.as_tensor(local), torch.as_tensor(self.values(mode, local + self.features.offset_of(site), rows)))
+                    site: patch_response_tokens(
+                        torch.as_tensor(local),
+                        torch.as_tensor(self.values(mode, local + self.features.offset_of(site), rows)),
+                    )
                     for site, local in by_site.items()
                 }
 
         for batch in pooled_batches(
-            self.reward_model, self.examples, sites, pooling=self.pooling, batch_size=self.batch_size,
-            subset=self.texts, interventions=interventions,
+            self.reward_model,
+            self.examples,
+            sites,
+            pooling=self.pooling,
+            batch_size=self.batch_size,
+            subset=self.texts,
+            interventions=interventions,
         ):
             rewards[[self.row_of[int(i)] for i in batch.indices]] = batch.rewards
         return rewards
@@ -113,11 +121,14 @@ class PatchBench:
                 model.model.zero_grad(set_to_none=True)
                 for site, offset in zip(self.sites, self.features.offsets[:-1]):
                     tokens = capture.tokens[site.name]
+                    assert tokens.grad is not None  # retain_token_grad kept it through backward
                     grad, acts = tokens.grad.double(), tokens.detach().double()
                     weights = mask.to(acts.device).unsqueeze(-1).double()
                     columns = slice(int(offset), int(offset) + site.width)
                     for mode in PATCH_MODES:
-                        target = torch.as_tensor(self.values(mode, np.arange(columns.start, columns.stop), rows)).unsqueeze(1)
+                        target = torch.as_tensor(
+                            self.values(mode, np.arange(columns.start, columns.stop), rows)
+                        ).unsqueeze(1)
                         out[mode][rows, columns] = ((target - acts) * grad * weights).sum(1).cpu().numpy()
         return out
 
@@ -128,7 +139,7 @@ def random_feature_sets(
     """Random feature sets with the same number of features per site (hence per layer) as ``members``."""
     widths = {s.name: s.width for s in features.sites}
     per_site = {site: len(local) for site, local in features.by_site(members).items()}
-    excluded = set(int(m) for m in members)
+    excluded = {int(m) for m in members}
     sets = []
     for _ in range(n_sets):
         chosen = []

@@ -36,8 +36,15 @@ def plot_coherence_graph(circuits: Circuits, path: str | Path) -> None:
     if graph.number_of_nodes():
         layout = nx.spring_layout(graph, seed=0)
         nx.draw_networkx(
-            graph, layout, ax=axis, node_color=[circuit_of.get(n, -1) for n in graph.nodes], cmap="tab20",
-            labels={n: label_of.get(n, str(n)) for n in graph.nodes}, font_size=6, node_size=120, width=0.6,
+            graph,
+            layout,
+            ax=axis,
+            node_color=[circuit_of.get(n, -1) for n in graph.nodes],
+            cmap="tab20",
+            labels={n: label_of.get(n, str(n)) for n in graph.nodes},
+            font_size=6,
+            node_size=120,
+            width=0.6,
         )
     axis.set_title(f"{len(circuits.circuits)} circuits; edges: coherence > {circuits.coherence_threshold or 0:.3g}")
     axis.axis("off")

@@ -48,7 +48,9 @@ def split_hh_transcript(text: str) -> tuple[str, str]:
     return text[:cut], text[cut:].strip()
 
 
-def split_implicit_prompt(chosen: list[Message], rejected: list[Message]) -> tuple[list[Message], list[Message], list[Message]]:
+def split_implicit_prompt(
+    chosen: list[Message], rejected: list[Message]
+) -> tuple[list[Message], list[Message], list[Message]]:
     """TRL's implicit-prompt form: the shared leading messages are the prompt."""
     shared = 0
     while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
@@ -88,5 +90,5 @@ def _render_with_template(prompt: list[Message], response: list[Message], tokeni
         return "", full
     prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     if full.startswith(prompt_text):
-        return prompt_text, full[len(prompt_text):]
+        return prompt_text, full[len(prompt_text) :]
     return "", full

@@ -9,10 +9,9 @@ in ``chosen``/``rejected`` are split into prompt and response. Pointwise rows: `
 
 from __future__ import annotations
 
-import warnings
-
 import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +90,8 @@ class _Table:
         return type(self)(**core, columns=extras, source=self.source, lines=lines)
 
     def split(self, name: str | None):
-        """Rows whose ``split`` column equals ``name``; the whole dataset when there is no such column or name is None."""
+        """Rows whose ``split`` column equals ``name``; the whole dataset when there is no such column or name is
+        None."""
         if name is None or "split" not in self.columns:
             return self
         keep = [i for i, value in enumerate(self.columns["split"]) if value == name]
@@ -155,7 +155,9 @@ class PreferenceDataset(_Table):
         return [p.prompt + p.chosen for p in self.render(None)]
 
     @classmethod
-    def from_records(cls, records: Iterable[dict] | Iterable[tuple[int, dict]], source: str = "<memory>") -> PreferenceDataset:
+    def from_records(
+        cls, records: Iterable[dict] | Iterable[tuple[int, dict]], source: str = "<memory>"
+    ) -> PreferenceDataset:
         rows = list(_numbered(records))
         if not rows:
             raise DataError("no records", file=source)
@@ -185,8 +187,13 @@ def _warn_identical(source: str, lines: list[int], total: int) -> None:
     """Pairs whose chosen and rejected are the same carry no preference: they are dropped, with a count."""
     shown = ", ".join(map(str, lines[:5])) + (", …" if len(lines) > 5 else "")
     if len(lines) == total:
-        raise DataError(f"all {total} pairs have identical chosen and rejected responses; nothing to learn from", file=source)
-    warnings.warn(f"{source}: dropped {len(lines)} of {total} pairs whose chosen and rejected are identical (lines {shown})", stacklevel=3)
+        raise DataError(
+            f"all {total} pairs have identical chosen and rejected responses; nothing to learn from", file=source
+        )
+    warnings.warn(
+        f"{source}: dropped {len(lines)} of {total} pairs whose chosen and rejected are identical (lines {shown})",
+        stacklevel=3,
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,7 +218,9 @@ class PointwiseDataset(_Table):
         return ["".join(pair) for pair in self.render(None)]
 
     @classmethod
-    def from_records(cls, records: Iterable[dict] | Iterable[tuple[int, dict]], source: str = "<memory>") -> PointwiseDataset:
+    def from_records(
+        cls, records: Iterable[dict] | Iterable[tuple[int, dict]], source: str = "<memory>"
+    ) -> PointwiseDataset:
         rows = list(_numbered(records))
         if not rows:
             raise DataError("no records", file=source)
@@ -241,6 +250,7 @@ def load_dataset(data: str | Path | Any, split: str | None = None) -> Preference
     if not rows:
         raise DataError("no records", file=source)
     first = rows[0][1]
+    dataset: PreferenceDataset | PointwiseDataset
     if "score" in first and "chosen" not in first:
         dataset = PointwiseDataset.from_records(rows, source)
     else:
@@ -251,7 +261,10 @@ def load_dataset(data: str | Path | Any, split: str | None = None) -> Preference
 def load_preferences(data: str | Path | Any, split: str | None = None) -> PreferenceDataset:
     dataset = load_dataset(data, split)
     if not isinstance(dataset, PreferenceDataset):
-        raise DataError("expected preference pairs with 'chosen' and 'rejected' columns, found pointwise 'score' data", file=dataset.source)
+        raise DataError(
+            "expected preference pairs with 'chosen' and 'rejected' columns, found pointwise 'score' data",
+            file=dataset.source,
+        )
     return dataset
 
 
@@ -276,7 +289,12 @@ def _extra_columns(rows: list[tuple[int, dict]], core: tuple[str, ...]) -> dict[
 def _parse_preference(record: dict, source: str, line: int) -> tuple[Turns, Turns, Turns]:
     for name in ("chosen", "rejected"):
         if name not in record or record[name] is None:
-            raise DataError("missing required column (a preference row needs 'chosen' and 'rejected')", file=source, line=line, field=name)
+            raise DataError(
+                "missing required column (a preference row needs 'chosen' and 'rejected')",
+                file=source,
+                line=line,
+                field=name,
+            )
     prompt = record.get("prompt")
     prompt = "" if prompt is None else _parse_turns(prompt, source, line, "prompt", allow_empty=True)
     # an already-split HH-RLHF row (e.g. one written by ``save``) may have an empty final turn, like the source data
@@ -297,7 +315,9 @@ def _split_hh(chosen: str, rejected: str, source: str, line: int) -> tuple[str, 
     their dialogue, both are kept whole with an empty prompt so no text is lost.
     """
     if not is_hh_transcript(rejected):
-        raise DataError("'chosen' is an HH-RLHF transcript but 'rejected' is not", file=source, line=line, field="rejected")
+        raise DataError(
+            "'chosen' is an HH-RLHF transcript but 'rejected' is not", file=source, line=line, field="rejected"
+        )
     prompt, chosen_response = split_hh_transcript(chosen)
     rejected_prompt, rejected_response = split_hh_transcript(rejected)
     if prompt != rejected_prompt:
@@ -312,7 +332,9 @@ def _parse_turns(value: Any, source: str, line: int, name: str, allow_empty: boo
         except ValueError as exc:
             raise DataError(str(exc), file=source, line=line, field=name) from exc
     if not isinstance(value, str):
-        raise DataError(f"expected text or a list of messages, got {type(value).__name__}", file=source, line=line, field=name)
+        raise DataError(
+            f"expected text or a list of messages, got {type(value).__name__}", file=source, line=line, field=name
+        )
     if not allow_empty and not value.strip():
         raise DataError("empty string", file=source, line=line, field=name)
     return value
@@ -324,7 +346,9 @@ def _parse_pointwise_text(record: dict, source: str, line: int) -> tuple[Turns, 
     if record.get("text") is not None:
         return "", _parse_turns(record["text"], source, line, "text")
     if record.get("response") is None:
-        raise DataError("a pointwise row needs 'text' or 'prompt' + 'response'", file=source, line=line, field="response")
+        raise DataError(
+            "a pointwise row needs 'text' or 'prompt' + 'response'", file=source, line=line, field="response"
+        )
     prompt = record.get("prompt")
     prompt = "" if prompt is None else _parse_turns(prompt, source, line, "prompt", allow_empty=True)
     return prompt, _parse_turns(record["response"], source, line, "response")

@@ -24,7 +24,8 @@ def detect_format(path: Path) -> str:
     ext = {"ndjson": "jsonl"}.get(ext, ext)
     if ext not in FORMATS:
         raise DataError(
-            f"unsupported file type '{''.join(path.suffixes) or '(none)'}'; use .jsonl, .json, .csv or .parquet (optionally .gz)",
+            f"unsupported file type '{''.join(path.suffixes) or '(none)'}'; "
+            "use .jsonl, .json, .csv or .parquet (optionally .gz)",
             file=path,
         )
     return ext
@@ -71,7 +72,7 @@ def _read_json(handle: io.TextIOBase, path: Path) -> Iterator[tuple[int, dict]]:
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
-        raise DataError("a JSON file must hold a list of records (or {\"data\": [...]})", file=path)
+        raise DataError('a JSON file must hold a list of records (or {"data": [...]})', file=path)
     for number, record in enumerate(data, start=1):
         yield number, _require_object(record, path, number)
 
@@ -81,7 +82,10 @@ def _read_csv(handle: io.TextIOBase, path: Path) -> Iterator[tuple[int, dict]]:
     for record in reader:
         if None in record:
             raise DataError("row has more values than the header", file=path, line=reader.line_num)
-        yield reader.line_num, {key: (_parse_csv_cell(value) if value is not None else None) for key, value in record.items()}
+        yield (
+            reader.line_num,
+            {key: (_parse_csv_cell(value) if value is not None else None) for key, value in record.items()},
+        )
 
 
 def _parse_csv_cell(value: str) -> Any:
@@ -103,8 +107,7 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, dict]]:
         table = pq.read_table(source)
     except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
         raise DataError(f"cannot read Parquet file: {exc}", file=path) from exc
-    for number, record in enumerate(table.to_pylist(), start=1):
-        yield number, record
+    yield from enumerate(table.to_pylist(), start=1)
 
 
 def _require_object(record: Any, path: Path, number: int) -> dict:

@@ -111,7 +111,7 @@ class RarityTail(TailDefinition):
     def __init__(self, quantile: float, spec: str) -> None:
         self.quantile, self.spec = quantile, spec
         self._tokenize: Callable[[str], list] | None = None
-        self._rare_count = 0
+        self._rare_count = 0.0
         self._counts: Counter = Counter()
         self._threshold = 0.0
 
@@ -157,7 +157,9 @@ class DensityTail(TailDefinition):
         texts = dataset.plain_texts()
         self._embed = _tfidf_embedder(texts) if self.space == "tfidf" else embedder
         if self._embed is None:
-            raise CartError(f"--tail-by {self.spec} needs a reward model to embed texts; use {self.spec}:tfidf without one")
+            raise CartError(
+                f"--tail-by {self.spec} needs a reward model to embed texts; use {self.spec}:tfidf without one"
+            )
         reference = np.asarray(self._embed(texts), dtype=np.float64)
         k = min(self.neighbours, len(texts) - 1)
         if k < 1:
@@ -172,7 +174,7 @@ class DensityTail(TailDefinition):
         return 1.0 / (distances.mean(axis=1) + 1e-12)
 
     def _mask(self, dataset: Any) -> np.ndarray:
-        if self._index is None:
+        if self._index is None or self._embed is None:
             raise CartError("fit the density tail definition before transform")
         texts = dataset.plain_texts()
         points = np.asarray(self._embed(texts), dtype=np.float64)
@@ -224,13 +226,17 @@ def _as_bool(value: Any, source: str, line: int, column: str) -> bool:
         return True
     if text in FALSE_VALUES:
         return False
-    raise DataError(f"expected a boolean (true/false, 1/0, yes/no), got {value!r}", file=source, line=line, field=column)
+    raise DataError(
+        f"expected a boolean (true/false, 1/0, yes/no), got {value!r}", file=source, line=line, field=column
+    )
 
 
 def _token_function(tokenizer: Any) -> Callable[[str], list]:
     if tokenizer is None:
         return lambda text: re.findall(r"\w+", text.lower())
-    return lambda text: tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]  # whole texts: no length warning
+    return lambda text: tokenizer(text, add_special_tokens=False, verbose=False)[
+        "input_ids"
+    ]  # whole texts: no length warning
 
 
 def _tfidf_embedder(corpus: list[str]) -> Embedder:

@@ -70,7 +70,9 @@ class BoNCurve(BaseModel):
 def best_of_n_curve(proxy: np.ndarray, gold: np.ndarray, ns: Sequence[int] = BON_NS) -> BoNCurve:
     proxy, gold = np.asarray(proxy, dtype=np.float64), np.asarray(gold, dtype=np.float64)
     if proxy.shape != gold.shape or proxy.ndim != 2 or proxy.size == 0:
-        raise CartError(f"proxy {proxy.shape} and gold {gold.shape} rewards must be the same non-empty (prompts, candidates) shape")
+        raise CartError(
+            f"proxy {proxy.shape} and gold {gold.shape} rewards must be the same non-empty (prompts, candidates) shape"
+        )
     ns = sorted(n for n in ns if n <= proxy.shape[1])
     picks = [expected_best_of_n(proxy, gold, n) for n in ns]
     mean_proxy = [float(p.mean()) for p, _ in picks]
@@ -79,6 +81,13 @@ def best_of_n_curve(proxy: np.ndarray, gold: np.ndarray, ns: Sequence[int] = BON
     proxy_gain = [(p - mean_proxy[0]) / proxy_scale for p in mean_proxy]
     gold_gain = [(g - mean_gold[0]) / gold_scale for g in mean_gold]
     return BoNCurve(
-        n=ns, kl=[kl_best_of_n(n) for n in ns], gold=mean_gold, proxy=mean_proxy, gold_gain=gold_gain, proxy_gain=proxy_gain,
-        n_prompts=proxy.shape[0], peak_n=ns[int(np.argmax(mean_gold))], gap_at_max_n=proxy_gain[-1] - gold_gain[-1],
+        n=ns,
+        kl=[kl_best_of_n(n) for n in ns],
+        gold=mean_gold,
+        proxy=mean_proxy,
+        gold_gain=gold_gain,
+        proxy_gain=proxy_gain,
+        n_prompts=proxy.shape[0],
+        peak_n=ns[int(np.argmax(mean_gold))],
+        gap_at_max_n=proxy_gain[-1] - gold_gain[-1],
     )

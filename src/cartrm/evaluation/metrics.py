@@ -75,7 +75,9 @@ def bootstrap_interval(values: np.ndarray, seed: int = 0, n_resamples: int = N_B
     if len(values) < 2 or np.all(values == values[0]):
         mean = float(values.mean()) if len(values) else float("nan")
         return mean, mean
-    result = bootstrap((values,), np.mean, n_resamples=n_resamples, method="percentile", random_state=seed, vectorized=True)
+    result = bootstrap(
+        (values,), np.mean, n_resamples=n_resamples, method="percentile", random_state=seed, vectorized=True
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -101,15 +103,21 @@ def group_metrics(
     low, high = bootstrap_interval(correct, seed)
     margins = chosen - rejected
     metrics: dict[str, Any] = {
-        "n": len(correct), "accuracy": float(correct.mean()), "ci_low": low, "ci_high": high,
-        "mean_margin": float(margins.mean()), "ece": expected_calibration_error(margins),
+        "n": len(correct),
+        "accuracy": float(correct.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "mean_margin": float(margins.mean()),
+        "ece": expected_calibration_error(margins),
     }
     if gold_margin is not None:
         sign = np.sign(gold_margin)
         gold_correct = np.where(sign == 0, 0.5, (np.sign(margins) == sign) + 0.5 * (margins == 0))
         gold_low, gold_high = bootstrap_interval(gold_correct, seed)
         metrics |= {
-            "gold_accuracy": float(gold_correct.mean()), "gold_ci_low": gold_low, "gold_ci_high": gold_high,
+            "gold_accuracy": float(gold_correct.mean()),
+            "gold_ci_low": gold_low,
+            "gold_ci_high": gold_high,
             "label_gold_agreement": float(np.mean(gold_margin > 0) + 0.5 * np.mean(gold_margin == 0)),
         }
     return GroupMetrics(**metrics)
@@ -163,6 +171,13 @@ def evaluate(
     """Score every pair with ``reward_model`` and compute the report."""
     chosen, rejected = reward_model.score_pairs(dataset, batch_size=batch_size, progress=progress)
     return evaluate_scores(
-        chosen, rejected, tail=tail, groups={c: dataset.column(c) for c in by}, gold_margin=gold_margin_of(dataset),
-        model=reward_model.name, data=dataset.source, tail_by=tail_by, seed=seed,
+        chosen,
+        rejected,
+        tail=tail,
+        groups={c: dataset.column(c) for c in by},
+        gold_margin=gold_margin_of(dataset),
+        model=reward_model.name,
+        data=dataset.source,
+        tail_by=tail_by,
+        seed=seed,
     )

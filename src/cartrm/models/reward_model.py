@@ -64,7 +64,9 @@ class RewardModel:
         else:
             path = minilm_path() if name == "minilm" else Path(name)
             if name != "minilm" and not path.is_dir():
-                raise CartError(f"model '{name}' is neither a built-in ({', '.join(BUILTIN_NAMES)}) nor a local model folder")
+                raise CartError(
+                    f"model '{name}' is neither a built-in ({', '.join(BUILTIN_NAMES)}) nor a local model folder"
+                )
             model, tokenizer = _from_pretrained(path, quiet_missing_head=name == "minilm")
         limit = max_length or min(DEFAULT_MAX_LENGTH, model_max_positions(model))
         return cls(model.to(default_device()), tokenizer, max_length=limit, name=name)
@@ -85,7 +87,9 @@ class RewardModel:
         for start in range(0, len(prompts), ENCODE_CHUNK):
             chunk_prompts = prompts[start : start + ENCODE_CHUNK]
             texts = [p + r for p, r in zip(chunk_prompts, responses[start : start + ENCODE_CHUNK])]
-            encoded = self.tokenizer(texts, truncation=True, max_length=max_length or self.max_length, return_offsets_mapping=True)
+            encoded = self.tokenizer(
+                texts, truncation=True, max_length=max_length or self.max_length, return_offsets_mapping=True
+            )
             input_ids.extend(encoded["input_ids"])
             for prompt, offsets in zip(chunk_prompts, encoded["offset_mapping"]):
                 masks.append([int(end > len(prompt) and end > begin) for begin, end in offsets])
@@ -95,11 +99,13 @@ class RewardModel:
         """Tokens of each ``prompt + response`` text, without truncation."""
         lengths: list[int] = []
         for start in range(0, len(prompts), ENCODE_CHUNK):
-            texts = [p + r for p, r in zip(prompts[start : start + ENCODE_CHUNK], responses[start : start + ENCODE_CHUNK])]
+            texts = [
+                p + r for p, r in zip(prompts[start : start + ENCODE_CHUNK], responses[start : start + ENCODE_CHUNK])
+            ]
             lengths.extend(len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"])
         return np.array(lengths, dtype=np.int64)
 
-    def collate(self, encoded: EncodedTexts, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+    def collate(self, encoded: EncodedTexts, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
         """Pad the selected sequences into a batch (``input_ids``, ``attention_mask``, ``response_mask``)."""
         rows = [encoded.input_ids[i] for i in indices]
         width = max(len(r) for r in rows)
@@ -116,7 +122,9 @@ class RewardModel:
             response[row, span] = torch.tensor(encoded.response_mask[i])
         return {"input_ids": ids, "attention_mask": attention, "response_mask": response}
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    def score(
+        self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 64, progress: bool = False
+    ) -> np.ndarray:
         """Rewards of ``prompt + response`` texts, in eval mode without gradients."""
         from tqdm.auto import tqdm
 
@@ -196,7 +204,9 @@ def reward_forward(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def _prepare_tokenizer(tokenizer: Any, model: Any) -> None:
     if not getattr(tokenizer, "is_fast", False):
-        raise CartError(f"{type(tokenizer).__name__} is not a fast tokenizer; cartrm needs offsets to find response tokens")
+        raise CartError(
+            f"{type(tokenizer).__name__} is not a fast tokenizer; cartrm needs offsets to find response tokens"
+        )
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise CartError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
@@ -256,16 +266,23 @@ def _decoder_tokenizer(tokenizer: Any) -> Any:
 
     backend = copy.deepcopy(tokenizer.backend_tokenizer)
     backend.post_processor = TemplateProcessing(
-        single=f"{tokenizer.cls_token} $A", pair=f"{tokenizer.cls_token} $A $B", special_tokens=[(tokenizer.cls_token, tokenizer.cls_token_id)]
+        single=f"{tokenizer.cls_token} $A",
+        pair=f"{tokenizer.cls_token} $A $B",
+        special_tokens=[(tokenizer.cls_token, tokenizer.cls_token_id)],
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=tokenizer.cls_token, eos_token=tokenizer.sep_token, pad_token=tokenizer.pad_token,
-        unk_token=tokenizer.unk_token, model_input_names=["input_ids", "attention_mask"],
+        tokenizer_object=backend,
+        bos_token=tokenizer.cls_token,
+        eos_token=tokenizer.sep_token,
+        pad_token=tokenizer.pad_token,
+        unk_token=tokenizer.unk_token,
+        model_input_names=["input_ids", "attention_mask"],
     )
 
 
 def model_max_positions(model: Any) -> int:
-    """The longest input the model's position embeddings allow (``CARTRM_MAX_LENGTH`` or 512 when the config does not say)."""
+    """The longest input the model's position embeddings allow (``CARTRM_MAX_LENGTH`` or 512 when the config does
+    not say)."""
     config = model.config
     for attribute in ("max_position_embeddings", "n_positions"):
         value = getattr(config, attribute, None)

@@ -16,20 +16,36 @@ from cartrm.report.results import BoNSummary, Comparison, MethodResults, RunResu
 COMPARED_METRICS = ("tail_accuracy", "head_accuracy", "tail_gold_accuracy", "head_gold_accuracy")
 CHALLENGERS = {"cart": None, "cart-ensemble": ("ensemble-mean",)}  # None: against every non-CART method
 SIGNIFICANCE = 0.05
-PHASE_PLOTS = {"delta_hist": "delta_hist.png", "coherence_graph": "coherence_graph.png", "vulnerability": "vulnerability.png"}
+PHASE_PLOTS = {
+    "delta_hist": "delta_hist.png",
+    "coherence_graph": "coherence_graph.png",
+    "vulnerability": "vulnerability.png",
+}
 
 
 def aggregate(config, outcomes: Sequence, total_seconds: float) -> RunResults:
     methods = {m: _method_results(m, outcomes) for m in config.methods}
     comparisons = _comparisons(config.methods, outcomes)
     first = config.directory / f"seed-{outcomes[0].seed}"
-    artifacts = {name: str(Path(first.name) / "analysis" / file) for name, file in PHASE_PLOTS.items() if (first / "analysis" / file).exists()}
+    artifacts = {
+        name: str(Path(first.name) / "analysis" / file)
+        for name, file in PHASE_PLOTS.items()
+        if (first / "analysis" / file).exists()
+    }
     if (config.directory / "bound" / "bound.png").exists():
         artifacts["bound"] = "bound/bound.png"
     return RunResults(
-        name=config.name, config=config.model_dump(mode="json"), setup=_setup(config), seeds=list(config.seeds),
-        methods=methods, comparisons=comparisons, stability=_stability(config, outcomes), verdict=verdict(comparisons),
-        notes=_notes(config, outcomes, comparisons), artifacts=artifacts, total_seconds=total_seconds,
+        name=config.name,
+        config=config.model_dump(mode="json"),
+        setup=_setup(config),
+        seeds=list(config.seeds),
+        methods=methods,
+        comparisons=comparisons,
+        stability=_stability(config, outcomes),
+        verdict=verdict(comparisons),
+        notes=_notes(config, outcomes, comparisons),
+        artifacts=artifacts,
+        total_seconds=total_seconds,
     )
 
 
@@ -44,8 +60,11 @@ def _method_results(method: str, outcomes: Sequence) -> MethodResults:
         curves = [o.bon[method][group] for o in outcomes if method in o.bon and group in o.bon[method]]
         if curves:
             bon[group] = BoNSummary(
-                group=group, curves=curves, peak_n=[c.peak_n for c in curves],
-                gold_at_peak=summarise_seeds([max(c.gold) for c in curves]), gold_at_max=summarise_seeds([c.gold[-1] for c in curves]),
+                group=group,
+                curves=curves,
+                peak_n=[c.peak_n for c in curves],
+                gold_at_peak=summarise_seeds([max(c.gold) for c in curves]),
+                gold_at_max=summarise_seeds([c.gold[-1] for c in curves]),
                 gap_at_max=summarise_seeds([c.gap_at_max_n for c in curves]),
             )
     return MethodResults(
@@ -67,7 +86,11 @@ def _comparisons(methods: Sequence[str], outcomes: Sequence) -> list[Comparison]
     for challenger, baselines in CHALLENGERS.items():
         if challenger not in methods:
             continue
-        against = [m for m in methods if m not in CHALLENGERS] if baselines is None else [b for b in baselines if b in methods]
+        against = (
+            [m for m in methods if m not in CHALLENGERS]
+            if baselines is None
+            else [b for b in baselines if b in methods]
+        )
         for baseline, metric in itertools.product(against, COMPARED_METRICS):
             if metric not in outcomes[0].correct[challenger]:
                 continue
@@ -84,9 +107,15 @@ def verdict(comparisons: Sequence[Comparison]) -> list[str]:
     lines = []
     for method, baseline in dict.fromkeys((c.method, c.baseline) for c in comparisons):
         prefix = "gold_" if (method, baseline, "tail_gold_accuracy") in by_key else ""
-        tail, head = by_key[(method, baseline, f"tail_{prefix}accuracy")], by_key[(method, baseline, f"head_{prefix}accuracy")]
+        tail, head = (
+            by_key[(method, baseline, f"tail_{prefix}accuracy")],
+            by_key[(method, baseline, f"head_{prefix}accuracy")],
+        )
         label = "gold accuracy" if prefix else "accuracy"
-        lines.append(f"{method} {_effect(tail)} tail {label} over {baseline}: {_points(tail)}; head {label} changes by {_points(head)}.")
+        lines.append(
+            f"{method} {_effect(tail)} tail {label} over {baseline}: {_points(tail)}; "
+            f"head {label} changes by {_points(head)}."
+        )
     return lines or ["No CART method ran, so there is no comparison to report."]
 
 
@@ -100,11 +129,13 @@ def _effect(comparison: Comparison) -> str:
 def _points(comparison: Comparison) -> str:
     p = comparison.paired
     p_text = "p < 0.001" if p.p_value < 0.001 else f"p = {p.p_value:.3f}"
-    return f"{100 * p.difference:+.1f} points [{100 * p.ci_low:+.1f}, {100 * p.ci_high:+.1f}] ({p_text}, n = {p.n} pairs)"
+    return (
+        f"{100 * p.difference:+.1f} points [{100 * p.ci_low:+.1f}, {100 * p.ci_high:+.1f}] ({p_text}, n = {p.n} pairs)"
+    )
 
 
 def _stability(config, outcomes: Sequence) -> Stability | None:
-    from cartrm.training.ensemble import circuit_overlap, top_tail_neurons
+    from cartrm.circuits.compare import circuit_overlap, top_tail_neurons
 
     folders = [config.directory / f"seed-{o.seed}" / "analysis" / "circuits.json" for o in outcomes]
     if not all(f.exists() for f in folders):
@@ -124,25 +155,41 @@ def _circuit_matching(circuits: Sequence[Circuits], largest: int = 10) -> float:
     """Mean over ordered seed pairs and over the ``largest`` circuits of one seed of the best Jaccard with any
     circuit of the other seed (circuits as sets of neuron ids)."""
     sets = [[{m.feature for m in c.members} for c in found.circuits[:largest]] for found in circuits]
-    scores = [max(len(a & b) / len(a | b) for b in other) for mine, other in itertools.permutations(sets, 2) for a in mine if other]
+    scores = [
+        max(len(a & b) / len(a | b) for b in other)
+        for mine, other in itertools.permutations(sets, 2)
+        for a in mine
+        if other
+    ]
     return float(np.mean(scores)) if scores else 0.0
 
 
 def _setup(config) -> dict[str, str]:
-    from cartrm.pipeline import versions
+    from cartrm.io import versions
 
     if config.uses_benchmark:
         b = config.benchmark
-        data = (f"embedded long-tail benchmark: {b.n_train} training / {b.n_validation} validation pairs (head share α = {b.alpha}), "
-                f"test {b.n_test_head} head + {b.n_test_tail} tail pairs; one benchmark instance per seed")
+        data = (
+            f"embedded long-tail benchmark: {b.n_train} training / {b.n_validation} validation pairs "
+            f"(head share α = {b.alpha}), "
+            f"test {b.n_test_head} head + {b.n_test_tail} tail pairs; one benchmark instance per seed"
+        )
     else:
         data = f"{config.data} (tail: {config.tail_by})"
     t = config.train
     return {
-        "data": data, "model": config.model, "methods": ", ".join(config.methods), "seeds": ", ".join(map(str, config.seeds)),
+        "data": data,
+        "model": config.model,
+        "methods": ", ".join(config.methods),
+        "seeds": ", ".join(map(str, config.seeds)),
         "training": f"{t.epochs} epoch(s), batch {t.batch_size} pairs, lr {t.learning_rate}, max length {t.max_length}",
         "analysis": f"discovery and assessment on ≤ {config.analysis_pairs} training pairs (up to half tail)",
-        "best-of-n": f"{config.bon_prompts} head + {config.bon_prompts} tail test prompts, {config.bon_candidates} candidates each" if config.uses_benchmark and config.bon_prompts else "skipped",
+        "best-of-n": (
+            f"{config.bon_prompts} head + {config.bon_prompts} tail test prompts, "
+            f"{config.bon_candidates} candidates each"
+        )
+        if config.uses_benchmark and config.bon_prompts
+        else "skipped",
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
     }
 
@@ -151,10 +198,15 @@ def _notes(config, outcomes: Sequence, comparisons: Sequence[Comparison]) -> lis
     notes = []
     pairs = len({(c.method, c.baseline) for c in comparisons})
     if pairs > 1:
-        notes.append(f"The {pairs} verdict lines carry p-values of single comparisons, not adjusted for multiple testing: "
-                     f"by chance alone about {SIGNIFICANCE * pairs * 2:.1f} of their {pairs * 2} head/tail tests would reach p < {SIGNIFICANCE}.")
+        notes.append(
+            f"The {pairs} verdict lines carry p-values of single comparisons, not adjusted for multiple testing: "
+            f"by chance alone about {SIGNIFICANCE * pairs * 2:.1f} of their {pairs * 2} head/tail tests "
+            f"would reach p < {SIGNIFICANCE}."
+        )
     if not config.uses_benchmark:
         notes.append("User data: no gold reward and no response sampler, so gold accuracy and best-of-n are skipped.")
     if len(outcomes) == 1:
-        notes.append("One seed: intervals over seeds have zero width; the paired comparisons still resample test pairs.")
+        notes.append(
+            "One seed: intervals over seeds have zero width; the paired comparisons still resample test pairs."
+        )
     return notes

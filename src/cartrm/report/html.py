@@ -7,6 +7,7 @@ bound trend) are the PNGs listed in its ``artifacts``, the run-level figures are
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Callable
 from html import escape
@@ -24,7 +25,11 @@ Column = tuple[str, Callable[[MethodResults], str]]  # a results-table column: h
 # (name, caption, drawer or None for a phase artifact), in page order.
 FIGURES: tuple[tuple[str, str, Callable | None], ...] = (
     ("accuracy", "Head and tail accuracy per method (mean over seeds, 95% interval)", plot_accuracy),
-    ("best_of_n", "Best-of-n: gold reward of the proxy's pick vs KL_bon (mean over seeds, band: min–max)", plot_best_of_n),
+    (
+        "best_of_n",
+        "Best-of-n: gold reward of the proxy's pick vs KL_bon (mean over seeds, band: min–max)",
+        plot_best_of_n,
+    ),
     ("delta_hist", "Δ = E_tail[a] − E_head[a] over all features (circuit discovery)", None),
     ("coherence_graph", "Candidate neurons joined by coherence, coloured by circuit", None),
     ("vulnerability", "Circuit vulnerability ranking (eq. 9)", None),
@@ -118,6 +123,7 @@ def fmt_duration(seconds: float) -> str:
 
 def _table(header: list[str], rows: list[list[str]], text_columns: frozenset[int] = frozenset()) -> str:
     """Numbers right-aligned, the first column and ``text_columns`` left-aligned; wide tables scroll sideways."""
+
     def cell(tag: str, i: int, text: str) -> str:
         return f'<{tag} class="text">{escape(text)}</{tag}>' if i in text_columns else f"<{tag}>{escape(text)}</{tag}>"
 
@@ -137,7 +143,11 @@ def _verdict(lines: list[str]) -> str:
 
 
 def _setup(results: RunResults) -> str:
-    entries = {**results.setup, "seeds": ", ".join(map(str, results.seeds)), "total time": fmt_duration(results.total_seconds)}
+    entries = {
+        **results.setup,
+        "seeds": ", ".join(map(str, results.seeds)),
+        "total time": fmt_duration(results.total_seconds),
+    }
     items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in entries.items())
     return f"<h2>Setup</h2>\n<dl>{items}</dl>"
 
@@ -148,10 +158,16 @@ def _results_table(results: RunResults) -> str:
         return '<h2>Results</h2>\n<p class="muted">No methods were evaluated.</p>'
     n_seeds = len(results.seeds)
     caption = f"Mean over {n_seeds} seed{'s' if n_seeds != 1 else ''} [95% t-interval]."
-    parts = [f'<h2>Results</h2>\n<p class="muted">{escape(caption)}</p>', _method_table(results, _accuracy_columns(results))]
+    parts = [
+        f'<h2>Results</h2>\n<p class="muted">{escape(caption)}</p>',
+        _method_table(results, _accuracy_columns(results)),
+    ]
     bon_columns = _bon_columns(results)
     if bon_columns:
-        note = "Gold reward of the proxy's pick at its best n and at the largest n; gap: proxy − gold gain (in SDs) at the largest n."
+        note = (
+            "Gold reward of the proxy's pick at its best n and at the largest n; "
+            "gap: proxy − gold gain (in SDs) at the largest n."
+        )
         parts += [f'<h3>Best-of-n</h3>\n<p class="muted">{escape(note)}</p>', _method_table(results, bon_columns)]
     return "\n".join(parts)
 
@@ -169,10 +185,14 @@ def _accuracy_columns(results: RunResults) -> list[Column]:
     ]
     for group in ("head", "tail"):
         if any(getattr(m, f"{group}_gold_accuracy") for m in results.methods.values()):
-            columns.append((f"{group} gold acc", lambda m, g=group: fmt_summary(getattr(m, f"{g}_gold_accuracy"))))
+            columns.append((f"{group} gold acc", functools.partial(_gold_accuracy_cell, group)))
     columns.append(("ECE", lambda m: fmt_summary(m.ece)))
     columns.append(("train s", lambda m: fmt_summary(m.train_seconds, digits=0)))
     return columns
+
+
+def _gold_accuracy_cell(group: str, method: MethodResults) -> str:
+    return fmt_summary(getattr(method, f"{group}_gold_accuracy"))
 
 
 def _bon_columns(results: RunResults) -> list[Column]:
@@ -181,8 +201,11 @@ def _bon_columns(results: RunResults) -> list[Column]:
 
     columns: list[Column] = []
     for group in bon_groups(results):
-        columns += [(f"{group} gold @ peak", cell(group, "gold_at_peak")), (f"{group} gold @ max n", cell(group, "gold_at_max")),
-                    (f"{group} gap @ max n", cell(group, "gap_at_max"))]
+        columns += [
+            (f"{group} gold @ peak", cell(group, "gold_at_peak")),
+            (f"{group} gold @ max n", cell(group, "gold_at_max")),
+            (f"{group} gap @ max n", cell(group, "gap_at_max")),
+        ]
     return columns
 
 
@@ -190,9 +213,14 @@ def _comparisons(results: RunResults) -> str:
     if not results.comparisons:
         return ""
     rows = [
-        [f"{c.method} − {c.baseline}", c.metric, str(c.paired.n),
-         f"{fmt(c.paired.difference, signed=True)} [{fmt(c.paired.ci_low, signed=True)}, {fmt(c.paired.ci_high, signed=True)}]",
-         fmt_p(c.paired.p_value)]
+        [
+            f"{c.method} − {c.baseline}",
+            c.metric,
+            str(c.paired.n),
+            f"{fmt(c.paired.difference, signed=True)} "
+            f"[{fmt(c.paired.ci_low, signed=True)}, {fmt(c.paired.ci_high, signed=True)}]",
+            fmt_p(c.paired.p_value),
+        ]
         for c in results.comparisons
     ]
     note = "Paired bootstrap over the same test pairs: mean difference, 95% interval, two-sided p-value."
@@ -205,12 +233,17 @@ def _stability(results: RunResults) -> str:
     if stability is None:
         return ""
     summary = (
-        f"Top-{stability.top_k} tail neurons across seeds: mean pairwise Jaccard {fmt(stability.across_seeds_neuron_jaccard)}; "
+        f"Top-{stability.top_k} tail neurons across seeds: "
+        f"mean pairwise Jaccard {fmt(stability.across_seeds_neuron_jaccard)}; "
         f"circuits across seeds: {fmt(stability.across_seeds_circuit_jaccard)}."
     )
     rows = [
-        [str(s.seed), fmt(s.baseline_vs_cart_jaccard), ", ".join(s.targets) or "–",
-         "; ".join(f"{t}: {fmt(s.vuln_before.get(t))} → {fmt(s.vuln_after.get(t))}" for t in s.targets) or "–"]
+        [
+            str(s.seed),
+            fmt(s.baseline_vs_cart_jaccard),
+            ", ".join(s.targets) or "–",
+            "; ".join(f"{t}: {fmt(s.vuln_before.get(t))} → {fmt(s.vuln_after.get(t))}" for t in s.targets) or "–",
+        ]
         for s in stability.per_seed
     ]
     header = ["seed", f"top-{stability.top_k} Jaccard baseline vs CART", "targets", "Vuln before → after"]
@@ -235,7 +268,9 @@ def _figures(results: RunResults, run_dir: Path, notes: list[str]) -> str:
         if image is None:
             notes.append(f"figure {name!r} skipped: {results.artifacts.get(name, path)} is missing or not a PNG")
             continue
-        parts.append(f'<figure><img alt="{escape(name)}" src="{image}"><figcaption>{escape(caption)}</figcaption></figure>')
+        parts.append(
+            f'<figure><img alt="{escape(name)}" src="{image}"><figcaption>{escape(caption)}</figcaption></figure>'
+        )
     return "<h2>Figures</h2>\n" + "\n".join(parts) if parts else ""
 
 

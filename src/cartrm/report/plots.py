@@ -48,8 +48,17 @@ def _grouped_bars(axis, results: RunResults, fields: tuple[str, str]) -> None:
         summaries = [getattr(results.methods[m], field) for m in methods]
         means = [s.mean if s else np.nan for s in summaries]
         errors = np.array([_error_bar(s) for s in summaries]).T
-        axis.bar(positions + offset, means, width=0.4, yerr=errors, capsize=3, color=colour,
-                 edgecolor="black", linewidth=0.5, label=label)
+        axis.bar(
+            positions + offset,
+            means,
+            width=0.4,
+            yerr=errors,
+            capsize=3,
+            color=colour,
+            edgecolor="black",
+            linewidth=0.5,
+            label=label,
+        )
     axis.set_xticks(positions, methods, rotation=30 if len(methods) > 4 else 0)
     axis.set_ylim(0, 1.05)
     axis.axhline(0.5, color="grey", linewidth=0.6, linestyle=":", zorder=0)
@@ -113,7 +122,9 @@ def plot_vuln_before_after(results: RunResults, path: str | Path) -> bool:
     values = [v for p in points.values() for x, y, _ in p for v in (x, y)]
     low, high = min(values), max(values)
     pad = 0.05 * (high - low or 1.0)
-    axis.plot([low - pad, high + pad], [low - pad, high + pad], color="grey", linestyle="--", linewidth=0.8, label="y = x")
+    axis.plot(
+        [low - pad, high + pad], [low - pad, high + pad], color="grey", linestyle="--", linewidth=0.8, label="y = x"
+    )
     axis.set_xlabel("Vuln before CART (baseline)")
     axis.set_ylabel("Vuln after CART")
     axis.set_title("targeted circuits")
@@ -128,8 +139,11 @@ def _vuln_points(results: RunResults) -> dict[int, list[tuple[float, float, str]
         return {}
     points = {}
     for record in results.stability.per_seed:
-        seed_points = [(record.vuln_before[t], record.vuln_after[t], t) for t in record.targets
-                       if t in record.vuln_before and t in record.vuln_after]
+        seed_points = [
+            (record.vuln_before[t], record.vuln_after[t], t)
+            for t in record.targets
+            if t in record.vuln_before and t in record.vuln_after
+        ]
         if seed_points:
             points[record.seed] = seed_points
     return points

@@ -1,6 +1,6 @@
 """``results.json``: every headline figure of a ``cart run``, over seeds, with intervals and paired tests.
 
-Written by :func:`cartrm.pipeline.run_experiment`; read by the HTML report (``cart report RUN_DIR``).
+Written by :func:`cartrm.experiments.pipeline.run_experiment`; read by the HTML report (``cart report RUN_DIR``).
 Paths in ``artifacts`` are relative to the run directory.
 """
 
@@ -102,5 +102,7 @@ class RunResults(_Record):
             raise CartError(f"{path}: no results.json (run `cart run` first)")
         data = json.loads(path.read_text())
         if data.get("schema_version") != RESULTS_SCHEMA_VERSION:
-            raise CartError(f"{path}: results schema version {data.get('schema_version')}, expected {RESULTS_SCHEMA_VERSION}")
+            raise CartError(
+                f"{path}: results schema version {data.get('schema_version')}, expected {RESULTS_SCHEMA_VERSION}"
+            )
         return cls.model_validate(data)

@@ -1,7 +1,7 @@
 """Circuit-guided augmentation of tail pairs (SPEC §Phase 3, paper eq. 10–11).
 
 A family G(x) of transformations edits a tail pair; the candidates that most activate the vulnerable
-circuits C_v are kept: x̃ = argmax_{x'∈G(x)} Σ_{c∈C_v} a_c(x') (eq. 11), a_c(x) being the plain mean of the
+circuits C_v are kept: x̃ = argmax_{x'∈G(x)} Σ_{c∈C_v} a_c(x') (eq. 10), a_c(x) being the plain mean of the
 circuit's members' pooled activations (as in phase 2). A pair's score is the mean over its two texts
 (prompt + chosen, prompt + rejected).
 
@@ -39,19 +39,100 @@ Transform = Callable[[RenderedPair, np.random.Generator, TailVocabulary], Render
 SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?])\s+")
 WORD = re.compile(r"\b[A-Za-z]{4,}\b")
 STOP_WORDS = frozenset(
-    """about after again also because been before being could does doing each from have here into just
-    like make more most much need only other over some such than that their them then there these they
-    this those through very want were what when where which while will with would your yours
-    user assistant system human""".split()  # the last four: chat-template role names, never edited
+    [
+        "about",
+        "after",
+        "again",
+        "also",
+        "because",
+        "been",
+        "before",
+        "being",
+        "could",
+        "does",
+        "doing",
+        "each",
+        "from",
+        "have",
+        "here",
+        "into",
+        "just",
+        "like",
+        "make",
+        "more",
+        "most",
+        "much",
+        "need",
+        "only",
+        "other",
+        "over",
+        "some",
+        "such",
+        "than",
+        "that",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "very",
+        "want",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "will",
+        "with",
+        "would",
+        "your",
+        "yours",
+        "user",
+        "assistant",
+        "system",
+        "human",
+    ]  # the last four: chat-template role names, never edited
 )
 SYNONYMS: dict[str, str] = {
-    "start": "begin", "careful": "cautious", "help": "assist", "practice": "training", "important": "essential",
-    "simple": "basic", "slowly": "gradually", "main": "principal", "thing": "point", "patience": "perseverance",
-    "progress": "improvement", "deliberate": "intentional", "preparation": "planning", "notes": "records",
-    "compare": "contrast", "short": "brief", "regular": "frequent", "sessions": "periods", "better": "superior",
-    "change": "alter", "closely": "attentively", "early": "soon", "understand": "grasp", "check": "verify",
-    "many": "numerous", "people": "folks", "begin": "commence", "worth": "valuable", "proper": "suitable",
-    "guidance": "advice", "unsure": "uncertain", "useful": "helpful", "enjoy": "savour", "great": "excellent",
+    "start": "begin",
+    "careful": "cautious",
+    "help": "assist",
+    "practice": "training",
+    "important": "essential",
+    "simple": "basic",
+    "slowly": "gradually",
+    "main": "principal",
+    "thing": "point",
+    "patience": "perseverance",
+    "progress": "improvement",
+    "deliberate": "intentional",
+    "preparation": "planning",
+    "notes": "records",
+    "compare": "contrast",
+    "short": "brief",
+    "regular": "frequent",
+    "sessions": "periods",
+    "better": "superior",
+    "change": "alter",
+    "closely": "attentively",
+    "early": "soon",
+    "understand": "grasp",
+    "check": "verify",
+    "many": "numerous",
+    "people": "folks",
+    "begin": "commence",
+    "worth": "valuable",
+    "proper": "suitable",
+    "guidance": "advice",
+    "unsure": "uncertain",
+    "useful": "helpful",
+    "enjoy": "savour",
+    "great": "excellent",
 }
 REWRITE_PROMPT = "Rewrite the following answer in different words:\n{text}\nRewrite:"
 
@@ -143,7 +224,9 @@ def synonym(pair: RenderedPair, rng: np.random.Generator, vocabulary: TailVocabu
     return replace(pair, chosen=_replace_words(pair.chosen, mapping), rejected=_replace_words(pair.rejected, mapping))
 
 
-def drop_shared_sentence(pair: RenderedPair, rng: np.random.Generator, vocabulary: TailVocabulary) -> RenderedPair | None:
+def drop_shared_sentence(
+    pair: RenderedPair, rng: np.random.Generator, vocabulary: TailVocabulary
+) -> RenderedPair | None:
     """Delete a sentence both responses contain verbatim: shared content is not what the label is about."""
     chosen, rejected = split_sentences(pair.chosen), split_sentences(pair.rejected)
     shared = [s for s in dict.fromkeys(chosen) if s in rejected]
@@ -214,7 +297,9 @@ class LMRewriter:
         except (OSError, ValueError) as exc:
             raise CartError(f"cannot load a causal LM from {path}: {str(exc).splitlines()[0]}") from exc
         self.seed, self.max_new_tokens, self.temperature = seed, max_new_tokens, temperature
-        self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.pad_token_id = (
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        )
 
     def rewrite(self, texts: list[str], salt: int = 0) -> list[str]:
         """One sampled paraphrase per text (the original text when the sample decodes to nothing)."""
@@ -223,12 +308,17 @@ class LMRewriter:
     def _rewrite_one(self, text: str, salt: int) -> str:
         inputs = self.tokenizer(REWRITE_PROMPT.format(text=text), return_tensors="pt")
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(int(np.random.SeedSequence([self.seed, salt, zlib.crc32(text.encode())]).generate_state(1)[0]))
+            torch.manual_seed(
+                int(np.random.SeedSequence([self.seed, salt, zlib.crc32(text.encode())]).generate_state(1)[0])
+            )
             output = self.model.generate(
-                **inputs, do_sample=True, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
+                **inputs,
+                do_sample=True,
+                temperature=self.temperature,
+                max_new_tokens=self.max_new_tokens,
                 pad_token_id=self.pad_token_id,
             )
-        sample = self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        sample = str(self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)).strip()
         return sample or text
 
 
@@ -245,7 +335,9 @@ def _require_causal_lm(path: str) -> None:
         raise CartError(f"{path} is not a Hugging Face model folder: {str(exc).splitlines()[0]}") from exc
     causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
     architectures = getattr(config, "architectures", None) or []
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (architectures and not causal & set(architectures)):
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (
+        architectures and not causal & set(architectures)
+    ):
         saved = ", ".join(architectures) or config.model_type
         raise CartError(f"{path} holds {saved}, not a causal LM; lm_rewrite needs a generator (AutoModelForCausalLM)")
 
@@ -260,8 +352,13 @@ def _lm_rewrite(pair: RenderedPair, rng: np.random.Generator, rewriter: LMRewrit
 
 
 def generate_candidates(
-    pairs: Sequence[RenderedPair], sources: Sequence[int], n_candidates: int, seed: int, vocabulary: TailVocabulary,
-    rewriter: LMRewriter | None = None, transforms: Sequence[str] | None = None,
+    pairs: Sequence[RenderedPair],
+    sources: Sequence[int] | np.ndarray,
+    n_candidates: int,
+    seed: int,
+    vocabulary: TailVocabulary,
+    rewriter: LMRewriter | None = None,
+    transforms: Sequence[str] | None = None,
 ) -> list[AugmentedPair]:
     """Up to ``n_candidates`` distinct edits of each pair, none equal to the original (G(x), eq. 10), drawn
     from ``transforms`` (names in ``TRANSFORMS``; default all).
@@ -275,9 +372,15 @@ def generate_candidates(
     chosen = list(TRANSFORMS if transforms is None else transforms)
     unknown = [name for name in chosen if name not in TRANSFORMS]
     if unknown or not chosen:
-        raise CartError(f"unknown augmentation transform(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TRANSFORMS)}")
+        raise CartError(
+            f"unknown augmentation transform(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TRANSFORMS)}"
+        )
     names = [*chosen, *(["lm_rewrite"] if rewriter else [])]
-    return [c for pair, source in zip(pairs, sources) for c in _pair_candidates(pair, int(source), n_candidates, seed, vocabulary, rewriter, names)]
+    return [
+        c
+        for pair, source in zip(pairs, sources)
+        for c in _pair_candidates(pair, int(source), n_candidates, seed, vocabulary, rewriter, names)
+    ]
 
 
 def _pair_candidates(pair, source, n_candidates, seed, vocabulary, rewriter, names) -> list[AugmentedPair]:
@@ -285,7 +388,9 @@ def _pair_candidates(pair, source, n_candidates, seed, vocabulary, rewriter, nam
     seen, out = {pair}, []
     for _ in range(n_candidates):
         for name in (names[i] for i in rng.permutation(len(names))):
-            edited = _lm_rewrite(pair, rng, rewriter) if name == "lm_rewrite" else TRANSFORMS[name](pair, rng, vocabulary)
+            edited = (
+                _lm_rewrite(pair, rng, rewriter) if name == "lm_rewrite" else TRANSFORMS[name](pair, rng, vocabulary)
+            )
             if edited is None or edited in seen:
                 continue
             seen.add(edited)
@@ -295,7 +400,7 @@ def _pair_candidates(pair, source, n_candidates, seed, vocabulary, rewriter, nam
     return out
 
 
-# ---- selection by circuit activation (eq. 11) -----------------------------------------------------------
+# ---- selection by circuit activation (eq. 10) -----------------------------------------------------------
 
 
 def _circuit_activations(reward_model, encoded, members, feature_index, pooling, batch_size) -> np.ndarray:
@@ -316,10 +421,15 @@ def _circuit_activations(reward_model, encoded, members, feature_index, pooling,
 
 
 def circuit_scores(
-    reward_model: RewardModel, prompts: Sequence[str], responses: Sequence[str], members: Sequence[np.ndarray],
-    feature_index: FeatureIndex, pooling: str, batch_size: int = 32,
+    reward_model: RewardModel,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    members: Sequence[np.ndarray],
+    feature_index: FeatureIndex,
+    pooling: str,
+    batch_size: int = 32,
 ) -> np.ndarray:
-    """Σ_{c∈C_v} a_c(x) for every ``prompt + response`` text (the objective of eq. 11), shape (N,)."""
+    """Σ_{c∈C_v} a_c(x) for every ``prompt + response`` text (the objective of eq. 10), shape (N,)."""
     if not members or any(len(m) == 0 for m in members):
         raise CartError("circuit scores need at least one circuit, each with at least one member feature")
     if not prompts:
@@ -329,10 +439,15 @@ def circuit_scores(
 
 
 def select_by_circuits(
-    reward_model: RewardModel, candidates: Sequence[AugmentedPair], members: Sequence[np.ndarray],
-    feature_index: FeatureIndex, pooling: str, keep: int = 1, batch_size: int = 32,
+    reward_model: RewardModel,
+    candidates: Sequence[AugmentedPair],
+    members: Sequence[np.ndarray],
+    feature_index: FeatureIndex,
+    pooling: str,
+    keep: int = 1,
+    batch_size: int = 32,
 ) -> list[AugmentedPair]:
-    """Per source pair, the ``keep`` candidates of largest score (eq. 11), best first, sources in order.
+    """Per source pair, the ``keep`` candidates of largest score (eq. 10), best first, sources in order.
 
     A candidate's score is the mean of Σ_c a_c over its two texts; ties keep the candidates' order.
     """
@@ -341,8 +456,15 @@ def select_by_circuits(
     if not candidates:
         return []
     prompts = [c.prompt for c in candidates]
-    texts = circuit_scores(reward_model, prompts * 2, [c.chosen for c in candidates] + [c.rejected for c in candidates],
-                           members, feature_index, pooling, batch_size)
+    texts = circuit_scores(
+        reward_model,
+        prompts * 2,
+        [c.chosen for c in candidates] + [c.rejected for c in candidates],
+        members,
+        feature_index,
+        pooling,
+        batch_size,
+    )
     scores = (texts[: len(candidates)] + texts[len(candidates) :]) / 2
     by_source: dict[int, list[int]] = {}
     for i in np.argsort(-scores, kind="stable"):
@@ -351,8 +473,17 @@ def select_by_circuits(
 
 
 def augment_tail_pairs(
-    reward_model: RewardModel, dataset, tail_mask: np.ndarray, members: Sequence[np.ndarray], feature_index: FeatureIndex,
-    pooling: str, n_candidates: int, keep: int, seed: int, rewriter: LMRewriter | None = None, batch_size: int = 32,
+    reward_model: RewardModel,
+    dataset,
+    tail_mask: np.ndarray,
+    members: Sequence[np.ndarray],
+    feature_index: FeatureIndex,
+    pooling: str,
+    n_candidates: int,
+    keep: int,
+    seed: int,
+    rewriter: LMRewriter | None = None,
+    batch_size: int = 32,
     transforms: Sequence[str] | None = None,
 ) -> list[AugmentedPair]:
     """Eq. 10–11 on a dataset: candidates for every tail pair, the ``keep`` most circuit-activating kept.
@@ -370,5 +501,7 @@ def augment_tail_pairs(
         (t for i in sources for t in (pairs[i].prompt, pairs[i].chosen, pairs[i].rejected)),
         (t for i in head for t in (pairs[i].prompt, pairs[i].chosen, pairs[i].rejected)),
     )
-    candidates = generate_candidates([pairs[i] for i in sources], sources, n_candidates, seed, vocabulary, rewriter, transforms)
+    candidates = generate_candidates(
+        [pairs[i] for i in sources], sources, n_candidates, seed, vocabulary, rewriter, transforms
+    )
     return select_by_circuits(reward_model, candidates, members, feature_index, pooling, keep, batch_size)

@@ -122,7 +122,7 @@ class CircuitAwareTraining(BradleyTerry):
 
     def loss(self, module: Any, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         cart = self.config.cart
-        if AUGMENTED in batch:  # eq. 10: the Bradley–Terry loss on the kept augmentations of the batch's tail pairs
+        if AUGMENTED in batch:  # eq. 11: the Bradley–Terry loss on the kept augmentations of the batch's tail pairs
             losses, _ = pairwise_losses(reward_forward(module, batch), batch)
             aug_loss = losses.mean()
             return cart.aug_weight * aug_loss, {"aug_loss": aug_loss.item(), "loss": cart.aug_weight * aug_loss.item()}
@@ -142,11 +142,15 @@ class CircuitAwareTraining(BradleyTerry):
         logs["loss"] = loss.item()
         return loss, logs
 
-    def preference_loss(self, rewards: torch.Tensor, batch: dict[str, torch.Tensor], step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+    def preference_loss(
+        self, rewards: torch.Tensor, batch: dict[str, torch.Tensor], step: int = 0
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """L_head + L_prog: tail pairs weighted by eq. 13, normalised by the base weights."""
         base = batch["weight"].to(rewards.device)
         normaliser = batch["normaliser"].to(rewards.device) if "normaliser" in batch else base.sum()
-        tail_weight = progressive_weight(step, self.eta, self.config.cart.w_max) if self.config.cart.progressive else 1.0
+        tail_weight = (
+            progressive_weight(step, self.eta, self.config.cart.w_max) if self.config.cart.progressive else 1.0
+        )
         weights = base * torch.where(batch["is_tail"].to(rewards.device), tail_weight, 1.0)
         if "score" in batch:
             loss = (weights * (rewards - batch["score"].to(rewards.device)) ** 2).sum() / normaliser
@@ -156,7 +160,7 @@ class CircuitAwareTraining(BradleyTerry):
         return loss, {"accuracy": (logits > 0).float().mean().item(), "tail_weight": tail_weight}
 
     def _augmentation_batch(self, tail_indices: torch.Tensor) -> dict[str, torch.Tensor] | None:
-        """The kept augmentations (eq. 11) of these tail pairs as one batch, or None when they have none."""
+        """The kept augmentations (eq. 10) of these tail pairs as one batch, or None when they have none."""
         if not (self.config.cart.augmentation and self.augmented):
             return None
         rows = [r for s in tail_indices.tolist() for r in self.aug_rows.get(int(s), [])]
@@ -172,17 +176,23 @@ class CircuitAwareTraining(BradleyTerry):
         if cart.target_circuits:
             missing = [i for i in cart.target_circuits if i not in known]
             if missing:
-                raise CartError(f"target circuits {', '.join(missing)} are not in {circuits.model}'s circuits ({', '.join(known[:10])}…)")
+                raise CartError(
+                    f"target circuits {', '.join(missing)} are not in {circuits.model}'s circuits "
+                    f"({', '.join(known[:10])}…)"
+                )
             return list(cart.target_circuits)
         if report is not None:
             return list(report.targets)
         return known[: cart.top_targets]
 
     def _set_targets(self, circuits: Circuits, target_ids: list[str], step: int) -> None:
-        """Make ``target_ids`` the regulariser's C_v, select their augmentations (eq. 11), record artifacts."""
+        """Make ``target_ids`` the regulariser's C_v, select their augmentations (eq. 10), record artifacts."""
         if not target_ids:
-            warnings.warn(f"no target circuits ({len(circuits.circuits)} circuits found on {circuits.model}, none selected): "
-                          "CART trains without circuit terms", stacklevel=2)
+            warnings.warn(
+                f"no target circuits ({len(circuits.circuits)} circuits found on {circuits.model}, none selected): "
+                "CART trains without circuit terms",
+                stacklevel=2,
+            )
             return
         targets, features = self._targets_of(circuits, target_ids)
         augmented = self._augment(circuits, targets, features) if self.config.cart.augmentation else []
@@ -198,8 +208,9 @@ class CircuitAwareTraining(BradleyTerry):
         model_type = self.reward_model.model.config.model_type
         if circuits.model_type not in (None, model_type) or features.size != circuits.n_features:
             raise CartError(
-                f"circuits.json describes {circuits.n_features} features of a {circuits.model_type or '?'} model at sites "
-                f"{circuits.config['sites']}, but this {model_type} model has {features.size}: it was made from a different architecture"
+                f"circuits.json describes {circuits.n_features} features of a {circuits.model_type or '?'} model at "
+                f"sites {circuits.config['sites']}, but this {model_type} model has {features.size}: it was made from "
+                "a different architecture"
             )
         by_id = {c.id: c for c in circuits.circuits}
         targets = []
@@ -208,7 +219,14 @@ class CircuitAwareTraining(BradleyTerry):
             targets.append(TargetCircuit(circuit_id, members, features.by_site(members)))
         return targets, features
 
-    def _use(self, circuits: Circuits, targets: list[TargetCircuit], features: FeatureIndex, augmented: list[Any], folder: Path) -> None:
+    def _use(
+        self,
+        circuits: Circuits,
+        targets: list[TargetCircuit],
+        features: FeatureIndex,
+        augmented: list[Any],
+        folder: Path,
+    ) -> None:
         self.targets = targets
         used = {name for t in targets for name in t.by_site}
         self.sites = [s for s in features.sites if s.name in used]
@@ -219,7 +237,9 @@ class CircuitAwareTraining(BradleyTerry):
             self.aug_rows.setdefault(pair.source, []).append(row)
         if augmented:
             prompts = [a.prompt for a in augmented]
-            self.aug_encoded = self.reward_model.encode(prompts * 2, [a.chosen for a in augmented] + [a.rejected for a in augmented])
+            self.aug_encoded = self.reward_model.encode(
+                prompts * 2, [a.chosen for a in augmented] + [a.rejected for a in augmented]
+            )
         self.artifacts = str(folder)
 
     def _augment(self, circuits: Circuits, targets: list[TargetCircuit], features: FeatureIndex) -> list[Any]:
@@ -228,8 +248,17 @@ class CircuitAwareTraining(BradleyTerry):
         cart = self.config.cart
         rewriter = LMRewriter(cart.generator, seed=self.config.seed) if cart.generator else None
         return augment_tail_pairs(
-            self.reward_model, self.dataset, self.context.tail_mask, [t.members for t in targets], features, circuits.config["pooling"],
-            n_candidates=cart.aug_candidates, keep=cart.aug_keep, seed=self.config.seed, rewriter=rewriter, transforms=cart.aug_transforms,
+            self.reward_model,
+            self.dataset,
+            self.context.tail_mask,
+            [t.members for t in targets],
+            features,
+            circuits.config["pooling"],
+            n_candidates=cart.aug_candidates,
+            keep=cart.aug_keep,
+            seed=self.config.seed,
+            rewriter=rewriter,
+            transforms=cart.aug_transforms,
         )
 
     def _discover(self, step: int) -> None:
@@ -242,14 +271,30 @@ class CircuitAwareTraining(BradleyTerry):
         subset = balanced_subset(self.context.tail_mask, cart.discovery_pairs, self.config.seed + step)
         data, mask = self.dataset.select(subset), self.context.tail_mask[subset]
         progress = self.context.progress
-        circuits = discover(self.reward_model, data, TailSplit(mask, "training tail"), DiscoveryConfig(patch_pairs=0, seed=self.config.seed), progress=progress)
+        circuits = discover(
+            self.reward_model,
+            data,
+            TailSplit(mask, "training tail"),
+            DiscoveryConfig(patch_pairs=0, seed=self.config.seed),
+            progress=progress,
+        )
         self.next_discovery = step + cart.rediscover_every if cart.rediscover_every else None
         if not circuits.circuits:
-            warnings.warn(f"step {step}: discovery found no tail circuits on {len(subset)} training pairs; training goes on without circuit terms", stacklevel=2)
+            warnings.warn(
+                f"step {step}: discovery found no tail circuits on {len(subset)} training pairs; "
+                "training goes on without circuit terms",
+                stacklevel=2,
+            )
             return
         report = assess(
-            self.reward_model, data, mask, circuits,
-            AssessConfig(top_targets=cart.top_targets, sensitivity_examples=ASSESS_SENSITIVITY_EXAMPLES, seed=self.config.seed), progress=progress,
+            self.reward_model,
+            data,
+            mask,
+            circuits,
+            AssessConfig(
+                top_targets=cart.top_targets, sensitivity_examples=ASSESS_SENSITIVITY_EXAMPLES, seed=self.config.seed
+            ),
+            progress=progress,
         )
         folder = Path(self.context.output_dir) / ARTIFACTS / f"step-{step}"
         report.save(folder / "vulnerability.json")

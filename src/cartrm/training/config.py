@@ -19,22 +19,30 @@ class CartConfig(BaseModel):
 
     circuits: str | None = Field(None, description="circuits.json from cart discover")
     vulnerability: str | None = Field(None, description="vulnerability.json from cart assess (its targets are C_v)")
-    target_circuits: tuple[str, ...] | None = Field(None, description="explicit circuit ids for C_v (overrides the targets)")
+    target_circuits: tuple[str, ...] | None = Field(
+        None, description="explicit circuit ids for C_v (overrides the targets)"
+    )
     augmentation: bool = True
     aug_weight: float = Field(1.0, ge=0, description="weight of L_aug (eq. 10-11)")
     aug_candidates: int = Field(8, ge=1, description="transformations G(x) drawn per tail pair")
     aug_keep: int = Field(1, ge=1, description="M: candidates kept per tail pair (largest circuit activation)")
     aug_transforms: tuple[str, ...] = Field(
         ("rare_token", "drop_shared_sentence", "reorder", "format"),
-        description="rule-based G(x) (see cartrm.training.augment.TRANSFORMS); 'synonym' is left out by default because "
-        "it kept the gold label on only ~71% of benchmark tail pairs",
+        description=(
+            "rule-based G(x) (see cartrm.training.augment.TRANSFORMS); 'synonym' is left out by default because "
+            "it kept the gold label on only ~71% of benchmark tail pairs"
+        ),
     )
     generator: str | None = Field(None, description="local causal LM folder for sampled rewrites")
     circuit_reg: bool = True
     circuit_reg_weight: float = Field(1.0, ge=0, description="λ of eq. 12")
     progressive: bool = True
-    progressive_eta: float | None = Field(None, gt=0, description="η of eq. 13; default w_max / (progressive_ramp · total steps)")
-    progressive_ramp: float = Field(0.5, gt=0, le=1, description="share of training over which tail weights reach w_max")
+    progressive_eta: float | None = Field(
+        None, gt=0, description="η of eq. 13; default w_max / (progressive_ramp · total steps)"
+    )
+    progressive_ramp: float = Field(
+        0.5, gt=0, le=1, description="share of training over which tail weights reach w_max"
+    )
     w_max: float = Field(1.0, gt=0, description="cap of the tail weight; 1 reproduces the paper")
     min_tail_per_batch: int = Field(4, ge=0, description="k: tail pairs guaranteed in every batch")
     rediscover_every: int = Field(0, ge=0, description="re-run discovery and assessment every N steps (0: never)")
@@ -55,18 +63,25 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
-    max_length: int | None = Field(None, gt=8, description="tokens; default: the longest training text, up to the model's limit")
+    max_length: int | None = Field(
+        None, gt=8, description="tokens; default: the longest training text, up to the model's limit"
+    )
     center_rewards_coefficient: float | None = Field(None, ge=0, description="TRL's reward-centering term")
     seed: int = 0
     save_steps: int = Field(0, ge=0, description="also checkpoint every N optimizer steps (0: at each epoch end)")
     logging_steps: int = Field(10, gt=0)
-    disable_dropout: bool = Field(True, description="train without dropout (TRL's default for reward models); False keeps the model's dropout")
+    disable_dropout: bool = Field(
+        True, description="train without dropout (TRL's default for reward models); False keeps the model's dropout"
+    )
     group_by_length: bool = Field(
-        True, description="batch pairs of similar length together (less padding; the order still follows the seed); scored "
+        True,
+        description="batch pairs of similar length together (less padding; the order still follows the seed); scored "
         "(pointwise) data keep a plain shuffle, since a score may follow the length",
     )
     max_batch_tokens: int | None = Field(
-        2048, gt=0, description="split a batch into forward passes of at most this many padded tokens (less memory; the "
+        2048,
+        gt=0,
+        description="split a batch into forward passes of at most this many padded tokens (less memory; the "
         "gradient is the whole batch's: bt, label-smoothing, reweight, hidden-reg); None: one pass per batch",
     )
     mixed_precision: Literal["auto", "no", "bf16"] = Field(
@@ -74,6 +89,10 @@ class TrainConfig(BaseModel):
     )
     tail_by: str | None = None
     label_smoothing: float = Field(0.1, ge=0, lt=0.5, description="ε of the label-smoothing baseline")
-    tail_weight: float | None = Field(None, gt=0, description="reweight baseline: tail weight (default N_head / N_tail)")
-    hidden_reg_weight: float = Field(0.1, ge=0, description="hidden-reg baseline: weight of the hidden-state drift penalty")
+    tail_weight: float | None = Field(
+        None, gt=0, description="reweight baseline: tail weight (default N_head / N_tail)"
+    )
+    hidden_reg_weight: float = Field(
+        0.1, ge=0, description="hidden-reg baseline: weight of the hidden-state drift penalty"
+    )
     cart: CartConfig = Field(default_factory=CartConfig)

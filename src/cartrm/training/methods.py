@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from cartrm.errors import CartError
 from cartrm.models.reward_model import reward_forward
+from cartrm.training.batches import BatchBuilder
 from cartrm.training.config import TrainConfig
 
 METHODS: dict[str, type[TrainingMethod]] = {}
@@ -32,8 +33,6 @@ def register(cls: type[TrainingMethod]) -> type[TrainingMethod]:
 
 
 def get_method(name: str, config: TrainConfig) -> TrainingMethod:
-    import cartrm.training.cart  # noqa: F401  (registers "cart")
-
     if name not in METHODS:
         raise CartError(f"unknown training method '{name}'; available: {', '.join(sorted(METHODS))}")
     return METHODS[name](config)
@@ -60,7 +59,9 @@ class TrainingMethod:
     name: ClassVar[str]
     needs_tail: ClassVar[bool] = False
     splittable: ClassVar[bool] = False  # the loss is a sum over examples, so a batch may run as several forward passes
-    keeps_tail_together: ClassVar[bool] = False  # when split, the batch's tail rows share one pass (a term over them all)
+    keeps_tail_together: ClassVar[bool] = (
+        False  # when split, the batch's tail rows share one pass (a term over them all)
+    )
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -90,7 +91,9 @@ class TrainingMethod:
         raise NotImplementedError
 
 
-def pairwise_losses(rewards: torch.Tensor, batch: dict[str, torch.Tensor], smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def pairwise_losses(
+    rewards: torch.Tensor, batch: dict[str, torch.Tensor], smoothing: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pair ``-log σ(R_c − R_r − m)`` (with label smoothing ε: ``(1−ε)·that + ε·(−log σ(−z))``) and the
     logits ``z``; ``rewards`` stacks chosen over rejected."""
     chosen, rejected = rewards.chunk(2)
@@ -127,7 +130,9 @@ class BradleyTerry(TrainingMethod):
         rewards = reward_forward(module, batch)
         return self.preference_loss(rewards, batch)
 
-    def preference_loss(self, rewards: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def preference_loss(
+        self, rewards: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         weights = self.example_weights(batch).to(rewards.device)
         normaliser = batch["normaliser"].to(rewards.device) if "normaliser" in batch else None
         if "score" in batch:
@@ -139,7 +144,6 @@ class BradleyTerry(TrainingMethod):
             chosen, rejected = rewards.chunk(2)
             loss = loss + self.config.center_rewards_coefficient * ((chosen + rejected) ** 2).sum() / batch_count(batch)
         return loss, {"loss": loss.item(), "accuracy": (logits > 0).float().mean().item()}
-
 
 
 @register
@@ -184,8 +188,6 @@ class HiddenStateRegularisation(BradleyTerry):
     name = "hidden-reg"
 
     def setup(self, reward_model: Any, dataset: Any, context: TrainingContext) -> None:
-        from cartrm.training.trainer import BatchBuilder
-
         builder = BatchBuilder(reward_model, dataset, max_length=context.max_length)
         self.n, self.pairwise = len(dataset), builder.pairwise
         self.anchor = torch.zeros(self.n * (2 if self.pairwise else 1), reward_model.model.config.hidden_size)

@@ -26,7 +26,7 @@ def group_by_length(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng
     order within an epoch does not run from long to short).
     """
     size = MEGABATCH_MULTIPLIER * batch_size
-    grouped = []
+    grouped: list[np.ndarray] = []
     for start in range(0, len(order), size):
         group = order[start : start + size]
         ranked = group[np.argsort(-lengths[group], kind="stable")]

@@ -32,6 +32,7 @@ from cartrm.data.dataset import PointwiseDataset, PreferenceDataset
 from cartrm.errors import CartError
 from cartrm.io import write_json_atomic
 from cartrm.models.reward_model import RewardModel, default_device, model_max_positions
+from cartrm.training.batches import BatchBuilder, fit_max_length
 from cartrm.training.config import TrainConfig
 from cartrm.training.methods import TrainingContext, get_method
 from cartrm.training.sampling import EpochShuffleSampler, TailAwareSampler
@@ -60,83 +61,6 @@ class TrainResult:
         return cls(**json.loads(Path(path).read_text()))
 
 
-class BatchBuilder:
-    """Tokenises the dataset once; turns a list of row indices into a padded batch.
-
-    Pairwise batches stack the chosen rows over the rejected rows (2B sequences); ``is_tail`` marks the
-    tail pairs (all False without a tail mask).
-    """
-
-    def __init__(
-        self, reward_model: RewardModel, dataset: PreferenceDataset | PointwiseDataset, tail_mask: np.ndarray | None = None,
-        max_length: int | None = None,
-    ) -> None:
-        self.model = reward_model
-        self.n = len(dataset)
-        self.is_tail = np.zeros(self.n, dtype=bool) if tail_mask is None else np.asarray(tail_mask, dtype=bool)
-        self.pairwise = isinstance(dataset, PreferenceDataset)
-        self.weight = dataset.numeric_column("weight") if dataset.has_column("weight") else np.ones(self.n)
-        if (self.weight < 0).any() or self.weight.sum() <= 0:
-            raise CartError(f"{dataset.source}: column 'weight' must be non-negative with a positive sum")
-        self.encoded = reward_model.encode(*_prompts_and_responses(reward_model, dataset), max_length)
-        if self.pairwise:
-            self.margin = dataset.numeric_column("margin") if dataset.has_column("margin") else np.zeros(self.n)
-        else:
-            self.score = np.asarray(dataset.score, dtype=np.float64)
-
-    @functools.cached_property
-    def _lengths(self) -> np.ndarray:
-        tokens = np.array([len(ids) for ids in self.encoded.input_ids])
-        return np.maximum(tokens[: self.n], tokens[self.n :]) if self.pairwise else tokens
-
-    def lengths(self) -> np.ndarray:
-        """Tokens per example as batched: a pair pads to the longer of its two texts."""
-        return self._lengths
-
-    def chunks(self, indices: list[int], max_tokens: int | None, weigh: Any = None, tail_together: bool = False) -> list[dict[str, torch.Tensor]]:
-        """The batch of ``indices`` as forward passes of at most ``max_tokens`` padded tokens each (at least one
-        example per pass), consecutive in ``indices``; ``weigh`` (a method's ``example_weights``) gives the whole
-        batch's ``normaliser`` and every pass carries it with the batch's ``count`` of examples, so that summing
-        the passes' losses gives exactly the whole batch's loss. With ``tail_together`` a split batch runs its tail
-        rows as one pass, whatever their length, and splits the head rows."""
-        groups = [list(indices)] if not max_tokens else self._split(list(indices), max_tokens)
-        if len(groups) > 1 and tail_together:
-            tail = [i for i in indices if self.is_tail[i]]
-            head = [i for i in indices if not self.is_tail[i]]
-            groups = ([tail] if tail else []) + (self._split(head, max_tokens) if head else [])
-        if len(groups) == 1:
-            return [self(groups[0])]
-        whole = {"weight": torch.tensor(self.weight[indices], dtype=torch.float32), "is_tail": torch.tensor(self.is_tail[indices])}
-        normaliser = (weigh(whole) if weigh else whole["weight"]).sum()
-        return [{**self(group), "normaliser": normaliser, "count": torch.tensor(len(indices))} for group in groups]
-
-    def _split(self, indices: list[int], max_tokens: int) -> list[list[int]]:
-        rows_per_example = 2 if self.pairwise else 1
-        lengths = self.lengths()
-        groups: list[list[int]] = [[]]
-        widest = 0
-        for i in indices:
-            wider = max(widest, int(lengths[i]))
-            if groups[-1] and wider * rows_per_example * (len(groups[-1]) + 1) > max_tokens:
-                groups.append([])
-                wider = int(lengths[i])
-            groups[-1].append(i)
-            widest = wider
-        return groups
-
-    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        rows = list(indices) + [i + self.n for i in indices] if self.pairwise else list(indices)
-        batch = self.model.collate(self.encoded, rows)
-        batch["index"] = torch.tensor(indices, dtype=torch.long)
-        batch["weight"] = torch.tensor(self.weight[indices], dtype=torch.float32)
-        batch["is_tail"] = torch.tensor(self.is_tail[indices], dtype=torch.bool)
-        if self.pairwise:
-            batch["margin"] = torch.tensor(self.margin[indices], dtype=torch.float32)
-        else:
-            batch["score"] = torch.tensor(self.score[indices], dtype=torch.float32)
-        return batch
-
-
 def train(
     reward_model: RewardModel,
     dataset: PreferenceDataset | PointwiseDataset,
@@ -163,17 +87,24 @@ def train(
     if on_cpu:
         return_freed_buffers_to_the_os()
     accelerator = Accelerator(
-        gradient_accumulation_steps=config.gradient_accumulation_steps, log_with="tensorboard", project_dir=str(out / "logs"),
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with="tensorboard",
+        project_dir=str(out / "logs"),
         mixed_precision=_mixed_precision(config.mixed_precision),
         cpu=on_cpu,  # without it accelerate runs torchrun's CPU processes as separate single runs
     )
     set_seed(config.seed)
     if config.max_length:
         reward_model.max_length = config.max_length
-    max_length, truncated = fit_max_length(reward_model, dataset, config.max_length or model_max_positions(reward_model.model))
+    max_length, truncated = fit_max_length(
+        reward_model, dataset, config.max_length or model_max_positions(reward_model.model)
+    )
     max_length = config.max_length or max_length
     if progress and accelerator.is_local_main_process:
-        print(f"max length {max_length} tokens; {truncated} of {_texts(dataset)} texts are longer and lose their start", file=sys.stderr)
+        print(
+            f"max length {max_length} tokens; {truncated} of {_texts(dataset)} texts are longer and lose their start",
+            file=sys.stderr,
+        )
     config = config.model_copy(update={"max_length": max_length})
     method = get_method(config.method, config)
     if tail_mask is not None and len(tail_mask) != len(dataset):
@@ -184,46 +115,70 @@ def train(
         disable_dropout(reward_model.model)
     builder = BatchBuilder(reward_model, dataset, tail_mask, max_length=max_length)
     lengths = builder.lengths() if config.group_by_length and builder.pairwise else None
+    sampler: TailAwareSampler | EpochShuffleSampler
     if method.min_tail_per_batch and tail_mask is not None:
-        sampler = TailAwareSampler(tail_mask, config.batch_size, method.min_tail_per_batch, config.seed, lengths=lengths)
+        sampler = TailAwareSampler(
+            tail_mask, config.batch_size, method.min_tail_per_batch, config.seed, lengths=lengths
+        )
     else:
         sampler = EpochShuffleSampler(len(dataset), config.seed, lengths=lengths, batch_size=config.batch_size)
     max_tokens = config.max_batch_tokens if method.splittable else None
-    loader = DataLoader(
-        range(len(dataset)), batch_size=config.batch_size, sampler=sampler,
-        collate_fn=functools.partial(builder.chunks, max_tokens=max_tokens, weigh=method.example_weights, tail_together=method.keeps_tail_together),
+    loader: DataLoader = DataLoader(
+        range(len(dataset)),  # type: ignore[arg-type]  # any sized sequence of indices works
+        batch_size=config.batch_size,
+        sampler=sampler,
+        collate_fn=functools.partial(
+            builder.chunks,
+            max_tokens=max_tokens,
+            weigh=method.example_weights,
+            tail_together=method.keeps_tail_together,
+        ),
         generator=torch.Generator().manual_seed(config.seed),
     )
     optimizer = torch.optim.AdamW(_parameter_groups(reward_model.model, config.weight_decay), lr=config.learning_rate)
     micro_per_epoch = math.ceil(len(loader) / accelerator.num_processes)
     steps_per_epoch = math.ceil(micro_per_epoch / config.gradient_accumulation_steps)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    context = TrainingContext(tail_mask=builder.is_tail, total_steps=total_steps, output_dir=out, progress=progress, max_length=max_length)
+    context = TrainingContext(
+        tail_mask=builder.is_tail, total_steps=total_steps, output_dir=out, progress=progress, max_length=max_length
+    )
     method.setup(reward_model, dataset, context)
     scheduler = get_scheduler(
-        "linear", optimizer,
+        "linear",
+        optimizer,
         num_warmup_steps=int(config.warmup_ratio * total_steps) * accelerator.num_processes,
         num_training_steps=total_steps * accelerator.num_processes,
     )
     model, optimizer, loader, scheduler = accelerator.prepare(reward_model.model, optimizer, loader, scheduler)
-    state = _resume(accelerator, out) if resume else {"global_step": 0, "micro": 0, "history": [], "method": {}}
+    state: dict[str, Any] = (
+        _resume(accelerator, out) if resume else {"global_step": 0, "micro": 0, "history": [], "method": {}}
+    )
     method.restore(state.get("method", {}))
     accelerator.init_trackers("train", config=_hparams(config.model_dump()))
     model.train()
     global_step, micro, history = state["global_step"], state["micro"], state["history"]
-    bar = tqdm(total=total_steps, initial=global_step, desc=f"train[{config.method}]", disable=not progress or not accelerator.is_local_main_process)
+    bar = tqdm(
+        total=total_steps,
+        initial=global_step,
+        desc=f"train[{config.method}]",
+        disable=not progress or not accelerator.is_local_main_process,
+    )
     running: list[float] = []
     stop = _StopRequest()
     saved_step = global_step if resume else None
 
     def save(step: int, micro_batches: int) -> int:
-        _checkpoint(accelerator, out, {"global_step": step, "micro": micro_batches, "history": history, "method": method.state()})
+        _checkpoint(
+            accelerator,
+            out,
+            {"global_step": step, "micro": micro_batches, "history": history, "method": method.state()},
+        )
         return step
 
     try:
         while global_step < total_steps and not stop.agreed(accelerator):
             epoch, offset = divmod(micro, micro_per_epoch)
-            batches = accelerator.skip_first_batches(loader, offset) if offset else loader
+            batches: Any = accelerator.skip_first_batches(loader, offset) if offset else loader
             batches.set_epoch(epoch)  # accelerate's loaders pass the epoch on to the sampler when they start
             for chunks in batches:
                 with accelerator.accumulate(model):
@@ -241,22 +196,36 @@ def train(
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
                 if global_step % config.logging_steps == 0 or global_step == total_steps:
-                    entry = {"step": global_step, "epoch": micro / micro_per_epoch, "lr": scheduler.get_last_lr()[0], **logs}
+                    entry = {
+                        "step": global_step,
+                        "epoch": micro / micro_per_epoch,
+                        "lr": scheduler.get_last_lr()[0],
+                        **logs,
+                    }
                     history.append(entry)
                     accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=global_step)
                 end_of_epoch = micro % micro_per_epoch == 0
-                if global_step >= total_steps or (config.save_steps and global_step % config.save_steps == 0) or (not config.save_steps and end_of_epoch):
+                if (
+                    global_step >= total_steps
+                    or (config.save_steps and global_step % config.save_steps == 0)
+                    or (not config.save_steps and end_of_epoch)
+                ):
                     saved_step = save(global_step, micro)
                 if global_step >= total_steps or stop.agreed(accelerator):
                     break
         if global_step < total_steps:
             if saved_step != global_step:
                 save(global_step, micro)
-            raise CartError(f"interrupted at step {global_step} of {total_steps}; checkpoint saved in {out / 'checkpoints'}; continue with --resume")
+            raise CartError(
+                f"interrupted at step {global_step} of {total_steps}; checkpoint saved in {out / 'checkpoints'}; "
+                "continue with --resume"
+            )
     except KeyboardInterrupt:
         found = _checkpoints(out)
         last = f"the last checkpoint is {found[-1]}" if found else "no checkpoint was saved"
-        raise CartError(f"aborted during step {global_step + 1} of {total_steps}; {last}; continue with --resume") from None
+        raise CartError(
+            f"aborted during step {global_step + 1} of {total_steps}; {last}; continue with --resume"
+        ) from None
     finally:
         stop.close()
         bar.close()
@@ -264,9 +233,15 @@ def train(
     accelerator.end_training()
     reward_model.model = accelerator.unwrap_model(model)
     result = TrainResult(
-        output_dir=str(out), method=config.method, global_step=global_step, total_steps=total_steps,
-        final_loss=float(np.mean(running[-20:])) if running else float("nan"), seconds=time.time() - started, history=history,
-        max_length=max_length, truncated=truncated,
+        output_dir=str(out),
+        method=config.method,
+        global_step=global_step,
+        total_steps=total_steps,
+        final_loss=float(np.mean(running[-20:])) if running else float("nan"),
+        seconds=time.time() - started,
+        history=history,
+        max_length=max_length,
+        truncated=truncated,
     )
     if accelerator.is_main_process:
         _save_final(reward_model, config, result, out)
@@ -292,32 +267,20 @@ def return_freed_buffers_to_the_os(threshold: int = MMAP_THRESHOLD) -> None:
 
 def _mixed_precision(setting: str) -> str:
     """``auto``: bf16 autocast on a CUDA GPU that supports it (weights and optimizer stay float32), else none.
-    CPUs without native bf16 instructions run bf16 several times slower than float32, so ``auto`` keeps them in float32."""
+    CPUs without native bf16 instructions run bf16 several times slower than float32, so ``auto`` keeps them in
+    float32."""
     if setting != "auto":
         return setting
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-
-
-def fit_max_length(reward_model: RewardModel, dataset: PreferenceDataset | PointwiseDataset, limit: int) -> tuple[int, int]:
-    """The longest training text in tokens, up to ``limit``, and how many texts are longer than ``limit``."""
-    lengths = reward_model.token_lengths(*_prompts_and_responses(reward_model, dataset))
-    return min(int(lengths.max()), limit), int((lengths > limit).sum())
-
-
-def _prompts_and_responses(reward_model: RewardModel, dataset: PreferenceDataset | PointwiseDataset) -> tuple[list[str], list[str]]:
-    """The texts as the model reads them; for pairs, every chosen text, then every rejected one."""
-    if isinstance(dataset, PreferenceDataset):
-        pairs = dataset.render(reward_model.tokenizer)
-        return [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    rendered = dataset.render(reward_model.tokenizer)
-    return [p for p, _ in rendered], [r for _, r in rendered]
 
 
 def _texts(dataset: PreferenceDataset | PointwiseDataset) -> int:
     return len(dataset) * (2 if isinstance(dataset, PreferenceDataset) else 1)
 
 
-def _forward_backward(accelerator: Any, model: Any, method: Any, chunks: list[dict[str, torch.Tensor]], step: int, out: Path) -> dict[str, float]:
+def _forward_backward(
+    accelerator: Any, model: Any, method: Any, chunks: list[dict[str, torch.Tensor]], step: int, out: Path
+) -> dict[str, float]:
     """Loss and gradients of one batch, one forward/backward pass per pass of ``method.passes`` (only the last one
     synchronises gradients across processes); the logs are the summed loss and, for every other value, its mean
     over the passes that report it, weighted by their examples."""
@@ -348,7 +311,7 @@ def disable_dropout(model: torch.nn.Module) -> None:
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
         if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
+            setattr(module, "attention_dropout", 0.0)  # noqa: B010  (nn.Module types its attributes as tensors)
 
 
 class _StopRequest:
@@ -366,7 +329,11 @@ class _StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after the current step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+        print(
+            "\nstopping after the current step and saving a checkpoint (Ctrl-C again to abort)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def agreed(self, accelerator: Any) -> bool:
         if accelerator.num_processes == 1:
@@ -385,7 +352,9 @@ def _check_finite(loss: torch.Tensor, step: int, out: Path) -> None:
     if not torch.isfinite(loss).all():
         found = _checkpoints(out)
         last = f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was saved yet"
-        raise CartError(f"step {step}: the loss is {loss.item()}; training stopped before applying it ({last}; try a lower --lr)")
+        raise CartError(
+            f"step {step}: the loss is {loss.item()}; training stopped before applying it ({last}; try a lower --lr)"
+        )
 
 
 def _hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -401,7 +370,8 @@ def _hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on biases and normalisation weights (the usual AdamW practice)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)

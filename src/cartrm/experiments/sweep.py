@@ -68,8 +68,12 @@ def run_bound_sweep(config: BoundSweepConfig, out: str | Path, progress: bool = 
     largest = max(config.tail_sizes)
     pool = make_longtail_dataset(
         BenchmarkConfig(
-            n_train=2 * (config.n_head + largest), alpha=config.n_head / (config.n_head + largest), n_validation=2,
-            n_test_head=config.n_test_head, n_test_tail=config.n_test_tail, seed=config.seed,
+            n_train=2 * (config.n_head + largest),
+            alpha=config.n_head / (config.n_head + largest),
+            n_validation=2,
+            n_test_head=config.n_test_head,
+            n_test_tail=config.n_test_tail,
+            seed=config.seed,
         )
     )
     train_pool, test = pool.split("train"), pool.split("test")
@@ -83,11 +87,18 @@ def run_bound_sweep(config: BoundSweepConfig, out: str | Path, progress: bool = 
         data = train_pool.select(np.sort(np.concatenate([head_rows, tail_order[:n_tail]])))
         points.append(_point(config, data, test, test_tail, out / f"n_tail_{n_tail}", progress))
     gaps = np.array([p.gap for p in points])
-    trend = trend_test(gaps, np.array([p.complexity for p in points]), np.array([p.divergence for p in points])) if len(points) >= 3 else None
+    trend = (
+        trend_test(gaps, np.array([p.complexity for p in points]), np.array([p.divergence for p in points]))
+        if len(points) >= 3
+        else None
+    )
     return BoundSweep(
-        config=config, points=points,
-        spearman_complexity=_finite(trend and trend.spearman_complexity), p_complexity=_finite(trend and trend.p_complexity),
-        spearman_divergence=_finite(trend and trend.spearman_divergence), p_divergence=_finite(trend and trend.p_divergence),
+        config=config,
+        points=points,
+        spearman_complexity=_finite(trend.spearman_complexity if trend else None),
+        p_complexity=_finite(trend.p_complexity if trend else None),
+        spearman_divergence=_finite(trend.spearman_divergence if trend else None),
+        p_divergence=_finite(trend.p_divergence if trend else None),
     )
 
 
@@ -103,9 +114,15 @@ def _point(config: BoundSweepConfig, data, test, test_tail: np.ndarray, folder: 
     l_head, l_tail = bradley_terry_loss(margins[~test_tail]), bradley_terry_loss(margins[test_tail])
     divergence = float(np.mean([c.divergence for c in circuits.circuits])) if circuits.circuits else 0.0
     return BoundPoint(
-        n_tail=n_tail, l_head=l_head, l_tail=l_tail, gap=l_tail - l_head, n_circuits=len(circuits.circuits),
-        complexity=complexity_term(max(len(circuits.circuits), 1), n_tail, config.delta), divergence=divergence,
-        head_accuracy=float(np.mean(margins[~test_tail] > 0)), tail_accuracy=float(np.mean(margins[test_tail] > 0)),
+        n_tail=n_tail,
+        l_head=l_head,
+        l_tail=l_tail,
+        gap=l_tail - l_head,
+        n_circuits=len(circuits.circuits),
+        complexity=complexity_term(max(len(circuits.circuits), 1), n_tail, config.delta),
+        divergence=divergence,
+        head_accuracy=float(np.mean(margins[~test_tail] > 0)),
+        tail_accuracy=float(np.mean(margins[test_tail] > 0)),
     )
 
 
@@ -123,7 +140,10 @@ def plot_bound_sweep(sweep: BoundSweep, path: str | Path) -> None:
 
     figure, axes = plt.subplots(1, 2, figsize=(8, 3.5))
     gaps = [p.gap for p in sweep.points]
-    for axis, key, label in ((axes[0], "complexity", "sqrt(|C_tail| log(1/δ) / N_tail)"), (axes[1], "divergence", "Div(C_tail, C_head)")):
+    for axis, key, label in (
+        (axes[0], "complexity", "sqrt(|C_tail| log(1/δ) / N_tail)"),
+        (axes[1], "divergence", "Div(C_tail, C_head)"),
+    ):
         xs = [getattr(p, key) for p in sweep.points]
         axis.plot(xs, gaps, "o-")
         for x, y, p in zip(xs, gaps, sweep.points):
@@ -132,7 +152,8 @@ def plot_bound_sweep(sweep: BoundSweep, path: str | Path) -> None:
         axis.set_ylabel("L_tail − L_head (test)")
     figure.subplots_adjust(wspace=0.35)
     figure.suptitle(
-        f"tail gap vs bound terms — Spearman: complexity {_fmt(sweep.spearman_complexity)} (p {_fmt(sweep.p_complexity)}), "
+        f"tail gap vs bound terms — Spearman: complexity {_fmt(sweep.spearman_complexity)} "
+        f"(p {_fmt(sweep.p_complexity)}), "
         f"Div {_fmt(sweep.spearman_divergence)} (p {_fmt(sweep.p_divergence)})",
         fontsize=8,
     )

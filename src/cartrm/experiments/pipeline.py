@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
+from cartrm.circuits.compare import circuit_overlap, top_tail_neurons
 from cartrm.circuits.discover import DiscoveryConfig, balanced_subset, discover
 from cartrm.circuits.result import Circuits
 from cartrm.data import load_preferences
@@ -42,11 +43,14 @@ from cartrm.errors import CartError
 from cartrm.evaluation import EvaluationReport, evaluate_scores
 from cartrm.evaluation.bon import BoNCurve
 from cartrm.evaluation.metrics import gold_margin_of
-from cartrm.io import write_json_atomic, write_text_atomic
-from cartrm.models import RewardModel
+from cartrm.experiments.ensemble import EnsembleConfig, train_ensemble
+from cartrm.io import versions, write_json_atomic, write_text_atomic
+from cartrm.models import EnsembleRewardModel, RewardModel
+from cartrm.report.aggregate import aggregate
+from cartrm.report.html import write_report
+from cartrm.report.results import RunResults
 from cartrm.training import METHODS, TrainConfig, get_method, train
 from cartrm.training.config import CartConfig
-from cartrm.training.ensemble import EnsembleConfig, EnsembleRewardModel, train_ensemble
 from cartrm.vulnerability.assess import AssessConfig, assess
 from cartrm.vulnerability.result import VulnerabilityReport
 
@@ -76,7 +80,9 @@ class RunConfig(BaseModel):
     methods: tuple[str, ...] = QUICK_METHODS
     discovery: DiscoveryConfig = Field(default_factory=lambda: DiscoveryConfig(patch_pairs=16, max_validated=5))
     assessment: AssessConfig = Field(default_factory=AssessConfig)
-    analysis_pairs: int = Field(400, ge=16, description="training pairs (up to half tail) used for discovery and assessment")
+    analysis_pairs: int = Field(
+        400, ge=16, description="training pairs (up to half tail) used for discovery and assessment"
+    )
     ensemble_members: int = Field(3, ge=2)
     bon_prompts: int = Field(16, ge=0, description="best-of-n test prompts per group (head, tail); 0 skips best-of-n")
     bon_candidates: int = Field(256, ge=2, description="responses drawn per best-of-n prompt (largest n)")
@@ -88,20 +94,25 @@ class RunConfig(BaseModel):
         get_method("bt", TrainConfig())  # imports every built-in method
         unknown = [m for m in methods if m not in METHODS and m not in ENSEMBLES]
         if unknown or not methods:
-            raise ValueError(f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ALL_METHODS)}")
+            raise ValueError(
+                f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ALL_METHODS)}"
+            )
         needs_baseline = any(m in CIRCUIT_METHODS for m in methods) and "bt" not in methods
         ordered = (("bt",) if needs_baseline else ()) + tuple(dict.fromkeys(methods))
         return tuple(sorted(ordered, key=lambda m: m != "bt"))  # the baseline first: CART reads its circuits
 
     @classmethod
     def preset(cls, quick: bool, **overrides) -> RunConfig:
-        """``quick``: one seed, bt vs cart, sizes that fit 10 minutes on 2 CPU cores with MiniLM (5 min 11 s, measured in
-        docs/results.md); otherwise three seeds, every method, larger sizes."""
+        """``quick``: one seed, bt vs cart, sizes that fit 10 minutes on 2 CPU cores with MiniLM (about 5 minutes,
+        measured in docs/results.md); otherwise three seeds, every method, larger sizes."""
         if quick:
             values = dict(
                 benchmark=BenchmarkConfig(n_train=352, n_validation=100, n_test_head=150, n_test_tail=450),
                 train=TrainConfig(epochs=1, batch_size=16, learning_rate=1e-4, max_length=128),
-                methods=QUICK_METHODS, seeds=(0,), bon_prompts=2, analysis_pairs=160,
+                methods=QUICK_METHODS,
+                seeds=(0,),
+                bon_prompts=2,
+                analysis_pairs=160,
                 discovery=DiscoveryConfig(patch_pairs=4, max_validated=2, n_null=10),
                 assessment=AssessConfig(max_circuits=3, sensitivity_examples=8),
             )
@@ -109,7 +120,9 @@ class RunConfig(BaseModel):
             values = dict(
                 benchmark=BenchmarkConfig(n_train=6000, n_validation=600),
                 train=TrainConfig(epochs=2, batch_size=16, learning_rate=5e-5, max_length=128),
-                methods=ALL_METHODS, seeds=(0, 1, 2), bon_prompts=32,
+                methods=ALL_METHODS,
+                seeds=(0, 1, 2),
+                bon_prompts=32,
             )
         return cls(**{**values, **overrides})
 
@@ -149,14 +162,13 @@ class SeedOutcome:
     stability: dict | None = None
 
 
-def run_experiment(config: RunConfig, progress: bool = True):
+def run_experiment(config: RunConfig, progress: bool = True) -> RunResults:
     """Run every stage for every seed (skipping finished ones), then write results.json and report.html."""
-    from cartrm.report.aggregate import aggregate
-    from cartrm.report.html import write_report
-
     started = time.time()
     root = config.directory
-    seeds = [SeedRun(config, seed, progress) for seed in config.seeds]  # bad data or tail specs fail before anything is written
+    seeds = [
+        SeedRun(config, seed, progress) for seed in config.seeds
+    ]  # bad data or tail specs fail before anything is written
     handler = _log_to(root / "run.log")
     try:
         write_text_atomic(root / "config.yaml", config.to_yaml())
@@ -223,33 +235,62 @@ class SeedRun:
         if method in CIRCUIT_METHODS:
             training = training.model_copy(update={"cart": self._analysis()})
         upstream = _stage_key(self.root / "analysis") if method in CIRCUIT_METHODS else None  # circuits are inputs too
-        key = _digest(self.config.model, self.config.benchmark if self.config.uses_benchmark else self.config.data, self.config.tail_by,
-                      _what_trains(method, training), self.config.ensemble_members if method in ENSEMBLES else None, upstream)
+        key = _digest(
+            self.config.model,
+            self.config.benchmark if self.config.uses_benchmark else self.config.data,
+            self.config.tail_by,
+            _what_trains(method, training),
+            self.config.ensemble_members if method in ENSEMBLES else None,
+            upstream,
+        )
         ensemble_dir = folder / "ensemble"
         if _stage_done(folder, key):
             log.info("seed %d: %s already trained, skipping", self.seed, method)
             seconds = json.loads((folder / STAGE_MARKER).read_text())["seconds"]
-            return (EnsembleRewardModel.load(ensemble_dir) if method in ENSEMBLES else RewardModel.load(folder)), seconds
+            return (
+                EnsembleRewardModel.load(ensemble_dir) if method in ENSEMBLES else RewardModel.load(folder)
+            ), seconds
         shutil.rmtree(folder, ignore_errors=True)
         started = time.time()
+        model: RewardModel | EnsembleRewardModel
         with _logged(f"seed {self.seed}: training {method}"):
             if method in ENSEMBLES:
                 model = self._train_ensemble(method, training, folder)
             else:
-                model = RewardModel.load(self.config.model, seed=self.seed)
-                train(model, self.splits["train"], training, folder, tail_mask=self.tails["train"].mask, progress=self.progress)
+                model = single = RewardModel.load(self.config.model, seed=self.seed)
+                train(
+                    single,
+                    self.splits["train"],
+                    training,
+                    folder,
+                    tail_mask=self.tails["train"].mask,
+                    progress=self.progress,
+                )
         seconds = time.time() - started
         _stage_finish(folder, key, seconds=seconds)
         return model, seconds
 
     def _train_ensemble(self, method: str, training: TrainConfig, folder: Path) -> EnsembleRewardModel:
         member_method, weighting = ENSEMBLES[method]
-        has_targets = member_method == "cart" and training.cart.vulnerability
-        targets = VulnerabilityReport.load(training.cart.vulnerability).targets if has_targets else None
-        ensemble = EnsembleConfig(members=self.config.ensemble_members, method=member_method, weighting=weighting, seed=self.seed, train=training)
+        vulnerability = training.cart.vulnerability if member_method == "cart" else None
+        targets = VulnerabilityReport.load(vulnerability).targets if vulnerability else None
+        ensemble = EnsembleConfig(
+            members=self.config.ensemble_members,
+            method=member_method,
+            weighting=weighting,
+            seed=self.seed,
+            train=training,
+        )
         result = train_ensemble(
-            self.config.model, self.splits["train"], self.tails["train"].mask, self.splits["validation"], self.tails["validation"].mask,
-            ensemble, folder, targets=targets, progress=self.progress,
+            self.config.model,
+            self.splits["train"],
+            self.tails["train"].mask,
+            self.splits["validation"],
+            self.tails["validation"].mask,
+            ensemble,
+            folder,
+            targets=targets,
+            progress=self.progress,
         )
         return EnsembleRewardModel.load(result.ensemble_dir)
 
@@ -259,8 +300,12 @@ class SeedRun:
         from cartrm.vulnerability.plots import plot_vulnerability
 
         folder = self.root / "analysis"
-        key = _digest(_stage_key(self.root / "models" / "bt"), self.config.discovery,
-                      self.config.assessment, self.config.analysis_pairs)
+        key = _digest(
+            _stage_key(self.root / "models" / "bt"),
+            self.config.discovery,
+            self.config.assessment,
+            self.config.analysis_pairs,
+        )
         circuits_path, vulnerability_path = folder / "circuits.json", folder / "vulnerability.json"
         if not _stage_done(folder, key):
             shutil.rmtree(folder, ignore_errors=True)
@@ -268,22 +313,39 @@ class SeedRun:
             data, mask = self._analysis_data()
             with _activation_cache(folder) as cache:
                 with _logged(f"seed {self.seed}: discovering the baseline's tail circuits"):
-                    circuits = discover(baseline, data, TailSplit(mask, self.tails["train"].description), self.config.discovery.model_copy(update={"seed": self.seed}),
-                                        progress=self.progress, cache_dir=cache)
+                    circuits = discover(
+                        baseline,
+                        data,
+                        TailSplit(mask, self.tails["train"].description),
+                        self.config.discovery.model_copy(update={"seed": self.seed}),
+                        progress=self.progress,
+                        cache_dir=cache,
+                    )
                 circuits.save(circuits_path)
                 plot_delta_histogram(circuits, folder / "delta_hist.png")
                 plot_coherence_graph(circuits, folder / "coherence_graph.png")
                 if circuits.circuits:
                     with _logged(f"seed {self.seed}: assessing their vulnerability"):
-                        report = assess(baseline, data, mask, circuits, self.config.assessment.model_copy(update={"seed": self.seed}),
-                                        progress=self.progress, cache_dir=cache)
+                        report = assess(
+                            baseline,
+                            data,
+                            mask,
+                            circuits,
+                            self.config.assessment.model_copy(update={"seed": self.seed}),
+                            progress=self.progress,
+                            cache_dir=cache,
+                        )
                     report.save(vulnerability_path)
                     plot_vulnerability(report, folder / "vulnerability.png")
                 else:
-                    log.warning("seed %d: discovery found no tail circuits; CART trains without circuit terms", self.seed)
+                    log.warning(
+                        "seed %d: discovery found no tail circuits; CART trains without circuit terms", self.seed
+                    )
             _stage_finish(folder, key)
         found = vulnerability_path.exists()
-        return self.train_config.cart.model_copy(update={"circuits": str(circuits_path), "vulnerability": str(vulnerability_path) if found else None})
+        return self.train_config.cart.model_copy(
+            update={"circuits": str(circuits_path), "vulnerability": str(vulnerability_path) if found else None}
+        )
 
     def _analysis_data(self):
         subset = balanced_subset(self.tails["train"].mask, self.config.analysis_pairs, self.seed)
@@ -302,14 +364,23 @@ class SeedRun:
                 chosen, rejected = model.score_pairs(test, progress=self.progress)
             groups = {c: test.column(c) for c in BREAKDOWN_COLUMNS if test.has_column(c)}
             report = evaluate_scores(
-                chosen, rejected, tail=self.tails["test"], groups=groups, gold_margin=gold_margin_of(test),
-                model=method, data=test.source, tail_by=self.config.tail_by, seed=self.seed,
+                chosen,
+                rejected,
+                tail=self.tails["test"],
+                groups=groups,
+                gold_margin=gold_margin_of(test),
+                model=method,
+                data=test.source,
+                tail_by=self.config.tail_by,
+                seed=self.seed,
             )
             report.save(folder / "metrics.json")
             write_json_atomic(folder / "scores.json", {"chosen": chosen.tolist(), "rejected": rejected.tolist()})
             _stage_finish(folder, key)
         scores = json.loads((folder / "scores.json").read_text())
-        return EvaluationReport.load(folder / "metrics.json"), self._correctness(np.array(scores["chosen"]), np.array(scores["rejected"]))
+        return EvaluationReport.load(folder / "metrics.json"), self._correctness(
+            np.array(scores["chosen"]), np.array(scores["rejected"])
+        )
 
     def _correctness(self, chosen: np.ndarray, rejected: np.ndarray) -> dict[str, np.ndarray]:
         from cartrm.evaluation.metrics import pairwise_correct
@@ -333,7 +404,13 @@ class SeedRun:
             shutil.rmtree(folder, ignore_errors=True)
             benchmark = self.config.benchmark.model_copy(update={"seed": self.seed})
             with _logged(f"seed {self.seed}: best-of-n for {method}"):
-                pool = candidate_pool(benchmark, self.config.bon_prompts, self.config.bon_prompts, self.config.bon_candidates, seed=self.seed)
+                pool = candidate_pool(
+                    benchmark,
+                    self.config.bon_prompts,
+                    self.config.bon_prompts,
+                    self.config.bon_candidates,
+                    seed=self.seed,
+                )
                 curves = best_of_n_by_group(model, pool, progress=self.progress)
             write_json_atomic(path, {group: curve.model_dump() for group, curve in curves.items()})
             _stage_finish(folder, key)
@@ -343,7 +420,6 @@ class SeedRun:
 
     def _stability(self) -> dict:
         """CART's top tail neurons vs the baseline's, and Vuln of the targeted circuits after CART."""
-        from cartrm.training.ensemble import circuit_overlap, top_tail_neurons
 
         folder = self.root / "stability"
         key = _digest(_stage_key(self.root / "models" / "cart"), self.config.stability_top_k)
@@ -354,20 +430,43 @@ class SeedRun:
                 before = VulnerabilityReport.load(self.root / "analysis" / "vulnerability.json")
                 cart_model = RewardModel.load(self.root / "models" / "cart")
                 data, mask = self._analysis_data()
-                cheap = self.config.discovery.model_copy(update={"seed": self.seed, "patch_pairs": 0, "top_k": self.config.stability_top_k})
+                cheap = self.config.discovery.model_copy(
+                    update={"seed": self.seed, "patch_pairs": 0, "top_k": self.config.stability_top_k}
+                )
                 with _activation_cache(folder) as cache:
-                    cart_circuits = discover(cart_model, data, TailSplit(mask, "training tail"), cheap, progress=self.progress, cache_dir=cache)
-                    after = assess(cart_model, data, mask, baseline_circuits, self.config.assessment.model_copy(update={"seed": self.seed}),
-                                   progress=self.progress, check_fingerprint=False, cache_dir=cache)
+                    cart_circuits = discover(
+                        cart_model,
+                        data,
+                        TailSplit(mask, "training tail"),
+                        cheap,
+                        progress=self.progress,
+                        cache_dir=cache,
+                    )
+                    after = assess(
+                        cart_model,
+                        data,
+                        mask,
+                        baseline_circuits,
+                        self.config.assessment.model_copy(update={"seed": self.seed}),
+                        progress=self.progress,
+                        check_fingerprint=False,
+                        cache_dir=cache,
+                    )
                 cart_circuits.save(folder / "cart_circuits.json")
                 k = self.config.stability_top_k
-                write_json_atomic(folder / "stability.json", {
-                    "seed": self.seed, "top_k": k,
-                    "baseline_vs_cart_jaccard": circuit_overlap([top_tail_neurons(baseline_circuits, k), top_tail_neurons(cart_circuits, k)]),
-                    "targets": list(before.targets),
-                    "vuln_before": {c.id: c.vuln for c in before.circuits if c.id in before.targets},
-                    "vuln_after": {c.id: c.vuln for c in after.circuits if c.id in before.targets},
-                })
+                write_json_atomic(
+                    folder / "stability.json",
+                    {
+                        "seed": self.seed,
+                        "top_k": k,
+                        "baseline_vs_cart_jaccard": circuit_overlap(
+                            [top_tail_neurons(baseline_circuits, k), top_tail_neurons(cart_circuits, k)]
+                        ),
+                        "targets": list(before.targets),
+                        "vuln_before": {c.id: c.vuln for c in before.circuits if c.id in before.targets},
+                        "vuln_after": {c.id: c.vuln for c in after.circuits if c.id in before.targets},
+                    },
+                )
             _stage_finish(folder, key)
         return json.loads((folder / "stability.json").read_text())
 
@@ -378,7 +477,9 @@ def _what_trains(method: str, training: TrainConfig) -> TrainConfig:
     moved run resumes and a changed CART setting retrains only CART."""
     if method not in CIRCUIT_METHODS:
         return training.model_copy(update={"cart": CartConfig()})
-    return training.model_copy(update={"cart": training.cart.model_copy(update={"circuits": None, "vulnerability": None})})
+    return training.model_copy(
+        update={"cart": training.cart.model_copy(update={"circuits": None, "vulnerability": None})}
+    )
 
 
 def _user_splits(dataset, seed: int) -> dict:
@@ -391,7 +492,11 @@ def _user_splits(dataset, seed: int) -> dict:
             return {"train": train_split, "validation": dataset.split("validation"), "test": test}
         order = np.random.default_rng(seed).permutation(len(train_split))
         cut = max(1, int(len(order) * USER_SPLIT_SHARES[1]))
-        return {"train": train_split.select(np.sort(order[cut:])), "validation": train_split.select(np.sort(order[:cut])), "test": test}
+        return {
+            "train": train_split.select(np.sort(order[cut:])),
+            "validation": train_split.select(np.sort(order[:cut])),
+            "test": test,
+        }
     order = np.random.default_rng(seed).permutation(len(dataset))
     n_train, n_validation = int(len(order) * USER_SPLIT_SHARES[0]), int(len(order) * USER_SPLIT_SHARES[1])
     parts = np.split(order, [n_train, n_train + n_validation])
@@ -415,14 +520,6 @@ def _stage_key(folder: Path) -> str:
 
 def _stage_finish(folder: Path, key: str, **extra) -> None:
     write_json_atomic(folder / STAGE_MARKER, {"key": key, **extra})
-
-
-def versions() -> dict[str, str]:
-    import platform
-    from importlib.metadata import version
-
-    packages = ("cartrm", "torch", "transformers", "accelerate", "numpy", "scipy", "scikit-learn")
-    return {"python": platform.python_version(), **{name: version(name) for name in packages}}
 
 
 @contextmanager
