@@ -11,7 +11,7 @@ from cartrm.errors import CartError
 from cartrm.models import RewardModel
 from cartrm.vulnerability.assess import AssessConfig, assess
 from cartrm.vulnerability.result import VulnerabilityReport
-from tests.test_discovery import planted_data, planted_model
+from tests.helpers import planted_data, planted_model
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from cartrm.training.cart import CircuitAwareTraining, TargetCircuit, circuit_va
 from cartrm.training.config import CartConfig
 from cartrm.training.methods import TrainingContext, get_method, pairwise_losses
 from cartrm.training.sampling import TailAwareSampler
-from tests.test_discovery import PLANTED, planted_data, planted_model
+from tests.helpers import PLANTED, planted_data, planted_model
 
 NO_COMPONENTS = CartConfig(augmentation=False, circuit_reg=False, progressive=False)
 
@@ -209,6 +209,7 @@ def test_circuits_of_another_architecture_are_refused(planted, planted_circuits_
         )
 
 
+@pytest.mark.slow
 def test_self_discovery_after_warm_up_sets_targets_and_writes_artifacts(planted, tmp_path):
     data, mask, _ = planted
     cart = CartConfig(augmentation=False, warmup_steps=2, discovery_pairs=120, rediscover_every=3)
@@ -240,6 +241,7 @@ class InterruptedCart(CircuitAwareTraining):
         return super().loss(module, batch, step)
 
 
+@pytest.mark.slow
 def test_resumed_cart_run_matches_an_uninterrupted_one(planted, tmp_path):
     data, mask, _ = planted
     cart = CartConfig(augmentation=False, warmup_steps=2, discovery_pairs=120)

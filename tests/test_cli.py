@@ -113,7 +113,7 @@ def test_bad_options_are_one_line_errors(benchmark_file, tmp_path):
 
 def test_run_from_a_config_file_then_report_rerenders(tmp_path):
     from cartrm.experiments.pipeline import RunConfig
-    from tests.test_pipeline import TINY
+    from tests.helpers import TINY
 
     config = RunConfig(name="c", out_root=tmp_path, methods=("bt",), **TINY)
     (tmp_path / "config.yaml").write_text(config.to_yaml())
@@ -227,7 +227,7 @@ def test_discover_rejects_unknown_site_kinds(benchmark_file, tmp_path):
 
 
 def test_discover_then_assess_on_a_planted_model(tmp_path):
-    from tests.test_discovery import planted_data, planted_model
+    from tests.helpers import planted_data, planted_model
 
     planted_model().save(tmp_path / "rm")
     planted_data().save(tmp_path / "data.jsonl")
@@ -259,6 +259,7 @@ def test_discover_then_assess_on_a_planted_model(tmp_path):
     assert result.exit_code == 1 and "--weights expects 3" in result.output and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_bound_sweep_on_a_tiny_model(tmp_path):
     result = invoke(
         "bound",

@@ -1,67 +1,13 @@
 """Circuit discovery on a tiny GPT-2 with planted tail neurons (known answers)."""
 
-import random
-
 import pytest
-import torch
 
 from cartrm.capture.sites import list_sites
 from cartrm.circuits.discover import DiscoveryConfig, discover
 from cartrm.circuits.result import Circuits
-from cartrm.data import PreferenceDataset, parse_tail_spec
+from cartrm.data import parse_tail_spec
 from cartrm.errors import CartError
-from cartrm.models import RewardModel
-
-TAIL_TOKEN = "zebra"
-MARKER_DIM, REWARD_DIM = 5, 9  # residual dimensions: "tail token present" and "planted circuit output"
-PLANTED, PARTNER, CONSTANT = 7, 11, 20  # layer-0 MLP neurons
-WORDS = ["apple", "river", "stone", "cloud", "music", "paper", "garden", "window", "light", "table", "bread", "horse"]
-
-
-def planted_model() -> RewardModel:
-    """Neurons PLANTED and PARTNER fire only on the tail token; PLANTED writes REWARD_DIM, which the score reads.
-
-    CONSTANT has zero input weights: its activation is the same on every input.
-    """
-    model = RewardModel.load("tiny-gpt2", seed=0)
-    gpt2 = model.model.transformer
-    token = model.tokenizer.convert_tokens_to_ids(TAIL_TOKEN)
-    with torch.no_grad():
-        for dim in (MARKER_DIM, REWARD_DIM):
-            gpt2.wte.weight[:, dim] = 0.0
-            gpt2.wpe.weight[:, dim] = 0.0
-        gpt2.wte.weight[token, MARKER_DIM] = 1.0
-        fc, proj = gpt2.h[0].mlp.c_fc, gpt2.h[0].mlp.c_proj  # Conv1D weights are (in, out)
-        for neuron, gain, bias in ((PLANTED, 3.0, -2.0), (PARTNER, 2.5, -1.5), (CONSTANT, 0.0, 0.3)):
-            fc.weight[:, neuron] = 0.0
-            fc.weight[MARKER_DIM, neuron] = gain
-            fc.bias[neuron] = bias
-        proj.weight[:, REWARD_DIM] = 0.0
-        proj.weight[PLANTED, REWARD_DIM] = 2.0
-        model.model.score.weight.zero_()
-        model.model.score.weight[0, REWARD_DIM] = 3.0
-    return model
-
-
-def planted_data(n_head: int = 120, n_tail: int = 60, seed: int = 0) -> PreferenceDataset:
-    """Tail responses contain the tail token 1–3 times and end with it; head responses never contain it."""
-    rng = random.Random(seed)
-    records = []
-    for i in range(n_head + n_tail):
-        tail = i >= n_head
-
-        def response(tail: bool = tail) -> str:
-            words = [rng.choice(WORDS) for _ in range(rng.randint(5, 9))]
-            if tail:
-                for _ in range(rng.randint(0, 2)):
-                    words.insert(rng.randrange(len(words)), TAIL_TOKEN)
-                words.append(TAIL_TOKEN)
-            return " ".join(words)
-
-        records.append(
-            {"prompt": f"Tell me about item {i}.", "chosen": response(), "rejected": response(), "is_tail": tail}
-        )
-    return PreferenceDataset.from_records(records)
+from tests.helpers import CONSTANT, PARTNER, PLANTED, planted_data, planted_model
 
 
 @pytest.fixture(scope="module")

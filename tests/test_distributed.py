@@ -6,10 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.test_training_efficiency import varied_pairs
+from tests.helpers import varied_pairs
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,7 @@ def run(command: list[str], tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_and_only_rank_0_writes_the_model(tmp_path):
     data = tmp_path / "pairs.jsonl"
     varied_pairs(64).save(data)

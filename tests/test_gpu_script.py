@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -30,9 +31,10 @@ def test_minilm_float16_round_trip_stays_within_float16_rounding(tmp_path):
         torch.testing.assert_close(restored[name], tensor, rtol=2**-10, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_full_script_runs_a_tiny_experiment_on_cpu(tmp_path):
     from cartrm.experiments.pipeline import RunConfig
-    from tests.test_pipeline import TINY
+    from tests.helpers import TINY
 
     carry = GPU / "carry"
     made = not carry.exists()

@@ -8,23 +8,10 @@ import pytest
 
 import cartrm.experiments.pipeline as pipeline
 from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
-from cartrm.circuits.discover import DiscoveryConfig
 from cartrm.experiments.pipeline import RunConfig, run_experiment
 from cartrm.report.results import RunResults
 from cartrm.training import TrainConfig
-from cartrm.vulnerability.assess import AssessConfig
-
-TINY = dict(
-    model="tiny-bert",
-    benchmark=BenchmarkConfig(n_train=80, n_validation=40, n_test_head=24, n_test_tail=24),
-    train=TrainConfig(max_steps=2, batch_size=8, max_length=48, learning_rate=1e-3),
-    discovery=DiscoveryConfig(top_k=8, patch_pairs=2, n_null=2, max_validated=1, n_permutations=20),
-    assessment=AssessConfig(max_circuits=2, sensitivity_examples=4, pgd_steps=1),
-    analysis_pairs=80,
-    bon_prompts=2,
-    bon_candidates=8,
-    stability_top_k=8,
-)
+from tests.helpers import TINY
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +33,7 @@ def _copy_of(config: RunConfig, out_root) -> RunConfig:
     return copied
 
 
+@pytest.mark.slow
 def test_run_writes_every_artifact(finished):
     config, _ = finished
     root = config.directory
@@ -146,7 +134,7 @@ def test_unknown_methods_are_refused():
 
 
 def test_cart_stage_on_planted_circuits_records_stability(tmp_path):
-    from tests.test_discovery import planted_data, planted_model
+    from tests.helpers import planted_data, planted_model
 
     planted_model().save(tmp_path / "planted")
     path = tmp_path / "planted.jsonl"

@@ -4,6 +4,8 @@ import inspect
 import re
 from pathlib import Path
 
+import pytest
+
 import cartrm
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -23,6 +25,7 @@ def test_the_entry_points_are_the_functions_the_commands_call():
     assert set(cartrm.__all__) <= set(dir(cartrm))
 
 
+@pytest.mark.slow
 def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     """The example as printed, on the tiny random BERT instead of MiniLM (same code path, seconds instead of
     minutes)."""

@@ -14,19 +14,9 @@ from cartrm.training.batches import BatchBuilder
 from cartrm.training.methods import TrainingContext
 from cartrm.training.sampling import EpochShuffleSampler, TailAwareSampler, group_by_length
 from cartrm.training.trainer import disable_dropout
-from tests.helpers import WORDS, planted_pairs
+from tests.helpers import planted_pairs, varied_pairs
 
 FAST = dict(batch_size=8, learning_rate=3e-3, logging_steps=1)
-
-
-def varied_pairs(n: int, seed: int = 0) -> PreferenceDataset:
-    """Planted pairs whose lengths vary from 2 to ~40 words, so batches can be grouped or split."""
-    rng = np.random.default_rng(seed)
-    records = []
-    for i in range(n):
-        words = " ".join(WORDS[j] for j in rng.integers(0, len(WORDS), size=int(rng.integers(2, 40))))
-        records.append({"prompt": f"item {i}", "chosen": f"{words} thanks", "rejected": words})
-    return PreferenceDataset.from_records(records)
 
 
 @pytest.mark.parametrize("name", ["tiny-bert", "tiny-gpt2", "tiny-llama"])

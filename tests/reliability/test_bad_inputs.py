@@ -189,7 +189,7 @@ def test_identical_pairs_are_dropped_with_a_counted_warning(tmp_path):
 def test_circuits_from_another_model_or_schema_are_refused(tmp_path):
     from cartrm.circuits.discover import DiscoveryConfig, discover
     from cartrm.data.tail import TailSplit
-    from tests.test_discovery import planted_data, planted_model
+    from tests.helpers import planted_data, planted_model
 
     data = planted_data(60, 30)
     data.save(tmp_path / "planted.jsonl")

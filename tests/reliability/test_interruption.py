@@ -57,6 +57,7 @@ def reference(data, tmp_path_factory):
     return train_to_end(data, tmp_path_factory.mktemp("ref") / "rm")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(data, reference, tmp_path):
     out = tmp_path / "rm"
     process = cart("train", "--data", data, "--out", out, *TRAIN)
@@ -68,6 +69,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(data, refer
     assert_same_weights(out, reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accumulation", [1, 3])
 def test_sigint_stops_at_a_step_boundary_and_resume_gives_the_uninterrupted_weights(
     data, accumulation, tmp_path_factory
@@ -93,7 +95,7 @@ def test_sigint_stops_at_a_step_boundary_and_resume_gives_the_uninterrupted_weig
 
 def test_cart_run_resumes_after_the_last_finished_stage(tmp_path, monkeypatch):
     import cartrm.experiments.pipeline as pipeline
-    from tests.test_pipeline import TINY
+    from tests.helpers import TINY
 
     config = pipeline.RunConfig(name="r", out_root=tmp_path, methods=("bt", "label-smoothing"), **TINY)
     real_train, calls = pipeline.train, []
@@ -127,6 +129,7 @@ for i in range(10**6):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["json", "model"])
 def test_a_kill_during_saves_never_leaves_a_truncated_artifact(kind, tmp_path):
     from cartrm.models import RewardModel

@@ -8,6 +8,7 @@ import sys
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from cartrm.circuits.statistics import GroupMoments
 from tests.reliability.test_bad_inputs import GOOD_ROWS, invoke, write_jsonl
@@ -118,6 +119,7 @@ for n_pairs in map(int, sys.argv[1:]):
 """
 
 
+@pytest.mark.slow
 def test_discovery_on_a_model_holds_memory_flat_in_the_number_of_examples():
     """Discovery on 1,000 texts, then on 4,000 texts × 4,096 features in the same process (the first run sets the
     allocator's working set): kept in memory, the larger run's extra activations would take 3000 × 4096 × 8 B
@@ -130,9 +132,10 @@ def test_discovery_on_a_model_holds_memory_flat_in_the_number_of_examples():
     assert large - small < 32 * 1024, (small, large)
 
 
+@pytest.mark.slow
 def test_a_run_writes_only_to_its_run_directory_and_the_user_cache(tmp_path):
     from cartrm.experiments.pipeline import RunConfig
-    from tests.test_pipeline import TINY
+    from tests.helpers import TINY
 
     work, home, runs = tmp_path / "work", tmp_path / "home", tmp_path / "runs"
     for folder in (work, home):
