@@ -12,7 +12,7 @@ from cartrm.capture.stream import ExampleSet, pooled_batches
 from cartrm.circuits.discover import DiscoveryConfig, discover
 from cartrm.data.tail import TailSplit
 from cartrm.errors import CartError
-from cartrm.models import RewardModel
+from cartrm.models import RewardModel, reward_forward
 from cartrm.training import TrainConfig, register, train
 from cartrm.training.batches import BatchBuilder
 from cartrm.training.cart import CircuitAwareTraining, TargetCircuit, circuit_variance, progressive_weight
@@ -123,18 +123,40 @@ def _one_batch_loss(name, config, data, mask, tmp_path, rows=(0, 1, 170, 171)):
         return method.loss(model.model, batch, step=0)
 
 
-def test_cart_with_every_component_off_is_plain_bradley_terry(planted, tmp_path):
+@pytest.mark.parametrize("centring", [None, 0.5])
+def test_cart_with_every_component_off_is_plain_bradley_terry(planted, tmp_path, centring):
     data, mask, _ = planted
-    bt, _ = _one_batch_loss("bt", TrainConfig(), data, mask, tmp_path / "bt")
+    bt, _ = _one_batch_loss("bt", TrainConfig(center_rewards_coefficient=centring), data, mask, tmp_path / "bt")
     cart, logs = _one_batch_loss(
         "cart",
-        TrainConfig(method="cart", cart=NO_COMPONENTS.model_copy(update={"warmup_steps": 5})),
+        TrainConfig(
+            method="cart",
+            center_rewards_coefficient=centring,
+            cart=NO_COMPONENTS.model_copy(update={"warmup_steps": 5}),
+        ),
         data,
         mask,
         tmp_path / "c",
     )
     assert cart.item() == pytest.approx(bt.item(), rel=1e-6)
     assert "circuit_var" not in logs and "aug_loss" not in logs
+
+
+def test_reward_centring_applies_to_every_pairwise_method(planted, tmp_path):
+    """TRL's centring term adds coefficient · mean((R_c + R_r)^2) to each method's loss, CART's included."""
+    data, mask, _ = planted
+    for name in ("bt", "label-smoothing", "reweight", "hidden-reg", "cart"):
+        extra = {"cart": NO_COMPONENTS.model_copy(update={"warmup_steps": 5})} if name == "cart" else {}
+        plain, _ = _one_batch_loss(name, TrainConfig(method=name, **extra), data, mask, tmp_path / f"{name}0")
+        centred, _ = _one_batch_loss(
+            name, TrainConfig(method=name, center_rewards_coefficient=0.5, **extra), data, mask, tmp_path / f"{name}1"
+        )
+        model = planted_model()
+        batch = BatchBuilder(model, data, mask)([0, 1, 170, 171])
+        with model.eval_mode(), torch.no_grad():
+            chosen, rejected = reward_forward(model.model, batch).chunk(2)
+        expected = 0.5 * ((chosen + rejected) ** 2).mean()
+        assert centred.item() - plain.item() == pytest.approx(expected.item(), rel=1e-4), name
 
 
 def test_progressive_weighting_scales_only_the_tail_pairs(planted, tmp_path):

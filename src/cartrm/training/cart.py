@@ -34,7 +34,7 @@ from cartrm.data.dataset import PreferenceDataset
 from cartrm.errors import CartError
 from cartrm.io import write_text_atomic
 from cartrm.models.reward_model import reward_forward
-from cartrm.training.methods import BradleyTerry, TrainingContext, pairwise_losses, register
+from cartrm.training.methods import BradleyTerry, TrainingContext, pairwise_losses, register, reward_centring
 from cartrm.vulnerability.result import VulnerabilityReport
 
 ARTIFACTS = "cart"
@@ -145,7 +145,8 @@ class CircuitAwareTraining(BradleyTerry):
     def preference_loss(
         self, rewards: torch.Tensor, batch: dict[str, torch.Tensor], step: int = 0
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """L_head + L_prog: tail pairs weighted by eq. 13, normalised by the base weights."""
+        """L_head + L_prog: tail pairs weighted by eq. 13, normalised by the base weights (plus TRL's reward
+        centring when ``center_rewards_coefficient`` is set, as for every method)."""
         base = batch["weight"].to(rewards.device)
         normaliser = batch["normaliser"].to(rewards.device) if "normaliser" in batch else base.sum()
         tail_weight = (
@@ -157,6 +158,7 @@ class CircuitAwareTraining(BradleyTerry):
             return loss, {"tail_weight": tail_weight}
         losses, logits = pairwise_losses(rewards, batch)
         loss = (weights * losses).sum() / normaliser
+        loss = loss + reward_centring(rewards, batch, self.config.center_rewards_coefficient)
         return loss, {"accuracy": (logits > 0).float().mean().item(), "tail_weight": tail_weight}
 
     def _augmentation_batch(self, tail_indices: torch.Tensor) -> dict[str, torch.Tensor] | None:

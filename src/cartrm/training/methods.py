@@ -113,6 +113,14 @@ def batch_count(batch: dict[str, torch.Tensor]) -> int:
     return int(batch["count"]) if "count" in batch else len(batch["weight"])
 
 
+def reward_centring(rewards: torch.Tensor, batch: dict[str, torch.Tensor], coefficient: float | None) -> torch.Tensor:
+    """TRL's reward-centring term ``coefficient · mean((R_c + R_r)^2)`` over the whole batch's pairs (0 when off)."""
+    if not coefficient:
+        return rewards.new_zeros(())
+    chosen, rejected = rewards.chunk(2)
+    return coefficient * ((chosen + rejected) ** 2).sum() / batch_count(batch)
+
+
 @register
 class BradleyTerry(TrainingMethod):
     """``-log σ(R(x_c) - R(x_r) - m)`` per pair (``m`` the optional margin), weighted; squared error for pointwise data.
@@ -140,9 +148,7 @@ class BradleyTerry(TrainingMethod):
             return loss, {"loss": loss.item()}
         losses, logits = pairwise_losses(rewards, batch, self.smoothing())
         loss = weighted_mean(losses, weights, normaliser)
-        if self.config.center_rewards_coefficient:
-            chosen, rejected = rewards.chunk(2)
-            loss = loss + self.config.center_rewards_coefficient * ((chosen + rejected) ** 2).sum() / batch_count(batch)
+        loss = loss + reward_centring(rewards, batch, self.config.center_rewards_coefficient)
         return loss, {"loss": loss.item(), "accuracy": (logits > 0).float().mean().item()}
 
 
