@@ -131,13 +131,13 @@ def test_run_from_a_config_file_then_report_rerenders(tmp_path):
 
 
 def test_run_rejects_data_without_a_tail_spec(tmp_path, benchmark_file):
-    result = invoke("run", "--data", benchmark_file, "--out-root", tmp_path)
+    result = invoke("run", "--data", benchmark_file, "--out", tmp_path / "run")
     assert result.exit_code == 1 and "--tail-by" in result.output
     assert not any(tmp_path.iterdir())
 
 
 def test_run_rejects_quick_and_full_together(tmp_path):
-    result = invoke("run", "--quick", "--full", "--out-root", tmp_path)
+    result = invoke("run", "--quick", "--full", "--out", tmp_path / "run")
     assert result.exit_code == 1 and "--quick and --full" in result.output
     assert not any(tmp_path.iterdir())
 
@@ -150,11 +150,11 @@ def test_run_takes_every_method_and_the_ensemble_size_from_the_command_line(tmp_
     monkeypatch.setattr(
         cartrm.experiments.pipeline, "run_experiment", lambda config: taken.append(config) or sys.exit(0)
     )
-    result = invoke("run", "--quick", "--methods", "all", "--members", "2", "--seeds", "0,1,2", "--out-root", tmp_path)
+    result = invoke("run", "--quick", "--methods", "all", "--members", "2", "--seeds", "0,1,2", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert taken[0].methods == ALL_METHODS and taken[0].ensemble_members == 2 and taken[0].seeds == (0, 1, 2)
     assert taken[0].benchmark.n_train == RunConfig.preset(quick=True).benchmark.n_train
-    result = invoke("run", "--quick", "--members", "1", "--out-root", tmp_path)
+    result = invoke("run", "--quick", "--members", "1", "--out", tmp_path / "run")
     assert result.exit_code == 1 and "ensemble_members" in result.output
 
 
@@ -164,10 +164,10 @@ def test_the_full_preset_on_cpu_warns_how_long_it_takes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cartrm.experiments.pipeline, "run_experiment", lambda config: sys.exit(0))
     monkeypatch.setattr(cartrm.cli, "_has_gpu", lambda: False)
-    assert "tens of hours" in invoke("run", "--full", "--out-root", tmp_path).stderr
-    assert "tens of hours" not in invoke("run", "--quick", "--out-root", tmp_path).stderr
+    assert "tens of hours" in invoke("run", "--full", "--out", tmp_path / "run").stderr
+    assert "tens of hours" not in invoke("run", "--quick", "--out", tmp_path / "run").stderr
     monkeypatch.setattr(cartrm.cli, "_has_gpu", lambda: True)
-    assert "tens of hours" not in invoke("run", "--full", "--out-root", tmp_path).stderr
+    assert "tens of hours" not in invoke("run", "--full", "--out", tmp_path / "run").stderr
 
 
 def test_quick_preset_is_one_seed_bt_vs_cart_and_full_is_the_research_table():

@@ -21,7 +21,7 @@ gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
 print(f"{gpu}; torch {torch.__version__}; Python {platform.python_version()}")
 PY
 start=$(date +%s)
-"$python" -m cartrm run "${@:---full}" --out-root "$work/runs" --name gpu 2>&1 | tee "$out/cart-run.log"
+"$python" -m cartrm run "${@:---full}" --out "$work/runs/gpu" 2>&1 | tee "$out/cart-run.log"
 echo "wall seconds: $(( $(date +%s) - start ))" | tee -a "$out/cart-run.log"
 cp "$work/runs/gpu/run.log" "$work/runs/gpu/results.json" "$work/runs/gpu/config.yaml" "$out/"
 cp "$work/runs/gpu/report.html" "$out/" 2>/dev/null || true

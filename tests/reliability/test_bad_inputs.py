@@ -60,7 +60,7 @@ def data_commands(data, out):
             "--max-steps",
             1,
         ],
-        "run": ["run", "--data", data, "--tail-by", "label:is_tail", "--out-root", out, "--model", "tiny-bert"],
+        "run": ["run", "--data", data, "--tail-by", "label:is_tail", "--out", out / "run", "--model", "tiny-bert"],
     }
 
 

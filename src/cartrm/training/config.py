@@ -22,7 +22,7 @@ class CartConfig(BaseModel):
     target_circuits: tuple[str, ...] | None = Field(
         None, description="explicit circuit ids for C_v (overrides the targets)"
     )
-    augmentation: bool = True
+    augmentation: bool = Field(True, description="circuit-guided augmentation (eq. 10-11)")
     aug_weight: float = Field(1.0, ge=0, description="weight of L_aug (eq. 10-11)")
     aug_candidates: int = Field(8, ge=1, description="transformations G(x) drawn per tail pair")
     aug_keep: int = Field(1, ge=1, description="M: candidates kept per tail pair (largest circuit activation)")
@@ -34,9 +34,9 @@ class CartConfig(BaseModel):
         ),
     )
     generator: str | None = Field(None, description="local causal LM folder for sampled rewrites")
-    circuit_reg: bool = True
+    circuit_reg: bool = Field(True, description="circuit variance regulariser (eq. 12)")
     circuit_reg_weight: float = Field(1.0, ge=0, description="λ of eq. 12")
-    progressive: bool = True
+    progressive: bool = Field(True, description="progressive tail weights (eq. 13)")
     progressive_eta: float | None = Field(
         None, gt=0, description="η of eq. 13; default w_max / (progressive_ramp · total steps)"
     )
@@ -54,22 +54,22 @@ class CartConfig(BaseModel):
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: str = "bt"
+    method: str = Field("bt", description="training method: bt, label-smoothing, reweight, hidden-reg or cart")
     epochs: float = Field(1.0, gt=0, description="passes over the data; a fraction stops part-way")
     max_steps: int | None = Field(None, gt=0, description="optimizer steps; overrides epochs when set")
     batch_size: int = Field(16, gt=0, description="pairs (or scored examples) per device per micro-batch")
-    gradient_accumulation_steps: int = Field(1, gt=0)
-    learning_rate: float = Field(5e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    max_grad_norm: float | None = Field(1.0, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    learning_rate: float = Field(5e-5, gt=0, description="AdamW peak learning rate")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (none on biases and norm weights)")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="share of steps with linear warm-up")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping norm")
     max_length: int | None = Field(
         None, gt=8, description="tokens; default: the longest training text, up to the model's limit"
     )
     center_rewards_coefficient: float | None = Field(None, ge=0, description="TRL's reward-centering term")
-    seed: int = 0
+    seed: int = Field(0, description="fixes data order, initialisation and discovery subsets")
     save_steps: int = Field(0, ge=0, description="also checkpoint every N optimizer steps (0: at each epoch end)")
-    logging_steps: int = Field(10, gt=0)
+    logging_steps: int = Field(10, gt=0, description="log loss and metrics every N optimizer steps")
     disable_dropout: bool = Field(
         True, description="train without dropout (TRL's default for reward models); False keeps the model's dropout"
     )
@@ -80,14 +80,14 @@ class TrainConfig(BaseModel):
     )
     max_batch_tokens: int | None = Field(
         2048,
-        gt=0,
-        description="split a batch into forward passes of at most this many padded tokens (less memory; the "
-        "gradient is the whole batch's: bt, label-smoothing, reweight, hidden-reg); None: one pass per batch",
+        ge=0,
+        description="split a batch into forward passes of at most this many padded tokens, same gradient (less "
+        "memory; raise it on a GPU); 0 or None: one pass per batch",
     )
     mixed_precision: Literal["auto", "no", "bf16"] = Field(
         "auto", description="bf16 autocast; auto: on a CUDA GPU with bf16 support, float32 elsewhere"
     )
-    tail_by: str | None = None
+    tail_by: str | None = Field(None, description="the tail definition the mask came from (recorded, not read)")
     label_smoothing: float = Field(0.1, ge=0, lt=0.5, description="ε of the label-smoothing baseline")
     tail_weight: float | None = Field(
         None, gt=0, description="reweight baseline: tail weight (default N_head / N_tail)"

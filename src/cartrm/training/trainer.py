@@ -32,6 +32,7 @@ from cartrm.data.dataset import PointwiseDataset, PreferenceDataset
 from cartrm.errors import CartError
 from cartrm.io import write_json_atomic
 from cartrm.models.reward_model import RewardModel, default_device, model_max_positions
+from cartrm.training import cart as _cart  # noqa: F401  (the built-in CART method registers itself)
 from cartrm.training.batches import BatchBuilder, fit_max_length
 from cartrm.training.config import TrainConfig
 from cartrm.training.methods import TrainingContext, get_method

@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+from cartrm.cli.options import ConfigFileOption, config_options, settings_of, with_options
 from cartrm.errors import CartError
+from cartrm.training.config import CartConfig, TrainConfig
 
 app = typer.Typer(
     help="Circuit-Aware Reward Training: train reward models and measure their long-tail robustness.",
@@ -21,6 +23,7 @@ app.add_typer(data_app, name="data")
 
 ALL_SPLITS = "all"
 CART_PANEL = "CART (--method cart)"
+TRAIN_PANEL = "Training"
 
 DEBUG = {"enabled": False}
 
@@ -78,157 +81,34 @@ SeedOption = Annotated[int, typer.Option(help="fixes data order, initialisation 
 
 @app.command()
 @_one_line_errors
+@with_options(
+    config_options(TrainConfig, exclude=("cart", "tail_by"), panel=TRAIN_PANEL),
+    config_options(CartConfig, panel=CART_PANEL),
+)
 def train(
     data: Annotated[Path, typer.Option(help="preference (chosen/rejected) or pointwise (score) data file")],
     out: Annotated[Path, typer.Option(help="output folder: the trained model (plain HF folder), checkpoints, logs")],
     model: Annotated[
         str, typer.Option(help="built-in name (minilm, tiny-bert, tiny-gpt2, tiny-llama) or a model folder")
     ] = "minilm",
-    method: Annotated[str, typer.Option(help="training method")] = "bt",
     tail_by: TailOption = None,
-    epochs: Annotated[float, typer.Option(help="passes over the data")] = 1.0,
-    max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps (overrides --epochs)")] = None,
-    batch_size: Annotated[int, typer.Option(help="pairs per micro-batch")] = 16,
-    gradient_accumulation_steps: Annotated[int, typer.Option(help="micro-batches per optimizer step")] = 1,
-    learning_rate: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate")] = 5e-5,
-    warmup_ratio: Annotated[float, typer.Option(help="share of steps with linear warm-up")] = 0.1,
-    max_length: Annotated[
-        Optional[int],
-        typer.Option(
-            help=(
-                "token limit; the start is cut so the response end stays "
-                "(default: the longest training text, up to the model's limit)"
-            )
-        ),
-    ] = None,
-    keep_dropout: Annotated[
-        bool, typer.Option("--keep-dropout", help="train with the model's dropout (default: off, as TRL)")
-    ] = False,
-    group_by_length: Annotated[
-        bool,
-        typer.Option(
-            "--group-by-length/--no-group-by-length", help="batch pairs of similar length together (less padding)"
-        ),
-    ] = True,
-    max_batch_tokens: Annotated[
-        Optional[int],
-        typer.Option(
-            help=(
-                "padded tokens per forward pass; larger batches run as several passes with the same gradient "
-                "(0: never split; raise it on a GPU)"
-            )
-        ),
-    ] = 2048,
-    center_rewards_coefficient: Annotated[
-        Optional[float], typer.Option(help="TRL reward-centering coefficient")
-    ] = None,
-    save_steps: Annotated[int, typer.Option(help="checkpoint every N steps (0: each epoch end)")] = 0,
     split: SplitOption = None,
-    seed: SeedOption = 0,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in --out")] = False,
-    label_smoothing: Annotated[float, typer.Option(help="[label-smoothing] ε: the target preference is 1 − ε")] = 0.1,
-    tail_weight: Annotated[
-        Optional[float], typer.Option(help="[reweight] weight of tail pairs (default N_head / N_tail)")
-    ] = None,
-    hidden_reg_weight: Annotated[
-        float, typer.Option(help="[hidden-reg] weight of the hidden-state drift penalty")
-    ] = 0.1,
-    circuits: Annotated[
-        Optional[Path],
-        typer.Option(help="circuits.json (default: discover after a warm-up)", rich_help_panel=CART_PANEL),
-    ] = None,
-    vulnerability: Annotated[
-        Optional[Path], typer.Option(help="vulnerability.json whose targets are C_v", rich_help_panel=CART_PANEL)
-    ] = None,
-    aug: Annotated[
-        bool, typer.Option("--aug/--no-aug", help="circuit-guided augmentation (eq. 10-11)", rich_help_panel=CART_PANEL)
-    ] = True,
-    circuit_reg: Annotated[
-        bool,
-        typer.Option(
-            "--circuit-reg/--no-circuit-reg", help="circuit variance regulariser (eq. 12)", rich_help_panel=CART_PANEL
-        ),
-    ] = True,
-    progressive: Annotated[
-        bool,
-        typer.Option(
-            "--progressive/--no-progressive", help="progressive tail weights (eq. 13)", rich_help_panel=CART_PANEL
-        ),
-    ] = True,
-    circuit_reg_weight: Annotated[
-        float, typer.Option("--lambda", help="λ of eq. 12", rich_help_panel=CART_PANEL)
-    ] = 1.0,
-    aug_weight: Annotated[float, typer.Option(help="weight of L_aug", rich_help_panel=CART_PANEL)] = 1.0,
-    aug_candidates: Annotated[
-        int, typer.Option(help="transformations drawn per tail pair", rich_help_panel=CART_PANEL)
-    ] = 8,
-    aug_keep: Annotated[int, typer.Option(help="M: augmentations kept per tail pair", rich_help_panel=CART_PANEL)] = 1,
-    generator: Annotated[
-        Optional[Path], typer.Option(help="local causal LM folder for sampled rewrites", rich_help_panel=CART_PANEL)
-    ] = None,
-    w_max: Annotated[
-        float, typer.Option(help="cap of the tail weight (1 reproduces the paper)", rich_help_panel=CART_PANEL)
-    ] = 1.0,
-    eta: Annotated[
-        Optional[float], typer.Option(help="η of eq. 13 (default: reach w_max halfway)", rich_help_panel=CART_PANEL)
-    ] = None,
-    min_tail: Annotated[int, typer.Option(help="tail pairs guaranteed per batch", rich_help_panel=CART_PANEL)] = 4,
-    rediscover_every: Annotated[
-        int, typer.Option(help="re-discover circuits every N steps (0: never)", rich_help_panel=CART_PANEL)
-    ] = 0,
-    warmup_steps: Annotated[
-        Optional[int],
-        typer.Option(help="steps before self-discovery when no --circuits (default 10%)", rich_help_panel=CART_PANEL),
-    ] = None,
+    config_file: ConfigFileOption = None,
+    **settings: Any,
 ) -> None:
     """Train a reward model: bt (Bradley–Terry; squared error on scored data), label-smoothing, reweight,
     hidden-reg, or cart (needs --tail-by)."""
     from cartrm.data import load_dataset, parse_tail_spec
     from cartrm.models import RewardModel
-    from cartrm.training import TrainConfig
     from cartrm.training import train as run_training
-    from cartrm.training.config import CartConfig
 
-    cart = CartConfig(
-        circuits=_existing(circuits, "--circuits"),
-        vulnerability=_existing(vulnerability, "--vulnerability"),
-        augmentation=aug,
-        circuit_reg=circuit_reg,
-        progressive=progressive,
-        circuit_reg_weight=circuit_reg_weight,
-        aug_weight=aug_weight,
-        aug_candidates=aug_candidates,
-        aug_keep=aug_keep,
-        generator=_existing(generator, "--generator"),
-        w_max=w_max,
-        progressive_eta=eta,
-        min_tail_per_batch=min_tail,
-        rediscover_every=rediscover_every,
-        warmup_steps=warmup_steps,
-    )
-    config = TrainConfig(
-        method=method,
-        epochs=epochs,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        learning_rate=learning_rate,
-        warmup_ratio=warmup_ratio,
-        max_length=max_length,
-        center_rewards_coefficient=center_rewards_coefficient,
-        save_steps=save_steps,
-        seed=seed,
-        disable_dropout=not keep_dropout,
-        group_by_length=group_by_length,
-        max_batch_tokens=max_batch_tokens or None,
-        tail_by=tail_by,
-        label_smoothing=label_smoothing,
-        tail_weight=tail_weight,
-        hidden_reg_weight=hidden_reg_weight,
-        cart=cart,
-    )
+    for name in ("circuits", "vulnerability", "generator"):
+        settings[name] = _existing(Path(settings[name]) if settings[name] else None, f"--{name}")
+    cart = CartConfig(**settings_of(CartConfig, settings))
+    config = TrainConfig(**settings_of(TrainConfig, settings), tail_by=tail_by, cart=cart)
     dataset = load_dataset(data, split=_split(split, "train"))
-    reward_model = RewardModel.load(model, max_length=max_length, seed=seed)
+    reward_model = RewardModel.load(model, max_length=config.max_length, seed=config.seed)
     tail_mask = None
     if tail_by:
         tail = parse_tail_spec(tail_by).fit_transform(
@@ -268,6 +148,7 @@ def ensemble(
     learning_rate: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate")] = 5e-5,
     max_length: Annotated[Optional[int], typer.Option(help="token limit")] = None,
     seed: SeedOption = 0,
+    config_file: ConfigFileOption = None,
 ) -> None:
     """Circuit-aware ensemble (eq. 14-15): K members with different seeds and circuit targets, α fit on held-out tail pairs."""  # noqa: E501
     from cartrm.data import load_dataset, parse_tail_spec
@@ -330,6 +211,7 @@ def evaluate(
     split: SplitOption = None,
     batch_size: Annotated[int, typer.Option(help="sequences per forward pass")] = 64,
     seed: Annotated[int, typer.Option(help="seed of the bootstrap intervals")] = 0,
+    config_file: ConfigFileOption = None,
 ) -> None:
     """Pairwise accuracy overall / head / tail / per column, with bootstrap 95% intervals; writes metrics.json."""
     from cartrm.data import load_preferences, parse_tail_spec
@@ -387,6 +269,7 @@ def discover(
     ] = False,
     split: SplitOption = None,
     seed: SeedOption = 0,
+    config_file: ConfigFileOption = None,
 ) -> None:
     """Phase 1: find tail-specialised neurons and circuits, test them causally; writes circuits.json and plots."""
     from cartrm.circuits.discover import DiscoveryConfig
@@ -448,6 +331,7 @@ def assess(
     max_pairs: MaxPairsOption = None,
     split: SplitOption = None,
     seed: SeedOption = 0,
+    config_file: ConfigFileOption = None,
 ) -> None:
     """Phase 2: score each circuit's consistency, sensitivity, coverage and Vuln; pick the targets; bound terms."""
     from cartrm.circuits.result import Circuits
@@ -497,6 +381,7 @@ def bound(
     n_test_tail: Annotated[int, typer.Option(help="tail pairs in the shared test split")] = 600,
     epochs: Annotated[float, typer.Option(help="training epochs per point")] = 1.0,
     seed: SeedOption = 0,
+    config_file: ConfigFileOption = None,
 ) -> None:
     """Sweep N_tail on the embedded benchmark and test whether L_tail − L_head follows the bound's terms (eq. 4–5)."""
     from cartrm.experiments.sweep import BoundSweepConfig, plot_bound_sweep, run_bound_sweep
@@ -548,10 +433,13 @@ def run(
     config: Annotated[
         Optional[Path], typer.Option(help="config.yaml of an earlier run: reproduces it (other options are ignored)")
     ] = None,
-    name: Annotated[
-        Optional[str], typer.Option(help="run name (folder under --out-root); default 'quick' or 'full'")
+    out: Annotated[
+        Optional[Path], typer.Option(help="the run folder (default: runs/quick or runs/full, or runs/NAME)")
     ] = None,
-    out_root: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
+    name: Annotated[Optional[str], typer.Option(help="run name: the folder runs/NAME when --out is not given")] = None,
+    out_root: Annotated[
+        Optional[Path], typer.Option(help="deprecated: the folder holding runs/NAME; use --out", hidden=True)
+    ] = None,
     model: Annotated[str, typer.Option(help="base model: built-in name or model folder")] = "minilm",
     methods: Annotated[
         Optional[str],
@@ -579,7 +467,7 @@ def run(
     else:
         if data is not None and not tail_by:
             raise CartError("--data needs --tail-by (how to tell tail pairs from head pairs)")
-        overrides = {"name": name or ("quick" if quick else "full"), "out_root": out_root, "model": model}
+        overrides = {**_run_folder(out, out_root, name or ("quick" if quick else "full")), "model": model}
         if methods:
             overrides["methods"] = (
                 ALL_METHODS if methods.strip() == "all" else tuple(m.strip() for m in methods.split(",") if m.strip())
@@ -607,6 +495,18 @@ def run(
     typer.echo(f"wrote {run_config.directory / 'results.json'} and {run_config.directory / 'report.html'}")
 
 
+def _run_folder(out: Path | None, out_root: Path | None, name: str) -> dict:
+    """RunConfig's ``out_root`` and ``name`` from ``--out DIR`` (the run folder) or the deprecated ``--out-root``."""
+    if out is not None and out_root is not None:
+        raise CartError("--out-root is the deprecated form of --out; give only --out")
+    if out_root is not None:
+        warnings.warn(f"--out-root is deprecated; use --out {out_root / name}", FutureWarning, stacklevel=2)
+        return {"out_root": out_root, "name": name}
+    if out is None:
+        return {"out_root": Path("runs"), "name": name}
+    return {"out_root": out.parent, "name": out.name}
+
+
 def _has_gpu() -> bool:
     import torch
 
@@ -615,7 +515,10 @@ def _has_gpu() -> bool:
 
 @app.command()
 @_one_line_errors
-def report(run_dir: Annotated[Path, typer.Argument(help="a run folder written by cart run")]) -> None:
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder written by cart run")],
+    config_file: ConfigFileOption = None,
+) -> None:
     """Re-render RUN_DIR/report.html from RUN_DIR/results.json."""
     from cartrm.report.html import write_report
 
@@ -632,6 +535,7 @@ def make_benchmark(
     n_test_tail: Annotated[int, typer.Option(help="tail pairs in the test split")] = 1100,
     alpha: Annotated[float, typer.Option(help="share of head-domain pairs in train/validation")] = 0.9,
     seed: Annotated[int, typer.Option(help="generator seed")] = 0,
+    config_file: ConfigFileOption = None,
 ) -> None:
     """Write the embedded long-tail benchmark (TRL columns + domain, is_tail, rule_set, gold_*)."""
     from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
