@@ -150,7 +150,9 @@ def test_run_takes_every_method_and_the_ensemble_size_from_the_command_line(tmp_
     monkeypatch.setattr(
         cartrm.experiments.pipeline, "run_experiment", lambda config: taken.append(config) or sys.exit(0)
     )
-    result = invoke("run", "--quick", "--methods", "all", "--members", "2", "--seeds", "0,1,2", "--out", tmp_path / "run")
+    result = invoke(
+        "run", "--quick", "--methods", "all", "--members", "2", "--seeds", "0,1,2", "--out", tmp_path / "run"
+    )
     assert result.exit_code == 0, result.output
     assert taken[0].methods == ALL_METHODS and taken[0].ensemble_members == 2 and taken[0].seeds == (0, 1, 2)
     assert taken[0].benchmark.n_train == RunConfig.preset(quick=True).benchmark.n_train
