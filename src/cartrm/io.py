@@ -1,5 +1,5 @@
-"""Atomic writes (an artifact is either complete or absent, never half-written) and the versions recorded with
-results."""
+"""Atomic writes (an artifact is either complete or absent, never half-written), the base class of saved results,
+and the versions recorded with them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cartrm.errors import CartError
 
 
 @contextmanager
@@ -72,3 +76,41 @@ def versions() -> dict[str, str]:
 
     packages = ("cartrm", "torch", "transformers", "accelerate", "numpy", "scipy", "scikit-learn")
     return {"python": platform.python_version(), **{name: version(name) for name in packages}}
+
+
+class Record(BaseModel):
+    """A typed part of a saved result; unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Artifact(Record):
+    """A result saved as one JSON file: written atomically; read back with its ``schema_version`` checked and its
+    fields validated, every problem one line naming the file. Subclasses set ``kind`` (for messages) and the
+    default of ``schema_version`` (the version this cartrm writes and reads)."""
+
+    kind: ClassVar[str] = "result"
+    schema_version: int = 1
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic(path, self.model_dump(mode="json"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        path = Path(path)
+        if not path.is_file():
+            raise CartError(f"{path}: no such {cls.kind} file")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CartError(f"{path}: cannot read the {cls.kind} file ({exc})") from exc
+        expected = cls.model_fields["schema_version"].default
+        version = raw.get("schema_version") if isinstance(raw, dict) else None
+        if version != expected:
+            raise CartError(f"{path}: {cls.kind} schema version {version!r}, this cartrm reads {expected}")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise CartError(f"{path}: field '{where}': {first['msg']}") from None

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict
-
-from cartrm.errors import CartError
-from cartrm.io import write_json_atomic
+from cartrm.io import Artifact, Record
 
 CIRCUITS_SCHEMA_VERSION = 1
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class NeuronRef(_Record):
+class NeuronRef(Record):
     site: str
     layer: int
     index: int
@@ -34,7 +24,7 @@ class NeuronRecord(NeuronRef):
     permutation_p_value: float | None = None
 
 
-class PatchResult(_Record):
+class PatchResult(Record):
     """Exact activation patching of one circuit on tail inputs, for one patch mode."""
 
     mode: str
@@ -45,7 +35,7 @@ class PatchResult(_Record):
     p_value: float | None = None
 
 
-class CircuitRecord(_Record):
+class CircuitRecord(Record):
     id: str
     members: list[NeuronRef]
     coherence: float
@@ -59,26 +49,27 @@ class CircuitRecord(_Record):
     patch: dict[str, PatchResult] = {}
 
 
-class Histogram(_Record):
+class Histogram(Record):
     edges: list[float]
     counts: list[int]
 
 
-class CoherenceEdge(_Record):
+class CoherenceEdge(Record):
     source: int
     target: int
     coherence: float
 
 
-class DecompositionRecord(_Record):
+class DecompositionRecord(Record):
     r2: float
     cv_r2: float | None
     intercept: float
 
 
-class Circuits(_Record):
+class Circuits(Artifact):
     """Everything ``cart discover`` found; later phases load it with :meth:`load`."""
 
+    kind = "circuits"
     schema_version: int = CIRCUITS_SCHEMA_VERSION
     model: str
     model_fingerprint: str
@@ -99,18 +90,3 @@ class Circuits(_Record):
     decomposition: DecompositionRecord | None
     null_mode: str
     attribution_rank_correlation: float | None
-
-    def save(self, path: str | Path) -> None:
-        write_json_atomic(path, self.model_dump(mode="json"))
-
-    @classmethod
-    def load(cls, path: str | Path) -> Circuits:
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CartError(f"{path}: cannot read circuits file ({exc})") from exc
-        version = raw.get("schema_version") if isinstance(raw, dict) else None
-        if version != CIRCUITS_SCHEMA_VERSION:
-            raise CartError(f"{path}: circuits schema version {version!r}, this cartrm reads {CIRCUITS_SCHEMA_VERSION}")
-        return cls.model_validate(raw)

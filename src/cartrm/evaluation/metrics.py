@@ -9,16 +9,14 @@ preference and ``label_gold_agreement`` the annotators' own agreement with it (t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from cartrm.data.tail import TailSplit
-from cartrm.io import write_json_atomic
+from cartrm.io import Artifact
 
 N_BOOTSTRAP = 1000
 CALIBRATION_BINS = 10
@@ -40,11 +38,10 @@ class GroupMetrics(BaseModel):
     label_gold_agreement: float | None = None
 
 
-class EvaluationReport(BaseModel):
+class EvaluationReport(Artifact):
     """What ``cart evaluate`` writes to ``metrics.json``."""
 
-    model_config = ConfigDict(extra="forbid")
-
+    kind = "metrics"
     schema_version: int = METRICS_SCHEMA_VERSION
     model: str
     data: str
@@ -54,13 +51,6 @@ class EvaluationReport(BaseModel):
     head: GroupMetrics | None = None
     tail: GroupMetrics | None = None
     by: dict[str, dict[str, GroupMetrics]] = {}
-
-    def save(self, path: str | Path) -> None:
-        write_json_atomic(path, self.model_dump(mode="json"))
-
-    @classmethod
-    def load(cls, path: str | Path) -> EvaluationReport:
-        return cls.model_validate(json.loads(Path(path).read_text()))
 
 
 def pairwise_correct(chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:

@@ -12,7 +12,6 @@ An ensemble folder holds ``ensemble.json`` and ``member-0/``, ``member-1/``, …
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from cartrm.data.dataset import PointwiseDataset
 from cartrm.data.tail import TailSplit
 from cartrm.errors import CartError
 from cartrm.evaluation.metrics import pairwise_correct
-from cartrm.io import write_json_atomic
+from cartrm.io import Artifact
 from cartrm.models.ensemble import ENSEMBLE_SCHEMA_VERSION, EnsembleRewardModel
 from cartrm.models.reward_model import RewardModel
 from cartrm.training.config import TrainConfig
@@ -59,7 +58,7 @@ class EnsembleConfig(BaseModel):
     discovery_pairs: int = Field(256, ge=2, description="training pairs used to discover each member's tail neurons")
 
 
-class EnsembleResult(BaseModel):
+class EnsembleResult(Artifact):
     """What ``train_ensemble`` writes to ``ensemble_result.json``.
 
     Validation-tail accuracies and losses are measured on the pairs α was fit on, so the ensemble's are
@@ -67,7 +66,7 @@ class EnsembleResult(BaseModel):
     are pairwise and ``None`` for pointwise validation data; losses are the eq. 15 objective.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    kind = "ensemble result"
 
     schema_version: int = ENSEMBLE_SCHEMA_VERSION
     output_dir: str
@@ -85,13 +84,6 @@ class EnsembleResult(BaseModel):
     member_tail_loss: list[float]
     ensemble_tail_loss: float
     seconds: float
-
-    def save(self, path: str | Path) -> None:
-        write_json_atomic(path, self.model_dump(mode="json"))
-
-    @classmethod
-    def load(cls, path: str | Path) -> EnsembleResult:
-        return cls.model_validate(json.loads(Path(path).read_text()))
 
 
 def train_ensemble(

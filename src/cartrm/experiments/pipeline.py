@@ -48,7 +48,7 @@ from cartrm.io import versions, write_json_atomic, write_text_atomic
 from cartrm.models import EnsembleRewardModel, RewardModel
 from cartrm.report.aggregate import aggregate
 from cartrm.report.html import write_report
-from cartrm.report.results import RunResults
+from cartrm.report.results import RunResults, SeedStability
 from cartrm.training import METHODS, TrainConfig, get_method, train
 from cartrm.training.config import CartConfig
 from cartrm.vulnerability.assess import AssessConfig, assess
@@ -159,7 +159,7 @@ class SeedOutcome:
     correct: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     bon: dict[str, dict[str, BoNCurve]] = field(default_factory=dict)
     train_seconds: dict[str, float] = field(default_factory=dict)
-    stability: dict | None = None
+    stability: SeedStability | None = None
 
 
 def run_experiment(config: RunConfig, progress: bool = True) -> RunResults:
@@ -418,7 +418,7 @@ class SeedRun:
 
     # -- stability ----------------------------------------------------------------------------------------
 
-    def _stability(self) -> dict:
+    def _stability(self) -> SeedStability:
         """CART's top tail neurons vs the baseline's, and Vuln of the targeted circuits after CART."""
 
         folder = self.root / "stability"
@@ -454,21 +454,18 @@ class SeedRun:
                     )
                 cart_circuits.save(folder / "cart_circuits.json")
                 k = self.config.stability_top_k
-                write_json_atomic(
-                    folder / "stability.json",
-                    {
-                        "seed": self.seed,
-                        "top_k": k,
-                        "baseline_vs_cart_jaccard": circuit_overlap(
-                            [top_tail_neurons(baseline_circuits, k), top_tail_neurons(cart_circuits, k)]
-                        ),
-                        "targets": list(before.targets),
-                        "vuln_before": {c.id: c.vuln for c in before.circuits if c.id in before.targets},
-                        "vuln_after": {c.id: c.vuln for c in after.circuits if c.id in before.targets},
-                    },
-                )
+                SeedStability(
+                    seed=self.seed,
+                    top_k=k,
+                    baseline_vs_cart_jaccard=circuit_overlap(
+                        [top_tail_neurons(baseline_circuits, k), top_tail_neurons(cart_circuits, k)]
+                    ),
+                    targets=list(before.targets),
+                    vuln_before={c.id: c.vuln for c in before.circuits if c.id in before.targets},
+                    vuln_after={c.id: c.vuln for c in after.circuits if c.id in before.targets},
+                ).save(folder / "stability.json")
             _stage_finish(folder, key)
-        return json.loads((folder / "stability.json").read_text())
+        return SeedStability.load(folder / "stability.json")
 
 
 def _what_trains(method: str, training: TrainConfig) -> TrainConfig:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
 from cartrm.circuits.discover import DiscoveryConfig, discover
 from cartrm.data.tail import parse_tail_spec
-from cartrm.io import write_json_atomic
+from cartrm.io import Artifact
 from cartrm.models import RewardModel
 from cartrm.training import TrainConfig, train
 from cartrm.vulnerability.bound import bradley_terry_loss, complexity_term, trend_test
@@ -51,16 +51,16 @@ class BoundPoint(BaseModel):
     tail_accuracy: float
 
 
-class BoundSweep(BaseModel):
+class BoundSweep(Artifact):
+    """What ``cart bound`` writes to ``bound_sweep.json``: the points and the trend test (eq. 4-5)."""
+
+    kind = "bound sweep"
     config: BoundSweepConfig
     points: list[BoundPoint]
     spearman_complexity: float | None
     p_complexity: float | None
     spearman_divergence: float | None
     p_divergence: float | None
-
-    def save(self, path: str | Path) -> None:
-        write_json_atomic(path, self.model_dump(mode="json"))
 
 
 def run_bound_sweep(config: BoundSweepConfig, out: str | Path, progress: bool = True) -> BoundSweep:

@@ -11,7 +11,7 @@ import numpy as np
 
 from cartrm.circuits.result import Circuits
 from cartrm.evaluation.statistics import paired_bootstrap, summarise_seeds
-from cartrm.report.results import BoNSummary, Comparison, MethodResults, RunResults, SeedStability, Stability
+from cartrm.report.results import BoNSummary, Comparison, MethodResults, RunResults, Stability
 
 COMPARED_METRICS = ("tail_accuracy", "head_accuracy", "tail_gold_accuracy", "head_gold_accuracy")
 CHALLENGERS = {"cart": None, "cart-ensemble": ("ensemble-mean",)}  # None: against every non-CART method
@@ -147,7 +147,7 @@ def _stability(config, outcomes: Sequence) -> Stability | None:
         top_k=k,
         across_seeds_neuron_jaccard=circuit_overlap([top_tail_neurons(c, k) for c in circuits]) if multi else None,
         across_seeds_circuit_jaccard=_circuit_matching(circuits) if multi else None,
-        per_seed=[SeedStability(**o.stability) for o in outcomes if o.stability],
+        per_seed=[o.stability for o in outcomes if o.stability],
     )
 
 

@@ -6,23 +6,14 @@ Paths in ``artifacts`` are relative to the run directory.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict
-
 from cartrm.evaluation.bon import BoNCurve
 from cartrm.evaluation.statistics import PairedComparison, SeedSummary
-from cartrm.io import write_json_atomic
+from cartrm.io import Artifact, Record
 
 RESULTS_SCHEMA_VERSION = 1
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BoNSummary(_Record):
+class BoNSummary(Record):
     """Best-of-n on one prompt group (``head`` or ``tail``): one curve per seed and their summaries."""
 
     group: str
@@ -33,7 +24,7 @@ class BoNSummary(_Record):
     gap_at_max: SeedSummary
 
 
-class MethodResults(_Record):
+class MethodResults(Record):
     method: str
     head_accuracy: SeedSummary
     tail_accuracy: SeedSummary
@@ -45,7 +36,7 @@ class MethodResults(_Record):
     bon: dict[str, BoNSummary] = {}
 
 
-class Comparison(_Record):
+class Comparison(Record):
     """``method − baseline`` on one metric, paired over the same test pairs of every seed."""
 
     method: str
@@ -54,9 +45,11 @@ class Comparison(_Record):
     paired: PairedComparison
 
 
-class SeedStability(_Record):
+class SeedStability(Artifact):
     """Within one seed: the baseline's top tail neurons vs CART's, and Vuln of the targeted circuits
-    before (baseline model) and after (CART model) CART training."""
+    before (baseline model) and after (CART model) CART training; saved per seed as ``stability/stability.json``."""
+
+    kind = "stability"
 
     seed: int
     top_k: int
@@ -66,7 +59,7 @@ class SeedStability(_Record):
     vuln_after: dict[str, float]
 
 
-class Stability(_Record):
+class Stability(Record):
     """Across seeds: mean pairwise Jaccard of the baselines' top tail neurons and of their circuits (each
     circuit matched to its best counterpart); per seed: before/after CART."""
 
@@ -76,7 +69,8 @@ class Stability(_Record):
     per_seed: list[SeedStability]
 
 
-class RunResults(_Record):
+class RunResults(Artifact):
+    kind = "results"
     schema_version: int = RESULTS_SCHEMA_VERSION
     name: str
     config: dict
@@ -89,20 +83,3 @@ class RunResults(_Record):
     notes: list[str] = []
     artifacts: dict[str, str] = {}
     total_seconds: float
-
-    def save(self, path: str | Path) -> None:
-        write_json_atomic(path, self.model_dump(mode="json"))
-
-    @classmethod
-    def load(cls, path: str | Path) -> RunResults:
-        from cartrm.errors import CartError
-
-        path = Path(path)
-        if not path.exists():
-            raise CartError(f"{path}: no results.json (run `cart run` first)")
-        data = json.loads(path.read_text())
-        if data.get("schema_version") != RESULTS_SCHEMA_VERSION:
-            raise CartError(
-                f"{path}: results schema version {data.get('schema_version')}, expected {RESULTS_SCHEMA_VERSION}"
-            )
-        return cls.model_validate(data)

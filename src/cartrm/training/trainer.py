@@ -20,7 +20,6 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from cartrm.data.dataset import PointwiseDataset, PreferenceDataset
 from cartrm.errors import CartError
-from cartrm.io import write_json_atomic
+from cartrm.io import Artifact, write_json_atomic
 from cartrm.models.reward_model import RewardModel, default_device, model_max_positions
 from cartrm.training import cart as _cart  # noqa: F401  (the built-in CART method registers itself)
 from cartrm.training.batches import BatchBuilder, fit_max_length
@@ -42,24 +41,19 @@ CHECKPOINTS_KEPT = 2
 M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 4 * 2**20  # glibc's mallopt parameter number, and the value we set
 
 
-@dataclass
-class TrainResult:
+class TrainResult(Artifact):
+    """What training writes to ``train_result.json`` next to the model."""
+
+    kind = "train result"
     output_dir: str
     method: str
     global_step: int
     total_steps: int
     final_loss: float
     seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float]] = []
     max_length: int | None = None  # the token limit training used
     truncated: int = 0  # training texts longer than max_length (cut from the left)
-
-    def save(self, path: str | Path) -> None:
-        write_json_atomic(path, asdict(self))
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainResult:
-        return cls(**json.loads(Path(path).read_text()))
 
 
 def train(
