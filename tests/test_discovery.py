@@ -76,7 +76,7 @@ def test_circuits_file_round_trips_and_rejects_other_schema(found, tmp_path):
 def test_discovery_is_reproducible(found):
     data = planted_data()
     tail = parse_tail_spec("label:is_tail").fit_transform(data)
-    config = DiscoveryConfig(**found.config)
+    config = found.config
     again = discover(planted_model(), data, tail, config, progress=False)
     assert again.model_dump() == found.model_dump()
 
@@ -118,7 +118,7 @@ def test_activation_cache_is_reused_and_gives_the_same_result(found, tmp_path, m
 
     data = planted_data()
     tail = parse_tail_spec("label:is_tail").fit_transform(data)
-    config = DiscoveryConfig(**found.config)
+    config = found.config
     first = discover(planted_model(), data, tail, config, progress=False, cache_dir=tmp_path / "acts")
     assert (tmp_path / "acts" / "meta.json").exists() and list((tmp_path / "acts").glob("shard-*.safetensors"))
     model_passes = []

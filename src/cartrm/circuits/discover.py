@@ -14,16 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
 from cartrm.capture.cache import ActivationCache
-from cartrm.capture.sites import list_sites, parse_site_kinds
+from cartrm.capture.sites import list_sites
 from cartrm.capture.stream import ExampleSet, FeatureIndex, pooled_batches
 from cartrm.circuits.compare import circuit_divergence
+from cartrm.circuits.config import DiscoveryConfig
 from cartrm.circuits.decomposition import Decomposition, decompose_reward
 from cartrm.circuits.graph import find_circuits
 from cartrm.circuits.mutual_information import (
@@ -59,34 +58,6 @@ from cartrm.models.reward_model import RewardModel
 
 MAX_LISTED_NEURONS = 1000
 HISTOGRAM_BINS = 60
-
-
-class DiscoveryConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    sites: tuple[str, ...] = ("mlp",)
-    pooling: Literal["mean", "max", "last"] = "mean"
-    top_k: int = Field(64, gt=1)
-    fdr: float = Field(0.05, gt=0, lt=1)
-    tau: float | None = Field(None, description="eq. 3 threshold on E_tail|a| − E_head|a|; default a quantile")
-    tau_quantile: float = Field(0.95, gt=0, lt=1)
-    n_permutations: int = Field(1000, ge=0)
-    mi_estimator: Literal["binned", "gaussian"] = "binned"
-    mi_bins: int = Field(8, ge=2)
-    community: Literal["louvain", "components"] = "louvain"
-    coherence_null_shuffles: int = Field(20, ge=0, description="label shuffles setting the coherence edge threshold")
-    ridge_alpha: float = Field(1.0, gt=0)
-    patch_pairs: int = Field(16, ge=0, description="tail pairs used for causal validation (0 skips it)")
-    max_validated: int = Field(5, ge=0, description="circuits given exact patching and a null, largest first")
-    n_null: int = Field(20, ge=1)
-    null_mode: Literal["zero", "head_mean", "resample"] = "resample"
-    batch_size: int = Field(32, gt=0)
-    seed: int = 0
-
-    @field_validator("sites")
-    @classmethod
-    def _known_sites(cls, sites: tuple[str, ...]) -> tuple[str, ...]:
-        return parse_site_kinds(sites)
 
 
 def discover(
@@ -143,7 +114,7 @@ def discover(
         model_type=reward_model.model.config.model_type,
         data=dataset.source,
         tail_description=tail.description,
-        config=config.model_dump(mode="json"),
+        config=config,
         n_examples=len(examples),
         n_features=features.size,
         n_significant=int((differential.q_value <= config.fdr).sum()),

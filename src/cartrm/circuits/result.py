@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cartrm.circuits.config import DiscoveryConfig
 from cartrm.io import Artifact, Record
 
 CIRCUITS_SCHEMA_VERSION = 1
@@ -76,7 +77,7 @@ class Circuits(Artifact):
     model_type: str | None = None
     data: str
     tail_description: str
-    config: dict
+    config: DiscoveryConfig
     n_examples: int
     n_features: int
     n_significant: int

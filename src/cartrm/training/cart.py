@@ -206,12 +206,12 @@ class CircuitAwareTraining(BradleyTerry):
 
     def _targets_of(self, circuits: Circuits, target_ids: list[str]) -> tuple[list[TargetCircuit], FeatureIndex]:
         """The target circuits on this model's feature axis; refuses circuits of another architecture."""
-        features = FeatureIndex(tuple(list_sites(self.reward_model.model, tuple(circuits.config["sites"]))))
+        features = FeatureIndex(tuple(list_sites(self.reward_model.model, tuple(circuits.config.sites))))
         model_type = self.reward_model.model.config.model_type
         if circuits.model_type not in (None, model_type) or features.size != circuits.n_features:
             raise CartError(
                 f"circuits.json describes {circuits.n_features} features of a {circuits.model_type or '?'} model at "
-                f"sites {circuits.config['sites']}, but this {model_type} model has {features.size}: it was made from "
+                f"sites {circuits.config.sites}, but this {model_type} model has {features.size}: it was made from "
                 "a different architecture"
             )
         by_id = {c.id: c for c in circuits.circuits}
@@ -232,7 +232,7 @@ class CircuitAwareTraining(BradleyTerry):
         self.targets = targets
         used = {name for t in targets for name in t.by_site}
         self.sites = [s for s in features.sites if s.name in used]
-        self.pooling = circuits.config["pooling"]
+        self.pooling = circuits.config.pooling
         self.augmented = augmented
         self.aug_rows: dict[int, list[int]] = {}
         for row, pair in enumerate(augmented):
@@ -255,7 +255,7 @@ class CircuitAwareTraining(BradleyTerry):
             self.context.tail_mask,
             [t.members for t in targets],
             features,
-            circuits.config["pooling"],
+            circuits.config.pooling,
             n_candidates=cart.aug_candidates,
             keep=cart.aug_keep,
             seed=self.config.seed,
