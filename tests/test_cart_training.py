@@ -183,14 +183,13 @@ def _circuit_tail_variance(model, data, mask, members) -> float:
 
 def test_circuit_regulariser_lowers_the_tail_variance_of_the_targeted_circuit(planted, planted_circuits_file, tmp_path):
     data, mask, circuits = planted
-    circuits_path, target = planted_circuits_file
+    target = planted_circuits_file[1]
     members = [m.feature for c in circuits.circuits if c.id == target for m in c.members]
     before = _circuit_tail_variance(planted_model(), data, mask, members)
     variances = {}
     for regularise in (False, True):
         model = planted_model()
         cart = CartConfig(
-            circuits=str(circuits_path),
             target_circuits=(target,),
             augmentation=False,
             progressive=False,
@@ -198,36 +197,37 @@ def test_circuit_regulariser_lowers_the_tail_variance_of_the_targeted_circuit(pl
             circuit_reg_weight=50.0,
         )
         config = TrainConfig(method="cart", max_steps=8, batch_size=16, learning_rate=1e-2, warmup_ratio=0.0, cart=cart)
-        result = train(model, data, config, tmp_path / str(regularise), tail_mask=mask, progress=False)
+        result = train(
+            model, data, config, tmp_path / str(regularise), tail_mask=mask, circuits=circuits, progress=False
+        )
         variances[regularise] = _circuit_tail_variance(model, data, mask, members)
         assert ("circuit_var" in result.history[-1]) == regularise
     assert variances[True] < 0.5 * before
     assert variances[True] < 0.5 * variances[False]
 
 
-def test_targets_come_from_the_vulnerability_report_or_explicit_ids(planted, planted_circuits_file, tmp_path):
+def test_targets_come_from_the_vulnerability_report_or_explicit_ids(planted, tmp_path):
     data, mask, circuits = planted
-    circuits_path, target = planted_circuits_file
-    method = get_method(
-        "cart", TrainConfig(method="cart", cart=CartConfig(circuits=str(circuits_path), augmentation=False))
+    method = get_method("cart", TrainConfig(method="cart", cart=CartConfig(augmentation=False)))
+    method.setup(
+        planted_model(), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path / "a", circuits=circuits)
     )
-    method.setup(planted_model(), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path / "a"))
     assert [t.id for t in method.targets] == [c.id for c in circuits.circuits[:3]]
-    bad = TrainConfig(
-        method="cart", cart=CartConfig(circuits=str(circuits_path), target_circuits=("c999",), augmentation=False)
-    )
+    bad = TrainConfig(method="cart", cart=CartConfig(target_circuits=("c999",), augmentation=False))
     with pytest.raises(CartError, match="c999"):
         get_method("cart", bad).setup(
-            planted_model(), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path / "b")
+            planted_model(), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path / "b", circuits=circuits)
         )
 
 
-def test_circuits_of_another_architecture_are_refused(planted, planted_circuits_file, tmp_path):
-    data, mask, _ = planted
-    config = TrainConfig(method="cart", cart=CartConfig(circuits=str(planted_circuits_file[0]), augmentation=False))
+def test_circuits_of_another_architecture_are_refused(planted, tmp_path):
+    data, mask, circuits = planted
+    config = TrainConfig(method="cart", cart=CartConfig(augmentation=False))
     with pytest.raises(CartError, match="different architecture"):
         get_method("cart", config).setup(
-            RewardModel.load("tiny-bert"), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path)
+            RewardModel.load("tiny-bert"),
+            data,
+            TrainingContext(mask, total_steps=4, output_dir=tmp_path, circuits=circuits),
         )
 
 
@@ -304,13 +304,11 @@ def test_hidden_reg_penalises_drift_from_the_initial_hidden_states(planted, tmp_
 
 
 def test_augmentation_trains_on_the_kept_candidates_of_the_batch_tail_pairs(planted, planted_circuits_file, tmp_path):
-    data, mask, _ = planted
-    circuits_path, target = planted_circuits_file
-    cart = CartConfig(
-        circuits=str(circuits_path), target_circuits=(target,), aug_candidates=4, aug_keep=2, circuit_reg=False
-    )
+    data, mask, circuits = planted
+    target = planted_circuits_file[1]
+    cart = CartConfig(target_circuits=(target,), aug_candidates=4, aug_keep=2, circuit_reg=False)
     config = TrainConfig(method="cart", max_steps=2, batch_size=16, logging_steps=1, cart=cart)
-    result = train(planted_model(), data, config, tmp_path, tail_mask=mask, progress=False)
+    result = train(planted_model(), data, config, tmp_path, tail_mask=mask, circuits=circuits, progress=False)
     lines = (tmp_path / "cart" / "step-0" / "augmented.jsonl").read_text().splitlines()
     sources = [json.loads(line)["source"] for line in lines]
     assert set(sources) == set(np.flatnonzero(mask).tolist())
@@ -321,14 +319,12 @@ def test_augmentation_trains_on_the_kept_candidates_of_the_batch_tail_pairs(plan
 def test_a_split_cart_batch_gives_the_whole_batch_gradient(planted, planted_circuits_file, tmp_path):
     """With every term on, the passes of a split batch (tail rows together for eq. 12, L_aug on its own) sum to
     the gradient of the batch run as one pass."""
-    data, mask, _ = planted
-    circuits_path, target = planted_circuits_file
-    cart = CartConfig(
-        circuits=str(circuits_path), target_circuits=(target,), aug_candidates=4, aug_keep=2, circuit_reg_weight=50.0
-    )
+    data, mask, circuits = planted
+    target = planted_circuits_file[1]
+    cart = CartConfig(target_circuits=(target,), aug_candidates=4, aug_keep=2, circuit_reg_weight=50.0)
     model = planted_model()
     method = get_method("cart", TrainConfig(method="cart", cart=cart))
-    method.setup(model, data, TrainingContext(mask, total_steps=10, output_dir=tmp_path))
+    method.setup(model, data, TrainingContext(mask, total_steps=10, output_dir=tmp_path, circuits=circuits))
     builder = BatchBuilder(model, data, mask)
     rows = [0, 1, 2, 3, 170, 171, 4, 172, 5, 6]
 

@@ -94,19 +94,32 @@ def train(
     tail_by: TailOption = None,
     split: SplitOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in --out")] = False,
+    circuits: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="circuits.json from cart discover (default: discover after a warm-up)", rich_help_panel=CART_PANEL
+        ),
+    ] = None,
+    vulnerability: Annotated[
+        Optional[Path],
+        typer.Option(help="vulnerability.json from cart assess: its targets are C_v", rich_help_panel=CART_PANEL),
+    ] = None,
     config_file: ConfigFileOption = None,
     **settings: Any,
 ) -> None:
     """Train a reward model: bt (Bradley–Terry; squared error on scored data), label-smoothing, reweight,
     hidden-reg, or cart (needs --tail-by)."""
+    from cartrm.circuits.result import Circuits
     from cartrm.data import load_dataset, parse_tail_spec
     from cartrm.models import RewardModel
     from cartrm.training import train as run_training
+    from cartrm.vulnerability.result import VulnerabilityReport
 
-    for name in ("circuits", "vulnerability", "generator"):
-        settings[name] = _existing(Path(settings[name]) if settings[name] else None, f"--{name}")
+    settings["generator"] = _existing(Path(settings["generator"]) if settings["generator"] else None, "--generator")
     cart = CartConfig(**settings_of(CartConfig, settings))
     config = TrainConfig(**settings_of(TrainConfig, settings), tail_by=tail_by, cart=cart)
+    found = Circuits.load(circuits) if circuits else None
+    report = VulnerabilityReport.load(vulnerability) if vulnerability else None
     dataset = load_dataset(data, split=_split(split, "train"))
     reward_model = RewardModel.load(model, max_length=config.max_length, seed=config.seed)
     tail_mask = None
@@ -116,7 +129,16 @@ def train(
         )
         typer.echo(f"tail: {tail.description}")
         tail_mask = tail.mask
-    result = run_training(reward_model, dataset, config, out, tail_mask=tail_mask, resume=resume)
+    result = run_training(
+        reward_model,
+        dataset,
+        config,
+        out,
+        tail_mask=tail_mask,
+        circuits=found,
+        vulnerability=report,
+        resume=resume,
+    )
     typer.echo(
         f"trained {result.global_step} steps in {result.seconds:.0f}s, final loss {result.final_loss:.4f}; "
         f"model saved to {out}"
@@ -151,16 +173,13 @@ def ensemble(
     config_file: ConfigFileOption = None,
 ) -> None:
     """Circuit-aware ensemble (eq. 14-15): K members with different seeds and circuit targets, α fit on held-out tail pairs."""  # noqa: E501
+    from cartrm.circuits.result import Circuits
     from cartrm.data import load_dataset, parse_tail_spec
     from cartrm.experiments.ensemble import EnsembleConfig, train_ensemble
     from cartrm.models import RewardModel
     from cartrm.training import TrainConfig
-    from cartrm.training.config import CartConfig
     from cartrm.vulnerability.result import VulnerabilityReport
 
-    cart = CartConfig(
-        circuits=_existing(circuits, "--circuits"), vulnerability=_existing(vulnerability, "--vulnerability")
-    )
     training = TrainConfig(
         epochs=epochs,
         max_steps=max_steps,
@@ -169,7 +188,6 @@ def ensemble(
         max_length=max_length,
         seed=seed,
         tail_by=tail_by,
-        cart=cart,
     )
     config = EnsembleConfig(members=members, method=method, weighting=weighting, seed=seed, train=training)
     everything = load_dataset(data)
@@ -182,7 +200,7 @@ def ensemble(
     held_out = load_dataset(validation_data) if validation_data else everything.split("validation")
     probe = RewardModel.load(model, max_length=max_length)
     spec = parse_tail_spec(tail_by).fit(dataset, tokenizer=probe.tokenizer, embedder=probe.embed)
-    targets = VulnerabilityReport.load(vulnerability).targets if vulnerability else None
+    report = VulnerabilityReport.load(vulnerability) if vulnerability else None
     result = train_ensemble(
         model,
         dataset,
@@ -191,7 +209,8 @@ def ensemble(
         spec.transform(held_out).mask,
         config,
         out,
-        targets=targets,
+        circuits=Circuits.load(circuits) if circuits else None,
+        targets=report.targets if report else None,
     )
     typer.echo(
         f"α = {', '.join(f'{a:.3f}' for a in result.alpha)}; tail-circuit overlap {result.overlap}; "

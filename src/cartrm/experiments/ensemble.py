@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cartrm.circuits.compare import circuit_overlap, top_tail_neurons
 from cartrm.circuits.discover import DiscoveryConfig, balanced_subset, discover
+from cartrm.circuits.result import Circuits
 from cartrm.data.dataset import PointwiseDataset
 from cartrm.data.tail import TailSplit
 from cartrm.errors import CartError
@@ -95,6 +96,7 @@ def train_ensemble(
     config: EnsembleConfig,
     output_dir: str | Path,
     *,
+    circuits: Circuits | None = None,
     targets: Sequence[str] | None = None,
     progress: bool = True,
 ) -> EnsembleResult:
@@ -102,8 +104,8 @@ def train_ensemble(
 
     Layout of ``output_dir``: ``members/member-i`` (training output folders), ``circuits/member-i.json``
     (each member's cheap tail discovery, pairwise data only), ``ensemble/`` (the ensemble folder) and
-    ``ensemble_result.json``. ``targets`` (circuit ids of ``C_v``) are split among the members for ``cart``
-    and ignored by other methods.
+    ``ensemble_result.json``. ``targets`` (circuit ids of ``C_v`` among ``circuits``) are split among the members
+    for ``cart``; other methods ignore both.
     """
     started = time.time()
     get_method(config.method, config.train)  # an unknown method fails before any training
@@ -116,7 +118,7 @@ def train_ensemble(
     slices = split_targets(list(targets), config.members) if targets and config.method == "cart" else None
     out = Path(output_dir)
     members = [
-        _train_member(base_model, dataset, tail_mask, config, i, slices[i] if slices else None, out, progress)
+        _train_member(base_model, dataset, tail_mask, config, i, slices[i] if slices else None, circuits, out, progress)
         for i in range(config.members)
     ]
     overlap = (
@@ -176,12 +178,21 @@ def _train_member(
     config: EnsembleConfig,
     i: int,
     targets: tuple[str, ...] | None,
+    circuits: Circuits | None,
     out: Path,
     progress: bool,
 ) -> RewardModel:
     member_config = member_train_config(config, i, targets)
     model = RewardModel.load(base_model, max_length=config.train.max_length, seed=member_config.seed)
-    train(model, dataset, member_config, out / "members" / f"member-{i}", tail_mask=tail_mask, progress=progress)
+    train(
+        model,
+        dataset,
+        member_config,
+        out / "members" / f"member-{i}",
+        tail_mask=tail_mask,
+        circuits=circuits if config.method == "cart" else None,
+        progress=progress,
+    )
     return model
 
 

@@ -232,8 +232,7 @@ class SeedRun:
     def _trained(self, method: str) -> tuple[RewardModel | EnsembleRewardModel, float]:
         folder = self.root / "models" / method
         training = self.train_config.model_copy(update={"method": method})
-        if method in CIRCUIT_METHODS:
-            training = training.model_copy(update={"cart": self._analysis()})
+        circuits, report = self._analysis() if method in CIRCUIT_METHODS else (None, None)
         upstream = _stage_key(self.root / "analysis") if method in CIRCUIT_METHODS else None  # circuits are inputs too
         key = _digest(
             self.config.model,
@@ -255,7 +254,7 @@ class SeedRun:
         model: RewardModel | EnsembleRewardModel
         with _logged(f"seed {self.seed}: training {method}"):
             if method in ENSEMBLES:
-                model = self._train_ensemble(method, training, folder)
+                model = self._train_ensemble(method, training, folder, circuits, report)
             else:
                 model = single = RewardModel.load(self.config.model, seed=self.seed)
                 train(
@@ -264,16 +263,24 @@ class SeedRun:
                     training,
                     folder,
                     tail_mask=self.tails["train"].mask,
+                    circuits=circuits,
+                    vulnerability=report,
                     progress=self.progress,
                 )
         seconds = time.time() - started
         _stage_finish(folder, key, seconds=seconds)
         return model, seconds
 
-    def _train_ensemble(self, method: str, training: TrainConfig, folder: Path) -> EnsembleRewardModel:
+    def _train_ensemble(
+        self,
+        method: str,
+        training: TrainConfig,
+        folder: Path,
+        circuits: Circuits | None,
+        report: VulnerabilityReport | None,
+    ) -> EnsembleRewardModel:
         member_method, weighting = ENSEMBLES[method]
-        vulnerability = training.cart.vulnerability if member_method == "cart" else None
-        targets = VulnerabilityReport.load(vulnerability).targets if vulnerability else None
+        targets = report.targets if report and member_method == "cart" else None
         ensemble = EnsembleConfig(
             members=self.config.ensemble_members,
             method=member_method,
@@ -289,13 +296,15 @@ class SeedRun:
             self.tails["validation"].mask,
             ensemble,
             folder,
+            circuits=circuits if member_method == "cart" else None,
             targets=targets,
             progress=self.progress,
         )
         return EnsembleRewardModel.load(result.ensemble_dir)
 
-    def _analysis(self):
-        """Phases 1–2 on the baseline, once per seed; returns the CART config pointing at their outputs."""
+    def _analysis(self) -> tuple[Circuits, VulnerabilityReport | None]:
+        """Phases 1–2 on the baseline, once per seed: its tail circuits and their vulnerability report (None when
+        discovery found no circuit)."""
         from cartrm.circuits.plots import plot_coherence_graph, plot_delta_histogram
         from cartrm.vulnerability.plots import plot_vulnerability
 
@@ -342,10 +351,8 @@ class SeedRun:
                         "seed %d: discovery found no tail circuits; CART trains without circuit terms", self.seed
                     )
             _stage_finish(folder, key)
-        found = vulnerability_path.exists()
-        return self.train_config.cart.model_copy(
-            update={"circuits": str(circuits_path), "vulnerability": str(vulnerability_path) if found else None}
-        )
+        assessed = VulnerabilityReport.load(vulnerability_path) if vulnerability_path.exists() else None
+        return Circuits.load(circuits_path), assessed
 
     def _analysis_data(self):
         subset = balanced_subset(self.tails["train"].mask, self.config.analysis_pairs, self.seed)
@@ -469,14 +476,9 @@ class SeedRun:
 
 
 def _what_trains(method: str, training: TrainConfig) -> TrainConfig:
-    """The part of ``training`` a method's result depends on: CART settings only for CART methods, and never the
-    run folder's paths to circuits.json / vulnerability.json (their content is in the analysis key), so a
-    moved run resumes and a changed CART setting retrains only CART."""
-    if method not in CIRCUIT_METHODS:
-        return training.model_copy(update={"cart": CartConfig()})
-    return training.model_copy(
-        update={"cart": training.cart.model_copy(update={"circuits": None, "vulnerability": None})}
-    )
+    """The part of ``training`` a method's result depends on: CART settings only for CART methods, so a changed
+    CART setting retrains only CART (the circuits, an input, are in the analysis stage's key)."""
+    return training if method in CIRCUIT_METHODS else training.model_copy(update={"cart": CartConfig()})
 
 
 def _user_splits(dataset, seed: int) -> dict:

@@ -9,9 +9,9 @@
 - ``L_circuit`` (eq. 12): ``λ Σ_{c∈C_v} Var_tail[a_c(x)]``, the population variance over the batch's tail
   texts of each target circuit's pooled activation, with gradients through the forward hooks.
 
-Targets ``C_v`` come from a circuits.json + vulnerability.json (found on the baseline model, which starts
-from the same initialisation, so the neuron ids name the same units) or, without them, from discovery and
-assessment run on the model itself after ``warmup_steps`` of plain training; ``rediscover_every`` repeats that.
+Targets ``C_v`` come from the circuits and vulnerability report given to ``train`` (found on the baseline model,
+which starts from the same initialisation, so the neuron ids name the same units) or, without them, from discovery
+and assessment run on the model itself after ``warmup_steps`` of plain training; ``rediscover_every`` repeats that.
 Each time targets are set, ``OUT/cart/step-N/`` receives the circuits, vulnerability and augmented pairs.
 """
 
@@ -89,10 +89,9 @@ class CircuitAwareTraining(BradleyTerry):
         self.augmented: list[Any] = []
         self.artifacts: str | None = None
         self._last_step = -1
-        if cart.circuits:
-            circuits = Circuits.load(cart.circuits)
-            report = VulnerabilityReport.load(cart.vulnerability) if cart.vulnerability else None
-            self._set_targets(circuits, self._target_ids(circuits, report), step=0)
+        if context.circuits is not None:
+            circuits = context.circuits
+            self._set_targets(circuits, self._target_ids(circuits, context.vulnerability), step=0)
             self.next_discovery = cart.rediscover_every or None
         else:
             self.next_discovery = cart.warmup_steps or max(1, round(0.1 * context.total_steps))

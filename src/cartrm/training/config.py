@@ -10,15 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 class CartConfig(BaseModel):
     """Components and weights of the CART objective (eq. 16: ``L_head + L_aug + L_circuit + L_prog``).
 
-    Circuits come from ``circuits`` (circuits.json) and targets ``C_v`` from ``vulnerability``
-    (vulnerability.json) or ``target_circuits``; with neither file, training runs ``warmup_steps`` of plain
-    Bradley–Terry, then discovers and assesses circuits on the current model itself.
+    Circuits and their vulnerability report are inputs of training (``train(..., circuits=, vulnerability=)``;
+    ``cart train --circuits --vulnerability``); the targets ``C_v`` are the report's or ``target_circuits``.
+    Without circuits, training runs ``warmup_steps`` of plain Bradley–Terry, then discovers and assesses
+    circuits on the current model itself.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    circuits: str | None = Field(None, description="circuits.json from cart discover")
-    vulnerability: str | None = Field(None, description="vulnerability.json from cart assess (its targets are C_v)")
     target_circuits: tuple[str, ...] | None = Field(
         None, description="explicit circuit ids for C_v (overrides the targets)"
     )

@@ -18,10 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cartrm.circuits.result import Circuits
 from cartrm.errors import CartError
 from cartrm.models.reward_model import reward_forward
 from cartrm.training.batches import BatchBuilder
 from cartrm.training.config import TrainConfig
+from cartrm.vulnerability.result import VulnerabilityReport
 
 METHODS: dict[str, type[TrainingMethod]] = {}
 ANCHOR_BATCH = 32
@@ -41,13 +43,16 @@ def get_method(name: str, config: TrainConfig) -> TrainingMethod:
 @dataclass(frozen=True)
 class TrainingContext:
     """What the trainer knows before the first step: the tail mask over the training rows, the number of
-    optimizer steps, and where the run writes."""
+    optimizer steps, where the run writes, and the analysis inputs a method may use (CART's circuits and their
+    vulnerability report)."""
 
     tail_mask: np.ndarray
     total_steps: int
     output_dir: Path
     progress: bool = True
     max_length: int | None = None  # the token limit of the training texts
+    circuits: Circuits | None = None
+    vulnerability: VulnerabilityReport | None = None
 
 
 class TrainingMethod:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from cartrm.circuits.result import Circuits
 from cartrm.data.dataset import PointwiseDataset, PreferenceDataset
 from cartrm.errors import CartError
 from cartrm.io import Artifact, write_json_atomic
@@ -36,6 +37,7 @@ from cartrm.training.batches import BatchBuilder, fit_max_length
 from cartrm.training.config import TrainConfig
 from cartrm.training.methods import TrainingContext, get_method
 from cartrm.training.sampling import EpochShuffleSampler, TailAwareSampler
+from cartrm.vulnerability.result import VulnerabilityReport
 
 CHECKPOINTS_KEPT = 2
 M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 4 * 2**20  # glibc's mallopt parameter number, and the value we set
@@ -63,13 +65,16 @@ def train(
     output_dir: str | Path,
     *,
     tail_mask: np.ndarray | None = None,
+    circuits: Circuits | None = None,
+    vulnerability: VulnerabilityReport | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``reward_model`` in place on ``dataset`` and save it to ``output_dir``.
 
     ``tail_mask`` marks the tail examples; methods that use the head/tail split (``cart``, ``reweight``)
-    require it.
+    require it. ``circuits`` (from :func:`cartrm.discover`) and ``vulnerability`` (from :func:`cartrm.assess`,
+    whose targets are C_v) are CART's inputs; without them CART discovers circuits itself after a warm-up.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -135,7 +140,13 @@ def train(
     steps_per_epoch = math.ceil(micro_per_epoch / config.gradient_accumulation_steps)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     context = TrainingContext(
-        tail_mask=builder.is_tail, total_steps=total_steps, output_dir=out, progress=progress, max_length=max_length
+        tail_mask=builder.is_tail,
+        total_steps=total_steps,
+        output_dir=out,
+        progress=progress,
+        max_length=max_length,
+        circuits=circuits,
+        vulnerability=vulnerability,
     )
     method.setup(reward_model, dataset, context)
     scheduler = get_scheduler(
