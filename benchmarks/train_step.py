@@ -68,18 +68,20 @@ def time_variant(
     folder: Path,
 ) -> tuple[float, float]:
     """(one-off setup seconds, mean seconds per step after ``warmup`` steps)."""
+    from cartrm.circuits.result import Circuits
     from cartrm.training import TrainConfig, get_method
     from cartrm.training.batches import BatchBuilder
     from cartrm.training.config import CartConfig
     from cartrm.training.methods import TrainingContext
 
     model = copy.deepcopy(base)
-    cart = CartConfig(circuits=str(circuits), **cart_options)
+    cart = CartConfig(**cart_options)
     method = get_method(method_name, TrainConfig(method=method_name, cart=cart))
     started = time.perf_counter()
-    method.setup(
-        model, data, TrainingContext(mask, total_steps=len(rows), output_dir=folder / method_name, progress=False)
+    context = TrainingContext(
+        mask, total_steps=len(rows), output_dir=folder / method_name, progress=False, circuits=Circuits.load(circuits)
     )
+    method.setup(model, data, context)
     setup_seconds = time.perf_counter() - started
     builder = BatchBuilder(model, data, mask)
     optimizer = torch.optim.AdamW(model.model.parameters(), lr=1e-5)
@@ -88,8 +90,9 @@ def time_variant(
     for step, indices in enumerate(rows):
         batch = builder(indices)
         started = time.perf_counter()
-        loss, _ = method.loss(model.model, batch, step)
-        loss.backward()
+        for one_pass in method.passes([batch], step):  # CART's L_aug runs as a pass of its own
+            loss, _ = method.loss(model.model, one_pass, step)
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         times.append(time.perf_counter() - started)
