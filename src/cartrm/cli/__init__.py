@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -110,8 +111,6 @@ def train(
     """Train a reward model: bt (Bradley–Terry; squared error on scored data), label-smoothing, reweight,
     hidden-reg, or cart (needs --tail-by)."""
     from cartrm.circuits.result import Circuits
-    from cartrm.data import load_dataset, parse_tail_spec
-    from cartrm.models import RewardModel
     from cartrm.training import train as run_training
     from cartrm.vulnerability.result import VulnerabilityReport
 
@@ -120,21 +119,15 @@ def train(
     config = TrainConfig(**settings_of(TrainConfig, settings), tail_by=tail_by, cart=cart)
     found = Circuits.load(circuits) if circuits else None
     report = VulnerabilityReport.load(vulnerability) if vulnerability else None
-    dataset = load_dataset(data, split=_split(split, "train"))
-    reward_model = RewardModel.load(model, max_length=config.max_length, seed=config.seed)
-    tail_mask = None
-    if tail_by:
-        tail = parse_tail_spec(tail_by).fit_transform(
-            dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed
-        )
-        typer.echo(f"tail: {tail.description}")
-        tail_mask = tail.mask
+    dataset, reward_model, tail = _inputs(
+        data, model, tail_by, split=_split(split, "train"), scored=True, max_length=config.max_length, seed=config.seed
+    )
     result = run_training(
         reward_model,
         dataset,
         config,
         out,
-        tail_mask=tail_mask,
+        tail_mask=tail.mask if tail else None,
         circuits=found,
         vulnerability=report,
         resume=resume,
@@ -216,7 +209,7 @@ def ensemble(
         f"α = {', '.join(f'{a:.3f}' for a in result.alpha)}; tail-circuit overlap {result.overlap}; "
         f"validation tail accuracy {result.ensemble_tail_accuracy}"
     )
-    typer.echo(f"wrote {result.ensemble_dir} (load it with cartrm.training.ensemble.load_reward_model)")
+    typer.echo(f"wrote {result.ensemble_dir} (load it with cartrm.load_reward_model)")
 
 
 @app.command()
@@ -233,19 +226,11 @@ def evaluate(
     config_file: ConfigFileOption = None,
 ) -> None:
     """Pairwise accuracy overall / head / tail / per column, with bootstrap 95% intervals; writes metrics.json."""
-    from cartrm.data import load_preferences, parse_tail_spec
     from cartrm.evaluation import evaluate as run_evaluation
-    from cartrm.models import load_reward_model
 
-    dataset = load_preferences(data, split=_split(split, "test"))
-    for column in by or []:
-        dataset.column(column)
-    reward_model = load_reward_model(model)
-    tail = None
-    if tail_by:
-        tail = parse_tail_spec(tail_by).fit_transform(
-            dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed
-        )
+    dataset, reward_model, tail = _inputs(
+        data, model, tail_by, split=_split(split, "test"), ensembles=True, columns=by or []
+    )
     report = run_evaluation(
         reward_model, dataset, tail=tail, by=by or [], tail_by=tail_by, seed=seed, batch_size=batch_size, progress=True
     )
@@ -309,7 +294,9 @@ def discover(
         batch_size=batch_size,
         seed=seed,
     )
-    dataset, reward_model, tail = _analysis_inputs(model, data, split, tail_by, max_pairs, seed)
+    dataset, reward_model, tail = _inputs(
+        data, model, tail_by, split=_split(split, "train"), max_pairs=max_pairs, seed=seed
+    )
     circuits = run_discovery(
         reward_model, dataset, tail, config, cache_dir=out / "activations" if cache_activations else None
     )
@@ -370,8 +357,14 @@ def assess(
         seed=seed,
     )
     found = Circuits.load(circuits)
-    dataset, reward_model, tail = _analysis_inputs(
-        model, data, split, tail_by, max_pairs, seed, columns=[groups] if groups else []
+    dataset, reward_model, tail = _inputs(
+        data,
+        model,
+        tail_by,
+        split=_split(split, "train"),
+        max_pairs=max_pairs,
+        seed=seed,
+        columns=[groups] if groups else [],
     )
     report = run_assessment(
         reward_model, dataset, tail.mask, found, config, cache_dir=circuits.parent / "activations"
@@ -572,17 +565,32 @@ def make_benchmark(
     typer.echo(f"wrote {len(dataset)} pairs to {out}")
 
 
-def _analysis_inputs(
-    model: str, data: Path, split: str | None, tail_by: str, max_pairs: int | None, seed: int, columns=()
+def _inputs(
+    data: Path,
+    model: str,
+    tail_by: str | None,
+    *,
+    split: str | None,
+    scored: bool = False,
+    ensembles: bool = False,
+    max_pairs: int | None = None,
+    seed: int = 0,
+    columns: Sequence[str] = (),
+    max_length: int | None = None,
 ):
-    """Data (``train`` split by default, optionally subsampled), the reward model and the tail split."""
-    from cartrm.data import load_preferences, parse_tail_spec
-    from cartrm.models import RewardModel
+    """What every command starts from: the data (preference pairs, or also scored data when ``scored``; this
+    ``split``; a seeded subset of ``max_pairs``; ``columns`` checked), the reward model (an ensemble folder too
+    when ``ensembles``) and the tail split fitted on the data (None without ``tail_by``)."""
+    from cartrm.data import load_dataset, load_preferences, parse_tail_spec
+    from cartrm.models import RewardModel, load_reward_model
 
-    dataset = _subset(load_preferences(data, split=_split(split, "train")), max_pairs, seed)
+    dataset = _subset((load_dataset if scored else load_preferences)(data, split=split), max_pairs, seed)
     for column in columns:
         dataset.column(column)
-    reward_model = RewardModel.load(model)
+    load = load_reward_model if ensembles else RewardModel.load
+    reward_model = load(model, max_length=max_length, seed=seed)
+    if not tail_by:
+        return dataset, reward_model, None
     tail = parse_tail_spec(tail_by).fit_transform(
         dataset, tokenizer=reward_model.tokenizer, embedder=reward_model.embed
     )
