@@ -20,8 +20,15 @@ import platform, torch
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
 print(f"{gpu}; torch {torch.__version__}; Python {platform.python_version()}")
 PY
+# CARTRM_GPU_LIMIT (seconds) stops the run early with Ctrl-C's clean exit, so a lease that runs short still
+# brings back the stage times in run.log; the copies below run whatever the run's exit status.
+limit="${CARTRM_GPU_LIMIT:-0}"
 start=$(date +%s)
-"$python" -m cartrm run "${@:---full}" --out "$work/runs/gpu" 2>&1 | tee "$out/cart-run.log"
-echo "wall seconds: $(( $(date +%s) - start ))" | tee -a "$out/cart-run.log"
-cp "$work/runs/gpu/run.log" "$work/runs/gpu/results.json" "$work/runs/gpu/config.yaml" "$out/"
-cp "$work/runs/gpu/report.html" "$out/" 2>/dev/null || true
+status=0
+timeout --signal=INT --kill-after=30 "$limit" "$python" -m cartrm run "${@:---full}" --out "$work/runs/gpu" 2>&1 \
+  | tee "$out/cart-run.log" || status=$?
+echo "wall seconds: $(( $(date +%s) - start )); exit status $status" | tee -a "$out/cart-run.log"
+for file in run.log results.json config.yaml report.html; do
+  cp "$work/runs/gpu/$file" "$out/" 2>/dev/null || true
+done
+exit "$status"

@@ -127,7 +127,7 @@ class PatchBench:
                     columns = slice(int(offset), int(offset) + site.width)
                     for mode in PATCH_MODES:
                         target = torch.as_tensor(
-                            self.values(mode, np.arange(columns.start, columns.stop), rows)
+                            self.values(mode, np.arange(columns.start, columns.stop), rows), device=acts.device
                         ).unsqueeze(1)
                         out[mode][rows, columns] = ((target - acts) * grad * weights).sum(1).cpu().numpy()
         return out

@@ -443,7 +443,9 @@ def run(
         ),
     ] = False,
     config: Annotated[
-        Optional[Path], typer.Option(help="config.yaml of an earlier run: reproduces it (other options are ignored)")
+        Optional[Path],
+        typer.Option(help="config.yaml of an earlier run: reproduces it (--out or --name may move it; other options "
+        "are ignored)"),
     ] = None,
     out: Annotated[
         Optional[Path], typer.Option(help="the run folder (default: runs/quick or runs/full, or runs/NAME)")
@@ -476,6 +478,8 @@ def run(
         raise CartError("--quick and --full are alternatives: pick one")
     if config is not None:
         run_config = RunConfig.from_yaml(config)
+        if out is not None or out_root is not None or name is not None:
+            run_config = run_config.model_copy(update=_run_folder(out, out_root, name or run_config.name))
     else:
         if data is not None and not tail_by:
             raise CartError("--data needs --tail-by (how to tell tail pairs from head pairs)")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -540,7 +541,8 @@ def _logged(stage: str) -> Iterator[None]:
     started = time.time()
     yield
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    log.info("%s: done in %.0f s (peak memory so far %.0f MiB)", stage, time.time() - started, peak_mb)
+    gpu = f", GPU {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if torch.cuda.is_initialized() else ""
+    log.info("%s: done in %.0f s (peak memory so far %.0f MiB%s)", stage, time.time() - started, peak_mb, gpu)
 
 
 def _log_to(path: Path) -> logging.Handler:

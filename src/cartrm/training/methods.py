@@ -214,7 +214,7 @@ class HiddenStateRegularisation(BradleyTerry):
     def loss(self, module: Any, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         rewards, hidden = _pooled_hidden(module, batch)
         loss, logs = self.preference_loss(rewards, batch)
-        squared = (hidden - self.anchor[self._rows(batch)].to(hidden.device, hidden.dtype)) ** 2
+        squared = (hidden - self.anchor[self._rows(batch).cpu()].to(hidden.device, hidden.dtype)) ** 2
         drift = squared.sum() / (batch_count(batch) * squared.shape[0] / len(batch["weight"]) * squared.shape[1])
         logs["hidden_drift"] = squared.mean().item()
         return loss + self.config.hidden_reg_weight * drift, logs

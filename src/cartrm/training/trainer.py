@@ -237,7 +237,7 @@ def train(
         bar.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    reward_model.model = accelerator.unwrap_model(model)
+    reward_model.model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # scoring after training: float32
     result = TrainResult(
         output_dir=str(out),
         method=config.method,
@@ -277,7 +277,7 @@ def _mixed_precision(setting: str) -> str:
     float32."""
     if setting != "auto":
         return setting
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if default_device().type == "cuda" and torch.cuda.is_bf16_supported() else "no"
 
 
 def _texts(dataset: PreferenceDataset | PointwiseDataset) -> int:
