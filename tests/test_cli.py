@@ -130,6 +130,22 @@ def test_run_from_a_config_file_then_report_rerenders(tmp_path):
     assert result.exit_code == 1 and "results.json" in result.output
 
 
+def test_out_moves_a_run_reproduced_from_its_config_file(tmp_path, monkeypatch):
+    import cartrm.experiments.pipeline
+    from cartrm.experiments.pipeline import RunConfig
+
+    taken = []
+    monkeypatch.setattr(
+        cartrm.experiments.pipeline, "run_experiment", lambda config: taken.append(config) or sys.exit(0)
+    )
+    config = RunConfig(name="c", out_root=tmp_path / "old", seeds=(3,))
+    (tmp_path / "config.yaml").write_text(config.to_yaml())
+    assert invoke("run", "--config", tmp_path / "config.yaml", "--out", tmp_path / "new" / "here").exit_code == 0
+    assert taken[-1].directory == tmp_path / "new" / "here" and taken[-1].seeds == (3,)
+    assert invoke("run", "--config", tmp_path / "config.yaml").exit_code == 0
+    assert taken[-1].directory == tmp_path / "old" / "c"
+
+
 def test_run_rejects_data_without_a_tail_spec(tmp_path, benchmark_file):
     result = invoke("run", "--data", benchmark_file, "--out", tmp_path / "run")
     assert result.exit_code == 1 and "--tail-by" in result.output

@@ -133,3 +133,14 @@ def test_agreement():
 def test_reward_change_must_return_one_value_per_example():
     with pytest.raises(ValueError, match="shape"):
         pgd_sensitivity(lambda delta: delta.sum(1, keepdim=True), 2, 1.0, batch_size=3)
+
+
+def test_a_bf16_reward_change_gives_float64_estimates():
+    """A model loaded in bf16 returns bf16 rewards; both estimates still come back as numbers numpy can hold."""
+    w = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    eps = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float32)
+    result = circuit_sensitivity(lambda delta: linear(w)(delta).to(torch.bfloat16), 4, eps, "l2", steps=2)
+    expected = (eps.double() * torch.linalg.vector_norm(w, dim=1)).numpy()
+    assert result.exact.dtype == result.first_order.dtype == np.float64
+    np.testing.assert_allclose(result.first_order, expected, rtol=2e-2)
+    np.testing.assert_allclose(result.exact, expected, rtol=2e-2)

@@ -38,6 +38,30 @@ def test_output_folder_is_a_plain_hf_model(tmp_path):
     assert list((tmp_path / "rm" / "logs").rglob("events.out.tfevents*")), "TensorBoard events missing"
 
 
+def test_a_model_trained_under_bf16_autocast_scores_in_float32_like_its_reload(tmp_path):
+    """Training's autocast wrapper must not stay on ``forward``: the model in memory and the saved one score the
+    same texts identically."""
+    model = RewardModel.load("tiny-bert", seed=0)
+    config = TrainConfig(max_steps=2, mixed_precision="bf16", **FAST)
+    train(model, planted_pairs(32), config, tmp_path / "rm", progress=False)
+    held_out = planted_pairs(16, seed=5)
+    reloaded = RewardModel.load(str(tmp_path / "rm"))
+    for in_memory, saved in zip(model.score_pairs(held_out), reloaded.score_pairs(held_out)):
+        np.testing.assert_allclose(in_memory, saved, rtol=0, atol=1e-6)
+
+
+def test_auto_precision_follows_the_device_the_model_is_on(monkeypatch):
+    from cartrm.training.trainer import _mixed_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setenv("CARTRM_DEVICE", "cpu")
+    assert _mixed_precision("auto") == "no"
+    monkeypatch.setenv("CARTRM_DEVICE", "cuda")
+    assert _mixed_precision("auto") == "bf16"
+    assert _mixed_precision("no") == "no"
+
+
 class Interrupt(Exception):
     pass
 

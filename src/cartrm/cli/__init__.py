@@ -444,8 +444,9 @@ def run(
     ] = False,
     config: Annotated[
         Optional[Path],
-        typer.Option(help="config.yaml of an earlier run: reproduces it (--out or --name may move it; other options "
-        "are ignored)"),
+        typer.Option(
+            help="config.yaml of an earlier run: reproduces it (--out or --name may move it; other options are ignored)"
+        ),
     ] = None,
     out: Annotated[
         Optional[Path], typer.Option(help="the run folder (default: runs/quick or runs/full, or runs/NAME)")
