@@ -308,8 +308,8 @@ def test_augmentation_trains_on_the_kept_candidates_of_the_batch_tail_pairs(plan
     target = planted_circuits_file[1]
     cart = CartConfig(target_circuits=(target,), aug_candidates=4, aug_keep=2, circuit_reg=False)
     config = TrainConfig(method="cart", max_steps=2, batch_size=16, logging_steps=1, cart=cart)
-    result = train(planted_model(), data, config, tmp_path, tail_mask=mask, circuits=circuits, progress=False)
-    lines = (tmp_path / "cart" / "step-0" / "augmented.jsonl").read_text().splitlines()
+    result = train(planted_model(), data, config, tmp_path / "rm", tail_mask=mask, circuits=circuits, progress=False)
+    lines = (tmp_path / "rm" / "cart" / "step-0" / "augmented.jsonl").read_text().splitlines()
     sources = [json.loads(line)["source"] for line in lines]
     assert set(sources) == set(np.flatnonzero(mask).tolist())
     assert max(sources.count(s) for s in set(sources)) <= 2

@@ -115,12 +115,13 @@ def test_same_seed_same_weights_different_seed_differs(tmp_path):
         )
         return load_file(tmp_path / name / "model.safetensors")["classifier.weight"]
 
-    assert torch.equal(weights(1, "a"), weights(1, "b"))
-    assert not torch.equal(weights(1, "a"), weights(2, "c"))
+    first = weights(1, "a")
+    assert torch.equal(first, weights(1, "b"))
+    assert not torch.equal(first, weights(2, "c"))
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(CartError, match="no checkpoint"):
+    with pytest.raises(CartError, match="no run to continue"):
         train(
             RewardModel.load("tiny-bert"),
             planted_pairs(16),

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING, Any
+
 from cartrm.circuits.config import DiscoveryConfig
+from cartrm.errors import CartError
 from cartrm.io import Artifact, Record
+
+if TYPE_CHECKING:
+    from cartrm.capture.stream import FeatureIndex
 
 CIRCUITS_SCHEMA_VERSION = 1
 
@@ -91,3 +98,46 @@ class Circuits(Artifact):
     decomposition: DecompositionRecord | None
     null_mode: str
     attribution_rank_correlation: float | None
+
+
+def check_circuits_fit(circuits: Circuits, model: Any, source: str = "circuits.json") -> FeatureIndex:
+    """The feature axis of ``circuits`` on ``model`` (a Hugging Face module), after checking that the file
+    describes this architecture: its sites exist, every member's site, layer, index and feature number agree
+    with them, every circuit has members, ids are unique and the circuits' numbers are finite."""
+    from cartrm.capture.sites import list_sites
+    from cartrm.capture.stream import FeatureIndex
+
+    features = FeatureIndex(tuple(list_sites(model, tuple(circuits.config.sites))))
+    model_type = model.config.model_type
+    if circuits.model_type not in (None, model_type) or features.size != circuits.n_features:
+        raise CartError(
+            f"{source} describes {circuits.n_features} features of a {circuits.model_type or '?'} model at sites "
+            f"{circuits.config.sites}, but this {model_type} model has {features.size}: it was made from a "
+            "different architecture"
+        )
+    sites = {site.name: site for site in features.sites}
+    seen: set[str] = set()
+    for circuit in circuits.circuits:
+        where = f"{source}: circuit {circuit.id!r}"
+        if circuit.id in seen:
+            raise CartError(f"{where}: the id is used twice")
+        seen.add(circuit.id)
+        if not circuit.members:
+            raise CartError(f"{where} has no members")
+        numbers = {"coherence": circuit.coherence, "tail_delta": circuit.tail_delta, "divergence": circuit.divergence}
+        for name, value in numbers.items():
+            if not math.isfinite(value):
+                raise CartError(f"{where}: {name} is {value}, not a finite number")
+        for member in circuit.members:
+            site = sites.get(member.site)
+            if site is None or site.layer != member.layer or not 0 <= member.index < site.width:
+                raise CartError(
+                    f"{where}: member {member.site}[{member.index}] (layer {member.layer}) is not a neuron of this "
+                    f"model (its sites: {', '.join(sites)})"
+                )
+            if member.feature != features.offset_of(member.site) + member.index:
+                raise CartError(
+                    f"{where}: member {member.site}[{member.index}] has feature number {member.feature}, but that "
+                    f"neuron is feature {features.offset_of(member.site) + member.index} of this model"
+                )
+    return features

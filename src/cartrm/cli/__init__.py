@@ -78,6 +78,9 @@ RequiredTailOption = Annotated[str, typer.Option("--tail-by", help=TAIL_HELP)]
 DataOption = Annotated[Path, typer.Option(help="preference data file")]
 MaxPairsOption = Annotated[Optional[int], typer.Option(help="use a seeded random subset of this many pairs")]
 SeedOption = Annotated[int, typer.Option(help="fixes data order, initialisation and dropout")]
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="--out holds an earlier run: delete it and start over")
+]
 
 
 @app.command()
@@ -94,7 +97,10 @@ def train(
     ] = "minilm",
     tail_by: TailOption = None,
     split: SplitOption = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in --out")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue the run in --out from its newest checkpoint (same settings)")
+    ] = False,
+    overwrite: OverwriteOption = False,
     circuits: Annotated[
         Optional[Path],
         typer.Option(
@@ -131,6 +137,7 @@ def train(
         circuits=found,
         vulnerability=report,
         resume=resume,
+        overwrite=overwrite,
     )
     typer.echo(
         f"trained {result.global_step} steps in {result.seconds:.0f}s, final loss {result.final_loss:.4f}; "
@@ -163,6 +170,7 @@ def ensemble(
     learning_rate: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate")] = 5e-5,
     max_length: Annotated[Optional[int], typer.Option(help="token limit")] = None,
     seed: SeedOption = 0,
+    overwrite: OverwriteOption = False,
     config_file: ConfigFileOption = None,
 ) -> None:
     """Circuit-aware ensemble (eq. 14-15): K members with different seeds and circuit targets, α fit on held-out tail pairs."""  # noqa: E501
@@ -204,6 +212,7 @@ def ensemble(
         out,
         circuits=Circuits.load(circuits) if circuits else None,
         targets=report.targets if report else None,
+        overwrite=overwrite,
     )
     typer.echo(
         f"α = {', '.join(f'{a:.3f}' for a in result.alpha)}; tail-circuit overlap {result.overlap}; "

@@ -98,6 +98,7 @@ def train_ensemble(
     *,
     circuits: Circuits | None = None,
     targets: Sequence[str] | None = None,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> EnsembleResult:
     """Train K members from ``base_model``, measure their circuit overlap, fit α and save the ensemble.
@@ -105,7 +106,7 @@ def train_ensemble(
     Layout of ``output_dir``: ``members/member-i`` (training output folders), ``circuits/member-i.json``
     (each member's cheap tail discovery, pairwise data only), ``ensemble/`` (the ensemble folder) and
     ``ensemble_result.json``. ``targets`` (circuit ids of ``C_v`` among ``circuits``) are split among the members
-    for ``cart``; other methods ignore both.
+    for ``cart``; other methods ignore both. ``overwrite`` replaces members an earlier run left in ``output_dir``.
     """
     started = time.time()
     get_method(config.method, config.train)  # an unknown method fails before any training
@@ -118,7 +119,9 @@ def train_ensemble(
     slices = split_targets(list(targets), config.members) if targets and config.method == "cart" else None
     out = Path(output_dir)
     members = [
-        _train_member(base_model, dataset, tail_mask, config, i, slices[i] if slices else None, circuits, out, progress)
+        _train_member(
+            base_model, dataset, tail_mask, config, i, slices[i] if slices else None, circuits, out, overwrite, progress
+        )
         for i in range(config.members)
     ]
     overlap = (
@@ -180,6 +183,7 @@ def _train_member(
     targets: tuple[str, ...] | None,
     circuits: Circuits | None,
     out: Path,
+    overwrite: bool,
     progress: bool,
 ) -> RewardModel:
     member_config = member_train_config(config, i, targets)
@@ -191,6 +195,7 @@ def _train_member(
         out / "members" / f"member-{i}",
         tail_mask=tail_mask,
         circuits=circuits if config.method == "cart" else None,
+        overwrite=overwrite,
         progress=progress,
     )
     return model

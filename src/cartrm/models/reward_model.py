@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from cartrm.errors import CartError
 from cartrm.io import atomic_directory
@@ -226,12 +227,16 @@ def _from_pretrained(path: Path, quiet_missing_head: bool) -> tuple[Any, Any]:
         hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-    except (OSError, ValueError) as exc:
-        raise CartError(f"cannot load a reward model from {path}: {str(exc).splitlines()[0]}") from exc
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, output_loading_info=True
+        )
+    except (OSError, ValueError, SafetensorError) as exc:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise CartError(f"cannot load a reward model from {path}: {lines[0]}") from exc
     finally:
         hf_logging.set_verbosity(previous)
         hf_logging.enable_progress_bar()
+    _check_weights_fit(path, model, loading)
     if model.config.num_labels != 1:
         raise CartError(f"{path} has {model.config.num_labels} outputs; a reward model needs num_labels=1")
     embeddings = model.get_input_embeddings().num_embeddings
@@ -241,6 +246,19 @@ def _from_pretrained(path: Path, quiet_missing_head: bool) -> tuple[Any, Any]:
             "the tokenizer and the model do not belong together"
         )
     return model, tokenizer
+
+
+def _check_weights_fit(path: Path, model: Any, loading: dict[str, Any]) -> None:
+    """Strict loading: every weight of the model body must come from the checkpoint, and every checkpoint weight
+    meant for the body must be used. Only the reward head may be missing (a base model gets a fresh one), and
+    only weights outside the body (another task's head, e.g. a language model's) may go unused."""
+    body = model.base_model_prefix + "."
+    missing = sorted(k for k in loading["missing_keys"] if k.startswith(body))
+    unused = sorted(k for k in loading["unexpected_keys"] if k.startswith(body))
+    for problem, keys in (("lacks weights the model needs", missing), ("has weights the model does not use", unused)):
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            raise CartError(f"{path}: the checkpoint {problem} ({shown}): the weights do not fit config.json")
 
 
 def _build_tiny(name: str) -> tuple[Any, Any]:

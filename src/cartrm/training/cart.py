@@ -27,9 +27,8 @@ import numpy as np
 import torch
 
 from cartrm.capture.hooks import ActivationCapture, pooling_mask
-from cartrm.capture.sites import list_sites
 from cartrm.capture.stream import FeatureIndex
-from cartrm.circuits.result import Circuits
+from cartrm.circuits.result import Circuits, check_circuits_fit
 from cartrm.data.dataset import PreferenceDataset
 from cartrm.errors import CartError
 from cartrm.io import write_text_atomic
@@ -183,6 +182,12 @@ class CircuitAwareTraining(BradleyTerry):
                 )
             return list(cart.target_circuits)
         if report is not None:
+            unknown = [t for t in report.targets if t not in known]
+            if unknown:
+                raise CartError(
+                    f"vulnerability.json targets {', '.join(unknown)}, which are not among the circuits "
+                    f"({', '.join(known[:10])}): the two files come from different discoveries"
+                )
             return list(report.targets)
         return known[: cart.top_targets]
 
@@ -205,14 +210,7 @@ class CircuitAwareTraining(BradleyTerry):
 
     def _targets_of(self, circuits: Circuits, target_ids: list[str]) -> tuple[list[TargetCircuit], FeatureIndex]:
         """The target circuits on this model's feature axis; refuses circuits of another architecture."""
-        features = FeatureIndex(tuple(list_sites(self.reward_model.model, tuple(circuits.config.sites))))
-        model_type = self.reward_model.model.config.model_type
-        if circuits.model_type not in (None, model_type) or features.size != circuits.n_features:
-            raise CartError(
-                f"circuits.json describes {circuits.n_features} features of a {circuits.model_type or '?'} model at "
-                f"sites {circuits.config.sites}, but this {model_type} model has {features.size}: it was made from "
-                "a different architecture"
-            )
+        features = check_circuits_fit(circuits, self.reward_model.model)
         by_id = {c.id: c for c in circuits.circuits}
         targets = []
         for circuit_id in target_ids:

@@ -36,6 +36,7 @@ from cartrm.training import cart as _cart  # noqa: F401  (the built-in CART meth
 from cartrm.training.batches import BatchBuilder, fit_max_length
 from cartrm.training.config import TrainConfig
 from cartrm.training.methods import TrainingContext, get_method
+from cartrm.training.run_folder import RunFolder, digest, run_identity
 from cartrm.training.sampling import EpochShuffleSampler, TailAwareSampler
 from cartrm.vulnerability.result import VulnerabilityReport
 
@@ -68,6 +69,7 @@ def train(
     circuits: Circuits | None = None,
     vulnerability: VulnerabilityReport | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``reward_model`` in place on ``dataset`` and save it to ``output_dir``.
@@ -75,17 +77,25 @@ def train(
     ``tail_mask`` marks the tail examples; methods that use the head/tail split (``cart``, ``reweight``)
     require it. ``circuits`` (from :func:`cartrm.discover`) and ``vulnerability`` (from :func:`cartrm.assess`,
     whose targets are C_v) are CART's inputs; without them CART discovers circuits itself after a warm-up.
+    ``output_dir`` belongs to this run (:mod:`cartrm.training.run_folder`): ``resume`` continues the run in it
+    after checking that settings and inputs match, ``overwrite`` clears a folder that holds another run.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
     out = Path(output_dir)
     started = time.time()
+    if tail_mask is not None and len(tail_mask) != len(dataset):
+        raise CartError(f"tail mask has {len(tail_mask)} entries for {len(dataset)} training examples")
+    if get_method(config.method, config).needs_tail and tail_mask is None:
+        raise CartError(f"method '{config.method}' needs the head/tail split: pass --tail-by")
     on_cpu = default_device().type == "cpu"
     if on_cpu:
         return_freed_buffers_to_the_os()
+    AcceleratorState._reset_state()  # the precision of an earlier train() in this process must not stick
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with="tensorboard",
@@ -93,165 +103,183 @@ def train(
         mixed_precision=_mixed_precision(config.mixed_precision),
         cpu=on_cpu,  # without it accelerate runs torchrun's CPU processes as separate single runs
     )
-    set_seed(config.seed)
-    if config.max_length:
-        reward_model.max_length = config.max_length
-    max_length, truncated = fit_max_length(
-        reward_model, dataset, config.max_length or model_max_positions(reward_model.model)
+    identity = run_identity(
+        config.model_dump(mode="json"),
+        data=digest(dataset.to_records()),
+        tail=None if tail_mask is None else digest(np.asarray(tail_mask, dtype=bool)),
+        model=reward_model.fingerprint(),
+        circuits=None if circuits is None else digest(circuits.model_dump(mode="json")),
+        vulnerability=None if vulnerability is None else digest(vulnerability.model_dump(mode="json")),
     )
-    max_length = config.max_length or max_length
-    if progress and accelerator.is_local_main_process:
-        print(
-            f"max length {max_length} tokens; {truncated} of {_texts(dataset)} texts are longer and lose their start",
-            file=sys.stderr,
+    folder = RunFolder(out, identity, resume=resume, overwrite=overwrite)
+    with folder if accelerator.is_main_process else contextlib.nullcontext():
+        accelerator.wait_for_everyone()
+        set_seed(config.seed)
+        if config.max_length:
+            reward_model.max_length = config.max_length
+        max_length, truncated = fit_max_length(
+            reward_model, dataset, config.max_length or model_max_positions(reward_model.model)
         )
-    config = config.model_copy(update={"max_length": max_length})
-    method = get_method(config.method, config)
-    if tail_mask is not None and len(tail_mask) != len(dataset):
-        raise CartError(f"tail mask has {len(tail_mask)} entries for {len(dataset)} training examples")
-    if method.needs_tail and tail_mask is None:
-        raise CartError(f"method '{config.method}' needs the head/tail split: pass --tail-by")
-    if config.disable_dropout:
-        disable_dropout(reward_model.model)
-    builder = BatchBuilder(reward_model, dataset, tail_mask, max_length=max_length)
-    lengths = builder.lengths() if config.group_by_length and builder.pairwise else None
-    sampler: TailAwareSampler | EpochShuffleSampler
-    if method.min_tail_per_batch and tail_mask is not None:
-        sampler = TailAwareSampler(
-            tail_mask, config.batch_size, method.min_tail_per_batch, config.seed, lengths=lengths
-        )
-    else:
-        sampler = EpochShuffleSampler(len(dataset), config.seed, lengths=lengths, batch_size=config.batch_size)
-    max_tokens = config.max_batch_tokens if method.splittable else None
-    loader: DataLoader = DataLoader(
-        range(len(dataset)),  # type: ignore[arg-type]  # any sized sequence of indices works
-        batch_size=config.batch_size,
-        sampler=sampler,
-        collate_fn=functools.partial(
-            builder.chunks,
-            max_tokens=max_tokens,
-            weigh=method.example_weights,
-            tail_together=method.keeps_tail_together,
-        ),
-        generator=torch.Generator().manual_seed(config.seed),
-    )
-    optimizer = torch.optim.AdamW(_parameter_groups(reward_model.model, config.weight_decay), lr=config.learning_rate)
-    micro_per_epoch = math.ceil(len(loader) / accelerator.num_processes)
-    steps_per_epoch = math.ceil(micro_per_epoch / config.gradient_accumulation_steps)
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    context = TrainingContext(
-        tail_mask=builder.is_tail,
-        total_steps=total_steps,
-        output_dir=out,
-        progress=progress,
-        max_length=max_length,
-        circuits=circuits,
-        vulnerability=vulnerability,
-    )
-    method.setup(reward_model, dataset, context)
-    scheduler = get_scheduler(
-        "linear",
-        optimizer,
-        num_warmup_steps=int(config.warmup_ratio * total_steps) * accelerator.num_processes,
-        num_training_steps=total_steps * accelerator.num_processes,
-    )
-    model, optimizer, loader, scheduler = accelerator.prepare(reward_model.model, optimizer, loader, scheduler)
-    state: dict[str, Any] = (
-        _resume(accelerator, out) if resume else {"global_step": 0, "micro": 0, "history": [], "method": {}}
-    )
-    method.restore(state.get("method", {}))
-    accelerator.init_trackers("train", config=_hparams(config.model_dump()))
-    model.train()
-    global_step, micro, history = state["global_step"], state["micro"], state["history"]
-    bar = tqdm(
-        total=total_steps,
-        initial=global_step,
-        desc=f"train[{config.method}]",
-        disable=not progress or not accelerator.is_local_main_process,
-    )
-    running: list[float] = []
-    stop = _StopRequest()
-    saved_step = global_step if resume else None
-
-    def save(step: int, micro_batches: int) -> int:
-        _checkpoint(
-            accelerator,
-            out,
-            {"global_step": step, "micro": micro_batches, "history": history, "method": method.state()},
-        )
-        return step
-
-    try:
-        while global_step < total_steps and not stop.agreed(accelerator):
-            epoch, offset = divmod(micro, micro_per_epoch)
-            batches: Any = accelerator.skip_first_batches(loader, offset) if offset else loader
-            batches.set_epoch(epoch)  # accelerate's loaders pass the epoch on to the sampler when they start
-            for chunks in batches:
-                with accelerator.accumulate(model):
-                    logs = _forward_backward(accelerator, model, method, chunks, global_step, out)
-                    if accelerator.sync_gradients and config.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                micro += 1
-                running.append(logs["loss"])
-                if not accelerator.sync_gradients:
-                    continue
-                global_step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
-                if global_step % config.logging_steps == 0 or global_step == total_steps:
-                    entry = {
-                        "step": global_step,
-                        "epoch": micro / micro_per_epoch,
-                        "lr": scheduler.get_last_lr()[0],
-                        **logs,
-                    }
-                    history.append(entry)
-                    accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=global_step)
-                end_of_epoch = micro % micro_per_epoch == 0
-                if (
-                    global_step >= total_steps
-                    or (config.save_steps and global_step % config.save_steps == 0)
-                    or (not config.save_steps and end_of_epoch)
-                ):
-                    saved_step = save(global_step, micro)
-                if global_step >= total_steps or stop.agreed(accelerator):
-                    break
-        if global_step < total_steps:
-            if saved_step != global_step:
-                save(global_step, micro)
-            raise CartError(
-                f"interrupted at step {global_step} of {total_steps}; checkpoint saved in {out / 'checkpoints'}; "
-                "continue with --resume"
+        max_length = config.max_length or max_length
+        if progress and accelerator.is_local_main_process:
+            print(
+                f"max length {max_length} tokens; {truncated} of {_texts(dataset)} texts are longer and lose "
+                "their start",
+                file=sys.stderr,
             )
-    except KeyboardInterrupt:
-        found = _checkpoints(out)
-        last = f"the last checkpoint is {found[-1]}" if found else "no checkpoint was saved"
-        raise CartError(
-            f"aborted during step {global_step + 1} of {total_steps}; {last}; continue with --resume"
-        ) from None
-    finally:
-        stop.close()
-        bar.close()
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    reward_model.model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # scoring after training: float32
-    result = TrainResult(
-        output_dir=str(out),
-        method=config.method,
-        global_step=global_step,
-        total_steps=total_steps,
-        final_loss=float(np.mean(running[-20:])) if running else float("nan"),
-        seconds=time.time() - started,
-        history=history,
-        max_length=max_length,
-        truncated=truncated,
-    )
-    if accelerator.is_main_process:
-        _save_final(reward_model, config, result, out)
-    return result
+        config = config.model_copy(update={"max_length": max_length})
+        method = get_method(config.method, config)
+        if config.disable_dropout:
+            disable_dropout(reward_model.model)
+        builder = BatchBuilder(reward_model, dataset, tail_mask, max_length=max_length)
+        lengths = builder.lengths() if config.group_by_length and builder.pairwise else None
+        sampler: TailAwareSampler | EpochShuffleSampler
+        if method.min_tail_per_batch and tail_mask is not None:
+            sampler = TailAwareSampler(
+                tail_mask, config.batch_size, method.min_tail_per_batch, config.seed, lengths=lengths
+            )
+        else:
+            sampler = EpochShuffleSampler(len(dataset), config.seed, lengths=lengths, batch_size=config.batch_size)
+        max_tokens = config.max_batch_tokens if method.splittable else None
+        loader: DataLoader = DataLoader(
+            range(len(dataset)),  # type: ignore[arg-type]  # any sized sequence of indices works
+            batch_size=config.batch_size,
+            sampler=sampler,
+            collate_fn=functools.partial(
+                builder.chunks,
+                max_tokens=max_tokens,
+                weigh=method.example_weights,
+                tail_together=method.keeps_tail_together,
+            ),
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        optimizer = torch.optim.AdamW(
+            _parameter_groups(reward_model.model, config.weight_decay), lr=config.learning_rate
+        )
+        micro_per_epoch = math.ceil(len(loader) / accelerator.num_processes)
+        steps_per_epoch = math.ceil(micro_per_epoch / config.gradient_accumulation_steps)
+        total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+        context = TrainingContext(
+            tail_mask=builder.is_tail,
+            total_steps=total_steps,
+            output_dir=out,
+            progress=progress,
+            max_length=max_length,
+            circuits=circuits,
+            vulnerability=vulnerability,
+        )
+        method.setup(reward_model, dataset, context)
+        scheduler = get_scheduler(
+            "linear",
+            optimizer,
+            num_warmup_steps=int(config.warmup_ratio * total_steps) * accelerator.num_processes,
+            num_training_steps=total_steps * accelerator.num_processes,
+        )
+        model, optimizer, loader, scheduler = accelerator.prepare(reward_model.model, optimizer, loader, scheduler)
+        state: dict[str, Any] = (
+            _resume(accelerator, out, digest(identity))
+            if resume
+            else {"global_step": 0, "micro": 0, "history": [], "method": {}}
+        )
+        method.restore(state.get("method", {}))
+        accelerator.init_trackers("train", config=_hparams(config.model_dump()))
+        model.train()
+        global_step, micro, history = state["global_step"], state["micro"], state["history"]
+        bar = tqdm(
+            total=total_steps,
+            initial=global_step,
+            desc=f"train[{config.method}]",
+            disable=not progress or not accelerator.is_local_main_process,
+        )
+        running: list[float] = []
+        stop = _StopRequest()
+        saved_step = global_step if resume else None
+
+        def save(step: int, micro_batches: int) -> int:
+            _checkpoint(
+                accelerator,
+                out,
+                {
+                    "global_step": step,
+                    "micro": micro_batches,
+                    "history": history,
+                    "method": method.state(),
+                    "run": digest(identity),
+                },
+            )
+            return step
+
+        try:
+            while global_step < total_steps and not stop.agreed(accelerator):
+                epoch, offset = divmod(micro, micro_per_epoch)
+                batches: Any = accelerator.skip_first_batches(loader, offset) if offset else loader
+                batches.set_epoch(epoch)  # accelerate's loaders pass the epoch on to the sampler when they start
+                for chunks in batches:
+                    with accelerator.accumulate(model):
+                        logs = _forward_backward(accelerator, model, method, chunks, global_step, out)
+                        if accelerator.sync_gradients and config.max_grad_norm:
+                            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad()
+                    micro += 1
+                    running.append(logs["loss"])
+                    if not accelerator.sync_gradients:
+                        continue
+                    global_step += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
+                    if global_step % config.logging_steps == 0 or global_step == total_steps:
+                        entry = {
+                            "step": global_step,
+                            "epoch": micro / micro_per_epoch,
+                            "lr": scheduler.get_last_lr()[0],
+                            **logs,
+                        }
+                        history.append(entry)
+                        accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=global_step)
+                    end_of_epoch = micro % micro_per_epoch == 0
+                    if (
+                        global_step >= total_steps
+                        or (config.save_steps and global_step % config.save_steps == 0)
+                        or (not config.save_steps and end_of_epoch)
+                    ):
+                        saved_step = save(global_step, micro)
+                    if global_step >= total_steps or stop.agreed(accelerator):
+                        break
+            if global_step < total_steps:
+                if saved_step != global_step:
+                    save(global_step, micro)
+                raise CartError(
+                    f"interrupted at step {global_step} of {total_steps}; checkpoint saved in {out / 'checkpoints'}; "
+                    "continue with --resume"
+                )
+        except KeyboardInterrupt:
+            found = _checkpoints(out)
+            last = f"the last checkpoint is {found[-1]}" if found else "no checkpoint was saved"
+            raise CartError(
+                f"aborted during step {global_step + 1} of {total_steps}; {last}; continue with --resume"
+            ) from None
+        finally:
+            stop.close()
+            bar.close()
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        reward_model.model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # scoring after training: float32
+        result = TrainResult(
+            output_dir=str(out),
+            method=config.method,
+            global_step=global_step,
+            total_steps=total_steps,
+            final_loss=float(np.mean(running[-20:])) if running else float("nan"),
+            seconds=time.time() - started,
+            history=history,
+            max_length=max_length,
+            truncated=truncated,
+        )
+        if accelerator.is_main_process:
+            _save_final(reward_model, config, result, out)
+        return result
 
 
 def return_freed_buffers_to_the_os(threshold: int = MMAP_THRESHOLD) -> None:
@@ -409,12 +437,16 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def _resume(accelerator: Any, out: Path) -> dict[str, Any]:
+def _resume(accelerator: Any, out: Path, run: str) -> dict[str, Any]:
+    """The loop state of the newest checkpoint, which must belong to ``run`` (the run identity's digest)."""
     checkpoints = _checkpoints(out)
     if not checkpoints:
         raise CartError(f"--resume: no checkpoint found under {out / 'checkpoints'}")
+    state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
+    if state.get("run") != run:
+        raise CartError(f"--resume: {checkpoints[-1]} belongs to another run than {out / 'run.json'}")
     accelerator.load_state(str(checkpoints[-1]))
-    return json.loads((checkpoints[-1] / "trainer_state.json").read_text())
+    return state
 
 
 def _save_final(reward_model: RewardModel, config: TrainConfig, result: TrainResult, out: Path) -> None:
