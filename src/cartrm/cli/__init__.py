@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +57,9 @@ def _one_line_errors(command):
         except ValidationError as exc:
             first = exc.errors()[0]
             error, message = exc, f"invalid option {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        except OSError as exc:  # a full disk, a read-only folder, a path that is a file: one line, not a traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            error, message = exc, f"{where}{exc.strerror or exc}"
         if DEBUG["enabled"]:
             raise error
         typer.echo(f"error: {message}", err=True)
@@ -76,8 +80,8 @@ TAIL_HELP = "label:COLUMN=V1,V2 | label:COLUMN | rarity:Q | density:Q[:tfidf]"
 TailOption = Annotated[Optional[str], typer.Option("--tail-by", help=TAIL_HELP)]
 RequiredTailOption = Annotated[str, typer.Option("--tail-by", help=TAIL_HELP)]
 DataOption = Annotated[Path, typer.Option(help="preference data file")]
-MaxPairsOption = Annotated[Optional[int], typer.Option(help="use a seeded random subset of this many pairs")]
-SeedOption = Annotated[int, typer.Option(help="fixes data order, initialisation and dropout")]
+MaxPairsOption = Annotated[Optional[int], typer.Option(min=1, help="use a seeded random subset of this many pairs")]
+SeedOption = Annotated[int, typer.Option(min=0, help="fixes data order, initialisation and dropout")]
 OverwriteOption = Annotated[
     bool, typer.Option("--overwrite", help="--out holds an earlier run: delete it and start over")
 ]
@@ -116,6 +120,7 @@ def train(
 ) -> None:
     """Train a reward model: bt (Bradley–Terry; squared error on scored data), label-smoothing, reweight,
     hidden-reg, or cart (needs --tail-by)."""
+    _check_out(out)
     from cartrm.circuits.result import Circuits
     from cartrm.training import train as run_training
     from cartrm.vulnerability.result import VulnerabilityReport
@@ -174,6 +179,7 @@ def ensemble(
     config_file: ConfigFileOption = None,
 ) -> None:
     """Circuit-aware ensemble (eq. 14-15): K members with different seeds and circuit targets, α fit on held-out tail pairs."""  # noqa: E501
+    _check_out(out)
     from cartrm.circuits.result import Circuits
     from cartrm.data import load_dataset, parse_tail_spec
     from cartrm.experiments.ensemble import EnsembleConfig, train_ensemble
@@ -230,11 +236,12 @@ def evaluate(
     tail_by: TailOption = None,
     by: Annotated[Optional[list[str]], typer.Option(help="also report per value of this column (repeatable)")] = None,
     split: SplitOption = None,
-    batch_size: Annotated[int, typer.Option(help="sequences per forward pass")] = 64,
-    seed: Annotated[int, typer.Option(help="seed of the bootstrap intervals")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="sequences per forward pass")] = 64,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the bootstrap intervals")] = 0,
     config_file: ConfigFileOption = None,
 ) -> None:
     """Pairwise accuracy overall / head / tail / per column, with bootstrap 95% intervals; writes metrics.json."""
+    _check_out(out)
     from cartrm.evaluation import evaluate as run_evaluation
 
     dataset, reward_model, tail = _inputs(
@@ -285,6 +292,7 @@ def discover(
     config_file: ConfigFileOption = None,
 ) -> None:
     """Phase 1: find tail-specialised neurons and circuits, test them causally; writes circuits.json and plots."""
+    _check_out(out)
     from cartrm.circuits.discover import DiscoveryConfig
     from cartrm.circuits.discover import discover as run_discovery
     from cartrm.circuits.plots import plot_coherence_graph, plot_delta_histogram
@@ -349,6 +357,7 @@ def assess(
     config_file: ConfigFileOption = None,
 ) -> None:
     """Phase 2: score each circuit's consistency, sensitivity, coverage and Vuln; pick the targets; bound terms."""
+    _check_out(out)
     from cartrm.circuits.result import Circuits
     from cartrm.vulnerability.assess import AssessConfig
     from cartrm.vulnerability.assess import assess as run_assessment
@@ -405,6 +414,7 @@ def bound(
     config_file: ConfigFileOption = None,
 ) -> None:
     """Sweep N_tail on the embedded benchmark and test whether L_tail − L_head follows the bound's terms (eq. 4–5)."""
+    _check_out(out)
     from cartrm.experiments.sweep import BoundSweepConfig, plot_bound_sweep, run_bound_sweep
     from cartrm.training import TrainConfig
 
@@ -513,6 +523,7 @@ def run(
                 "--quick takes about 5 minutes",
                 err=True,
             )
+    _check_out(run_config.directory)
     results = run_experiment(run_config)
     for method, summary in results.methods.items():
         typer.echo(f"[{method}] head acc {summary.head_accuracy.mean:.3f}, tail acc {summary.tail_accuracy.mean:.3f}")
@@ -531,6 +542,17 @@ def _run_folder(out: Path | None, out_root: Path | None, name: str) -> dict:
     if out is None:
         return {"out_root": Path("runs"), "name": name}
     return {"out_root": out.parent, "name": out.name}
+
+
+def _check_out(out: Path, *, file: bool = False) -> Path:
+    """Refuse an output location that cannot be written (a file where a folder goes, a read-only place) before
+    any expensive work; creates nothing."""
+    if out.exists() and out.is_dir() == file:
+        raise CartError(f"--out {out}: is a {'folder' if file else 'file'}, not a {'file' if file else 'folder'}")
+    existing = next(p for p in (out.parent if file else out, *out.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise CartError(f"--out {out}: cannot write under {existing}")
+    return out
 
 
 def _has_gpu() -> bool:
@@ -560,10 +582,11 @@ def make_benchmark(
     n_test_head: Annotated[int, typer.Option(help="head pairs in the test split")] = 1100,
     n_test_tail: Annotated[int, typer.Option(help="tail pairs in the test split")] = 1100,
     alpha: Annotated[float, typer.Option(help="share of head-domain pairs in train/validation")] = 0.9,
-    seed: Annotated[int, typer.Option(help="generator seed")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="generator seed")] = 0,
     config_file: ConfigFileOption = None,
 ) -> None:
     """Write the embedded long-tail benchmark (TRL columns + domain, is_tail, rule_set, gold_*)."""
+    _check_out(out, file=True)
     from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
 
     config = BenchmarkConfig(

@@ -68,7 +68,7 @@ class RewardModel:
                 raise CartError(
                     f"model '{name}' is neither a built-in ({', '.join(BUILTIN_NAMES)}) nor a local model folder"
                 )
-            model, tokenizer = _from_pretrained(path, quiet_missing_head=name == "minilm")
+            model, tokenizer = _from_pretrained(path, quiet=name == "minilm")
         limit = max_length or min(DEFAULT_MAX_LENGTH, model_max_positions(model))
         return cls(model.to(default_device()), tokenizer, max_length=limit, name=name)
 
@@ -217,13 +217,15 @@ def _prepare_tokenizer(tokenizer: Any, model: Any) -> None:
     tokenizer.truncation_side = "left"
 
 
-def _from_pretrained(path: Path, quiet_missing_head: bool) -> tuple[Any, Any]:
+def _from_pretrained(path: Path, quiet: bool) -> tuple[Any, Any]:
+    """The model and tokenizer in ``path``. transformers' own load report stays silent: :func:`_check_weights_fit`
+    turns every real problem into one line (and a base model's fresh reward head is expected)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     previous = hf_logging.get_verbosity()
-    if quiet_missing_head:
-        hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity_error()
+    if quiet:
         hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)

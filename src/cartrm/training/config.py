@@ -66,7 +66,7 @@ class TrainConfig(BaseModel):
         None, gt=8, description="tokens; default: the longest training text, up to the model's limit"
     )
     center_rewards_coefficient: float | None = Field(None, ge=0, description="TRL's reward-centering term")
-    seed: int = Field(0, description="fixes data order, initialisation and discovery subsets")
+    seed: int = Field(0, ge=0, description="fixes data order, initialisation and discovery subsets")
     save_steps: int = Field(0, ge=0, description="also checkpoint every N optimizer steps (0: at each epoch end)")
     logging_steps: int = Field(10, gt=0, description="log loss and metrics every N optimizer steps")
     disable_dropout: bool = Field(

@@ -107,7 +107,7 @@ class RunFolder:
             self._lock = None
 
     def _claim(self) -> None:
-        for stale in self.path.glob(".*.tmp"):  # temporary folders a killed process left behind
+        for stale in [*self.path.glob(".*.tmp"), *self.path.glob("checkpoints/.*.tmp")]:  # a killed run's leftovers
             shutil.rmtree(stale, ignore_errors=True)
         contents = [p for p in self.path.iterdir() if p.name != LOCK_FILE]
         if self.resume:

@@ -453,11 +453,13 @@ def _save_final(reward_model: RewardModel, config: TrainConfig, result: TrainRes
     """Write the model files into ``out``; ``config.json`` goes last so a half-saved folder never loads."""
     staging = out / ".final.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    reward_model.save_into(staging)
-    files = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
-    (out / "config.json").unlink(missing_ok=True)
-    for path in files:
-        os.replace(path, out / path.name)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        reward_model.save_into(staging)
+        files = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
+        (out / "config.json").unlink(missing_ok=True)
+        for path in files:
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     write_json_atomic(out / "train_config.json", config.model_dump())
     result.save(out / "train_result.json")
