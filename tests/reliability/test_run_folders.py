@@ -76,28 +76,50 @@ def test_resume_may_change_how_often_it_logs_and_checkpoints(data, tmp_path):
     assert train(data, out, "--max-steps", 2, "--resume", "--logging-steps", 1, "--save-steps", 2).exit_code == 0
 
 
-def test_a_second_writer_stops_while_the_first_holds_the_folder(data, tmp_path):
-    out = tmp_path / "rm"
-    out.mkdir()
+def hold_lock(folder):
+    """Another process that holds ``folder``'s lock until killed."""
+    folder.mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
             "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)",
-            str(out / ".lock"),
+            str(folder / ".lock"),
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_writer_stops_while_the_first_holds_the_folder(data, tmp_path):
+    out = tmp_path / "rm"
+    holder = hold_lock(out)
     try:
-        assert holder.stdout.readline().strip() == "locked"
         assert_error(train(data, out, "--max-steps", 1), "another process is training into this folder")
         assert sorted(p.name for p in out.iterdir()) == [".lock"]
     finally:
         holder.kill()
         holder.wait()
     assert train(data, out, "--max-steps", 1).exit_code == 0  # the lock goes with the process that held it
+
+
+def test_a_second_experiment_in_a_run_folder_stops_while_the_first_runs(tmp_path):
+    from cartrm.errors import CartError
+    from cartrm.experiments.pipeline import RunConfig, run_experiment
+    from tests.helpers import TINY
+
+    config = RunConfig(name="r", out_root=tmp_path, methods=("bt",), **TINY)
+    holder = hold_lock(config.directory)
+    try:
+        with pytest.raises(CartError, match="another process is running an experiment in this folder"):
+            run_experiment(config, progress=False)
+        assert sorted(p.name for p in config.directory.iterdir()) == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import resource
 import shutil
 import time
@@ -52,6 +53,7 @@ from cartrm.report.html import write_report
 from cartrm.report.results import RunResults, SeedStability
 from cartrm.training import METHODS, TrainConfig, get_method, train
 from cartrm.training.config import CartConfig
+from cartrm.training.run_folder import lock_folder
 from cartrm.vulnerability.assess import AssessConfig, assess
 from cartrm.vulnerability.result import VulnerabilityReport
 
@@ -170,6 +172,7 @@ def run_experiment(config: RunConfig, progress: bool = True) -> RunResults:
     seeds = [
         SeedRun(config, seed, progress) for seed in config.seeds
     ]  # bad data or tail specs fail before anything is written
+    lock = lock_folder(root, "running an experiment in")
     handler = _log_to(root / "run.log")
     try:
         write_text_atomic(root / "config.yaml", config.to_yaml())
@@ -183,6 +186,7 @@ def run_experiment(config: RunConfig, progress: bool = True) -> RunResults:
     finally:
         logging.getLogger("cartrm").removeHandler(handler)
         handler.close()
+        os.close(lock)
 
 
 class SeedRun:

@@ -57,6 +57,23 @@ def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return found
 
 
+def lock_folder(path: Path, doing: str) -> int:
+    """Create ``path`` if needed and take an exclusive lock on its ``.lock``; returns the descriptor, whose
+    closing (or the process's end, a kill included) releases it. A folder locked by another process is one
+    line naming what that process is ``doing``."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CartError(f"--out {path}: cannot write there ({exc.strerror})") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise CartError(f"--out {path}: another process is {doing} this folder; wait for it or pick another") from None
+    return descriptor
+
+
 class RunFolder:
     """Context manager around training into ``path``: checks and claims the folder on entry (before any
     expensive work), releases the lock on exit. Only the process that writes (rank 0) should enter it."""
@@ -72,19 +89,7 @@ class RunFolder:
         if self.path.exists() and not self.path.is_dir():
             raise CartError(f"--out {self.path}: is a file, not a folder")
         self._created = not self.path.exists()
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._lock = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise CartError(f"--out {self.path}: cannot write there ({exc.strerror})") from None
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock)
-            self._lock = None
-            raise CartError(
-                f"--out {self.path}: another process is training into this folder; wait for it or pick another"
-            ) from None
+        self._lock = lock_folder(self.path, "training into")
         try:
             self._claim()
         except BaseException:
@@ -92,19 +97,19 @@ class RunFolder:
             raise
         return self
 
-    def _remove_claim(self) -> None:
-        if self._created:
-            shutil.rmtree(self.path, ignore_errors=True)
-        else:
-            (self.path / IDENTITY_FILE).unlink(missing_ok=True)
-            shutil.rmtree(self.path / "logs", ignore_errors=True)
-
     def __exit__(self, error_type: type | None, *exc: object) -> None:
         if error_type is not None and not self.resume and not (self.path / "checkpoints").exists():
             self._remove_claim()  # nothing of this run worth keeping: leave no half-started folder behind
         if self._lock is not None:
             os.close(self._lock)  # closing the descriptor releases the lock
             self._lock = None
+
+    def _remove_claim(self) -> None:
+        if self._created:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            (self.path / IDENTITY_FILE).unlink(missing_ok=True)
+            shutil.rmtree(self.path / "logs", ignore_errors=True)
 
     def _claim(self) -> None:
         for stale in [*self.path.glob(".*.tmp"), *self.path.glob("checkpoints/.*.tmp")]:  # a killed run's leftovers
