@@ -9,7 +9,7 @@ from scipy import stats
 
 from cartrm.errors import CartError
 from cartrm.evaluation.bon import best_of_n_curve, best_of_n_weights, expected_best_of_n, kl_best_of_n
-from cartrm.evaluation.statistics import paired_bootstrap, summarise_seeds
+from cartrm.evaluation.statistics import hierarchical_bootstrap, summarise_seeds
 
 
 def test_kl_of_best_of_n():
@@ -49,20 +49,73 @@ def test_best_of_n_rejects_bad_shapes():
         best_of_n_curve(np.zeros((2, 4)), np.zeros((2, 5)))
 
 
-def test_paired_bootstrap_on_known_cases():
+def paired(a, b):
+    return hierarchical_bootstrap([a], [b])
+
+
+def test_one_seed_is_the_paired_bootstrap_on_known_cases():
     same = np.r_[np.ones(50), np.zeros(50)]
-    tie = paired_bootstrap(same, same)
-    assert tie.difference == 0 and tie.p_value == 1.0
+    tie = paired(same, same)
+    assert tie.difference == 0 and tie.p_value == 1.0  # every resample ties: mid-p gives 1
     # 30 items where a is right and b wrong, 10 the other way, 60 agreeing: McNemar's exact p ≈ 0.002
     a = np.r_[np.ones(30), np.zeros(10), np.ones(30), np.zeros(30)]
     b = np.r_[np.zeros(30), np.ones(10), np.ones(30), np.zeros(30)]
-    better = paired_bootstrap(a, b)
+    better = paired(a, b)
     assert better.difference == pytest.approx(0.2)
     assert better.ci_low > 0.05 and better.ci_high < 0.35
     assert better.p_value < 0.01
     assert stats.binomtest(10, 40).pvalue < 0.01
-    close = paired_bootstrap(np.r_[np.ones(22), np.zeros(18)], np.r_[np.zeros(22), np.ones(18)])
+    close = paired(np.r_[np.ones(22), np.zeros(18)], np.r_[np.zeros(22), np.ones(18)])
     assert close.p_value > 0.3
+
+
+def seeds_with_differences(means, n=200, seed=0):
+    """Per seed, correctness vectors of a and b whose mean difference is exactly ``mean`` (shuffled)."""
+    rng = np.random.default_rng(seed)
+    a_by_seed, b_by_seed = [], []
+    for mean in means:
+        wins = int(round(n * (0.3 + mean / 2)))
+        losses = int(round(n * (0.3 - mean / 2)))
+        a = np.r_[np.ones(wins), np.zeros(losses), np.ones(n - wins - losses)]
+        b = np.r_[np.zeros(wins), np.ones(losses), np.ones(n - wins - losses)]
+        order = rng.permutation(n)
+        a_by_seed.append(a[order])
+        b_by_seed.append(b[order])
+    return a_by_seed, b_by_seed
+
+
+def test_seeds_that_disagree_widen_the_interval_beyond_pooled_pairs():
+    a, b = seeds_with_differences([0.2, 0.0, -0.2, 0.1, -0.1])
+    hierarchical = hierarchical_bootstrap(a, b)
+    pooled = hierarchical_bootstrap([np.concatenate(a)], [np.concatenate(b)])
+    assert hierarchical.difference == pytest.approx(pooled.difference) == pytest.approx(0.0)
+    assert hierarchical.per_seed == pytest.approx([0.2, 0.0, -0.2, 0.1, -0.1])
+    assert hierarchical.ci_high - hierarchical.ci_low > 1.5 * (pooled.ci_high - pooled.ci_low)
+    agreeing_a, agreeing_b = seeds_with_differences([0.0] * 5)
+    agreeing = hierarchical_bootstrap(agreeing_a, agreeing_b)
+    assert agreeing.ci_high - agreeing.ci_low < hierarchical.ci_high - hierarchical.ci_low
+
+
+def test_hierarchical_interval_matches_the_analytic_one_when_pairs_do_not_vary_within_a_seed():
+    """Each seed's difference is the same on all its pairs, so only the seeds vary: the bootstrap of the mean
+    over S seeds has standard error σ/√S (σ the population SD of the seed differences)."""
+    rng = np.random.default_rng(3)
+    seed_differences = rng.normal(0.05, 0.04, size=400)
+    a = [np.full(10, d) for d in seed_differences]
+    b = [np.zeros(10) for _ in seed_differences]
+    result = hierarchical_bootstrap(a, b, n_resamples=20_000)
+    half_width = 1.96 * seed_differences.std() / np.sqrt(len(seed_differences))
+    assert result.difference == pytest.approx(seed_differences.mean())
+    assert result.ci_low == pytest.approx(seed_differences.mean() - half_width, abs=0.1 * half_width)
+    assert result.ci_high == pytest.approx(seed_differences.mean() + half_width, abs=0.1 * half_width)
+    assert result.p_value < 0.001
+
+
+def test_hierarchical_bootstrap_rejects_mismatched_inputs():
+    with pytest.raises(CartError):
+        hierarchical_bootstrap([np.ones(5)], [np.ones(4)])
+    with pytest.raises(CartError):
+        hierarchical_bootstrap([np.ones(5), np.ones(5)], [np.ones(5)])
 
 
 def test_seed_summary_is_a_t_interval():
@@ -114,12 +167,12 @@ def test_verdict_notes_that_several_comparisons_are_not_adjusted_for_multiple_te
     from cartrm.report.aggregate import _notes
     from cartrm.report.results import Comparison
 
-    paired = paired_bootstrap(np.ones(10), np.zeros(10))
+    comparison = paired(np.ones(10), np.zeros(10))
     config, seeds = SimpleNamespace(uses_benchmark=True), [object(), object()]
 
     def comparisons(*baselines):
         return [
-            Comparison(method="cart", baseline=b, metric=m, paired=paired)
+            Comparison(method="cart", baseline=b, metric=m, paired=comparison)
             for b in baselines
             for m in ("tail_accuracy", "head_accuracy")
         ]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cartrm.circuits.result import Circuits
-from cartrm.evaluation.statistics import paired_bootstrap, summarise_seeds
+from cartrm.evaluation.statistics import hierarchical_bootstrap, summarise_seeds
 from cartrm.report.results import BoNSummary, Comparison, MethodResults, RunResults, Stability
 
 COMPARED_METRICS = ("tail_accuracy", "head_accuracy", "tail_gold_accuracy", "head_gold_accuracy")
@@ -81,7 +81,8 @@ def _method_results(method: str, outcomes: Sequence) -> MethodResults:
 
 
 def _comparisons(methods: Sequence[str], outcomes: Sequence) -> list[Comparison]:
-    """Each CART method minus each baseline, per metric, on the concatenated test pairs of all seeds."""
+    """Each CART method minus each baseline, per metric, on the same test pairs, with the seed as the unit
+    (a hierarchical bootstrap: seeds, then pairs within each seed)."""
     found = []
     for challenger, baselines in CHALLENGERS.items():
         if challenger not in methods:
@@ -94,9 +95,11 @@ def _comparisons(methods: Sequence[str], outcomes: Sequence) -> list[Comparison]
         for baseline, metric in itertools.product(against, COMPARED_METRICS):
             if metric not in outcomes[0].correct[challenger]:
                 continue
-            a = np.concatenate([o.correct[challenger][metric] for o in outcomes])
-            b = np.concatenate([o.correct[baseline][metric] for o in outcomes])
-            found.append(Comparison(method=challenger, baseline=baseline, metric=metric, paired=paired_bootstrap(a, b)))
+            a = [o.correct[challenger][metric] for o in outcomes]
+            b = [o.correct[baseline][metric] for o in outcomes]
+            found.append(
+                Comparison(method=challenger, baseline=baseline, metric=metric, paired=hierarchical_bootstrap(a, b))
+            )
     return found
 
 
@@ -129,8 +132,10 @@ def _effect(comparison: Comparison) -> str:
 def _points(comparison: Comparison) -> str:
     p = comparison.paired
     p_text = "p < 0.001" if p.p_value < 0.001 else f"p = {p.p_value:.3f}"
+    seeds = f"{p.n_seeds} seeds, per seed {', '.join(f'{100 * d:+.1f}' for d in p.per_seed)}; " if p.n_seeds > 1 else ""
     return (
-        f"{100 * p.difference:+.1f} points [{100 * p.ci_low:+.1f}, {100 * p.ci_high:+.1f}] ({p_text}, n = {p.n} pairs)"
+        f"{100 * p.difference:+.1f} points [{100 * p.ci_low:+.1f}, {100 * p.ci_high:+.1f}] "
+        f"({p_text}, {seeds}n = {p.n} pairs)"
     )
 
 
@@ -207,6 +212,7 @@ def _notes(config, outcomes: Sequence, comparisons: Sequence[Comparison]) -> lis
         notes.append("User data: no gold reward and no response sampler, so gold accuracy and best-of-n are skipped.")
     if len(outcomes) == 1:
         notes.append(
-            "One seed: intervals over seeds have zero width; the paired comparisons still resample test pairs."
+            "One seed: intervals over seeds have zero width, and the paired comparisons resample test pairs only, "
+            "so they leave out how much a method varies from one training run to the next."
         )
     return notes

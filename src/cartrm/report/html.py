@@ -216,15 +216,20 @@ def _comparisons(results: RunResults) -> str:
         [
             f"{c.method} − {c.baseline}",
             c.metric,
-            str(c.paired.n),
+            f"{c.paired.n_seeds} × {c.paired.n // max(c.paired.n_seeds, 1)}",
             f"{fmt(c.paired.difference, signed=True)} "
             f"[{fmt(c.paired.ci_low, signed=True)}, {fmt(c.paired.ci_high, signed=True)}]",
+            ", ".join(fmt(d, signed=True) for d in c.paired.per_seed) or "–",
             fmt_p(c.paired.p_value),
         ]
         for c in results.comparisons
     ]
-    note = "Paired bootstrap over the same test pairs: mean difference, 95% interval, two-sided p-value."
-    table = _table(["comparison", "metric", "n", "difference [95% CI]", "p-value"], rows, frozenset({1}))
+    note = (
+        "The seed is the unit: mean over seeds of each seed's mean difference on the same test pairs, 95% interval "
+        "of a hierarchical bootstrap (seeds, then pairs within each seed), two-sided mid-p value."
+    )
+    headers = ["comparison", "metric", "seeds × pairs", "difference [95% CI]", "per seed", "p-value"]
+    table = _table(headers, rows, frozenset({1}))
     return f'<h2>Paired comparisons</h2>\n<p class="muted">{escape(note)}</p>\n{table}'
 
 
