@@ -146,6 +146,17 @@ def test_out_moves_a_run_reproduced_from_its_config_file(tmp_path, monkeypatch):
     assert taken[-1].directory == tmp_path / "old" / "c"
 
 
+def test_train_records_a_learning_curve_on_a_split_of_the_data(benchmark_file, tmp_path):
+    common = ["train", "--data", benchmark_file, "--model", "tiny-bert", "--max-steps", 2, "--tail-by", "label:is_tail"]
+    result = invoke(*common, "--eval-steps", 1, "--eval-split", "validation", "--out", tmp_path / "rm")
+    assert result.exit_code == 0, result.output
+    curve = json.loads((tmp_path / "rm" / "train_result.json").read_text())["curve"]
+    assert [p["step"] for p in curve] == [0, 1, 2]
+    assert {"head_gold_accuracy", "tail_gold_accuracy"} <= set(curve[-1])
+    result = invoke(*common, "--eval-steps", 1, "--out", tmp_path / "rm2")
+    assert result.exit_code == 1 and "--eval-split" in result.output
+
+
 def test_run_rejects_data_without_a_tail_spec(tmp_path, benchmark_file):
     result = invoke("run", "--data", benchmark_file, "--out", tmp_path / "run")
     assert result.exit_code == 1 and "--tail-by" in result.output

@@ -62,6 +62,27 @@ def test_auto_precision_follows_the_device_the_model_is_on(monkeypatch):
     assert _mixed_precision("no") == "no"
 
 
+def test_a_learning_curve_scores_held_out_pairs_without_changing_training(tmp_path):
+    from cartrm.evaluation.metrics import accuracy_scorer
+
+    held_out = planted_pairs(32, seed=7)
+    tail = np.arange(32) % 4 == 0
+    config = TrainConfig(epochs=2, eval_steps=4, **FAST)
+    model = RewardModel.load("tiny-bert", seed=0)
+    result = train(model, planted_pairs(128), config, tmp_path / "a", evaluate=accuracy_scorer(held_out, tail))
+    assert [point["step"] for point in result.curve] == [0, 4, 8, 12, 16]
+    assert set(result.curve[0]) == {"step", "head_accuracy", "tail_accuracy"}
+    assert result.curve[-1]["head_accuracy"] >= 0.9 and result.curve[-1]["tail_accuracy"] >= 0.9
+    untrained = accuracy_scorer(held_out, tail)(RewardModel.load("tiny-bert", seed=0))
+    assert result.curve[0] == {"step": 0, **untrained}
+    trained = accuracy_scorer(held_out, tail)(RewardModel.load(str(tmp_path / "a")))
+    assert result.curve[-1]["tail_accuracy"] == trained["tail_accuracy"]
+    plain = RewardModel.load("tiny-bert", seed=0)
+    train(plain, planted_pairs(128), config, tmp_path / "b", progress=False)
+    weights = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 class Interrupt(Exception):
     pass
 

@@ -105,6 +105,10 @@ def train(
         bool, typer.Option("--resume", help="continue the run in --out from its newest checkpoint (same settings)")
     ] = False,
     overwrite: OverwriteOption = False,
+    eval_split: Annotated[
+        Optional[str],
+        typer.Option(help="score the rows of --data with this 'split' value every --eval-steps: a learning curve"),
+    ] = None,
     circuits: Annotated[
         Optional[Path],
         typer.Option(
@@ -143,6 +147,7 @@ def train(
         vulnerability=report,
         resume=resume,
         overwrite=overwrite,
+        evaluate=_learning_curve(data, eval_split, tail_by, dataset, reward_model) if config.eval_steps else None,
     )
     typer.echo(
         f"trained {result.global_step} steps in {result.seconds:.0f}s, final loss {result.final_loss:.4f}; "
@@ -633,6 +638,25 @@ def _inputs(
     )
     typer.echo(f"tail: {tail.description}")
     return dataset, reward_model, tail
+
+
+def _learning_curve(data: Path, split: str | None, tail_by: str | None, training, reward_model):
+    """The scorer of ``train(..., evaluate=)`` on the ``split`` rows of ``data``, with the tail definition fitted
+    on the training rows."""
+    import numpy as np
+
+    from cartrm.data import load_preferences, parse_tail_spec
+    from cartrm.evaluation.metrics import accuracy_scorer
+
+    if split is None:
+        raise CartError("--eval-steps needs --eval-split (the rows of --data to score, e.g. validation)")
+    pairs = load_preferences(data, split=split)
+    if tail_by:
+        spec = parse_tail_spec(tail_by).fit(training, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
+        mask = spec.transform(pairs).mask
+    else:
+        mask = np.zeros(len(pairs), dtype=bool)
+    return accuracy_scorer(pairs, mask)
 
 
 def _subset(dataset, max_pairs: int | None, seed: int):

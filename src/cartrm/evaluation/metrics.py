@@ -9,7 +9,7 @@ preference and ``label_gold_agreement`` the annotators' own agreement with it (t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -85,6 +85,31 @@ def expected_calibration_error(margins: np.ndarray, bins: int = CALIBRATION_BINS
     return float(ece)
 
 
+def gold_correct(margins: np.ndarray, gold_margin: np.ndarray) -> np.ndarray:
+    """Per pair, agreement of the reward margin's sign with the gold preference (a tie on either side: ½)."""
+    sign = np.sign(gold_margin)
+    return np.where(sign == 0, 0.5, (np.sign(margins) == sign) + 0.5 * (margins == 0))
+
+
+def accuracy_scorer(dataset: Any, tail_mask: np.ndarray, batch_size: int = 64) -> Callable[[Any], dict[str, float]]:
+    """Scores for a learning curve (``train(..., evaluate=)``): head and tail accuracy of a reward model on fixed
+    pairs, and gold accuracy where the data carries gold rewards. Scoring only, no intervals."""
+    tail = np.asarray(tail_mask, dtype=bool)
+    gold = gold_margin_of(dataset)
+
+    def score(reward_model: Any) -> dict[str, float]:
+        chosen, rejected = reward_model.score_pairs(dataset, batch_size=batch_size)
+        scores = {}
+        for group, rows in (("head", ~tail), ("tail", tail)):
+            if rows.any():
+                scores[f"{group}_accuracy"] = float(pairwise_correct(chosen[rows], rejected[rows]).mean())
+                if gold is not None:
+                    scores[f"{group}_gold_accuracy"] = float(gold_correct((chosen - rejected)[rows], gold[rows]).mean())
+        return scores
+
+    return score
+
+
 def group_metrics(
     chosen: np.ndarray, rejected: np.ndarray, gold_margin: np.ndarray | None = None, seed: int = 0
 ) -> GroupMetrics:
@@ -101,11 +126,10 @@ def group_metrics(
         "ece": expected_calibration_error(margins),
     }
     if gold_margin is not None:
-        sign = np.sign(gold_margin)
-        gold_correct = np.where(sign == 0, 0.5, (np.sign(margins) == sign) + 0.5 * (margins == 0))
-        gold_low, gold_high = bootstrap_interval(gold_correct, seed)
+        agrees = gold_correct(margins, gold_margin)
+        gold_low, gold_high = bootstrap_interval(agrees, seed)
         metrics |= {
-            "gold_accuracy": float(gold_correct.mean()),
+            "gold_accuracy": float(agrees.mean()),
             "gold_ci_low": gold_low,
             "gold_ci_high": gold_high,
             "label_gold_agreement": float(np.mean(gold_margin > 0) + 0.5 * np.mean(gold_margin == 0)),

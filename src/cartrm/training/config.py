@@ -69,6 +69,9 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0, description="fixes data order, initialisation and discovery subsets")
     save_steps: int = Field(0, ge=0, description="also checkpoint every N optimizer steps (0: at each epoch end)")
     logging_steps: int = Field(10, gt=0, description="log loss and metrics every N optimizer steps")
+    eval_steps: int = Field(
+        0, ge=0, description="score the evaluation data every N optimizer steps, a learning curve (0: never)"
+    )
     disable_dropout: bool = Field(
         True, description="train without dropout (TRL's default for reward models); False keeps the model's dropout"
     )

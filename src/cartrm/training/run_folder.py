@@ -24,9 +24,9 @@ from cartrm.io import write_json_atomic
 
 IDENTITY_FILE = "run.json"
 LOCK_FILE = ".lock"
-RESUMABLE_SETTINGS = frozenset({"logging_steps", "save_steps", "max_batch_tokens"})
-"""Settings that may change on ``--resume``: how often to log and checkpoint, and how a batch is split into
-passes (the same gradient)."""
+RESUMABLE_SETTINGS = frozenset({"logging_steps", "save_steps", "eval_steps", "max_batch_tokens"})
+"""Settings that may change on ``--resume``: how often to log, checkpoint and score the evaluation data, and how
+a batch is split into passes (the same gradient)."""
 RUN_MARKERS = (IDENTITY_FILE, "train_config.json", "checkpoints", "config.json")
 
 

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ class TrainResult(Artifact):
     final_loss: float
     seconds: float
     history: list[dict[str, float]] = []
+    curve: list[dict[str, float]] = []  # the evaluation callback's scores at step 0 and every eval_steps
     max_length: int | None = None  # the token limit training used
     truncated: int = 0  # training texts longer than max_length (cut from the left)
 
@@ -70,6 +72,7 @@ def train(
     vulnerability: VulnerabilityReport | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    evaluate: Callable[[RewardModel], dict[str, float]] | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``reward_model`` in place on ``dataset`` and save it to ``output_dir``.
@@ -79,6 +82,8 @@ def train(
     whose targets are C_v) are CART's inputs; without them CART discovers circuits itself after a warm-up.
     ``output_dir`` belongs to this run (:mod:`cartrm.training.run_folder`): ``resume`` continues the run in it
     after checking that settings and inputs match, ``overwrite`` clears a folder that holds another run.
+    ``evaluate`` (e.g. accuracies on validation pairs) runs before the first step and every ``config.eval_steps``
+    steps; its scores form ``TrainResult.curve``, a learning curve (they do not change training).
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -179,12 +184,22 @@ def train(
         state: dict[str, Any] = (
             _resume(accelerator, out, digest(identity))
             if resume
-            else {"global_step": 0, "micro": 0, "history": [], "method": {}}
+            else {"global_step": 0, "micro": 0, "history": [], "curve": [], "method": {}}
         )
         method.restore(state.get("method", {}))
         accelerator.init_trackers("train", config=_hparams(config.model_dump()))
         model.train()
         global_step, micro, history = state["global_step"], state["micro"], state["history"]
+        curve: list[dict[str, float]] = state.get("curve", [])
+
+        def score_curve(step: int) -> None:
+            if evaluate is not None and config.eval_steps and (step % config.eval_steps == 0 or step == total_steps):
+                scores = evaluate(reward_model)
+                curve.append({"step": step, **scores})
+                accelerator.log({f"eval/{k}": v for k, v in scores.items()}, step=step)
+
+        if not curve:
+            score_curve(0)
         bar = tqdm(
             total=total_steps,
             initial=global_step,
@@ -203,6 +218,7 @@ def train(
                     "global_step": step,
                     "micro": micro_batches,
                     "history": history,
+                    "curve": curve,
                     "method": method.state(),
                     "run": digest(identity),
                 },
@@ -238,6 +254,7 @@ def train(
                         }
                         history.append(entry)
                         accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=global_step)
+                    score_curve(global_step)
                     end_of_epoch = micro % micro_per_epoch == 0
                     if (
                         global_step >= total_steps
@@ -274,6 +291,7 @@ def train(
             final_loss=float(np.mean(running[-20:])) if running else float("nan"),
             seconds=time.time() - started,
             history=history,
+            curve=curve,
             max_length=max_length,
             truncated=truncated,
         )
