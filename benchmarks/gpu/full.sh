@@ -4,7 +4,7 @@
 # Tested on CPU: `CARTRM_DEVICE=cpu bash benchmarks/gpu/full.sh --quick --model tiny-bert` (tests/test_gpu_script.py).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-carry="$here/carry"
+carry="${CARTRM_GPU_CARRY:-$here/carry}"
 python="${PYTHON:-python3}"
 work="${CARTRM_GPU_WORK:-$(mktemp -d)}"
 out="${OUT:-$work/out}"
