@@ -127,6 +127,15 @@ def test_user_data_without_gold_runs_and_skips_gold_parts(tmp_path):
     assert results.methods["bt"].tail_accuracy.n_seeds == 1
 
 
+def test_eval_steps_record_each_model_s_learning_curve_on_the_validation_split(tmp_path):
+    settings = {**TINY, "train": TINY["train"].model_copy(update={"eval_steps": 1})}
+    config = RunConfig(name="c", out_root=tmp_path, methods=("bt",), **{**settings, "bon_prompts": 0})
+    run_experiment(config, progress=False)
+    result = json.loads((config.directory / "seed-0" / "models" / "bt" / "train_result.json").read_text())
+    assert [point["step"] for point in result["curve"]] == [0, 1, 2]
+    assert {"head_gold_accuracy", "tail_gold_accuracy"} <= set(result["curve"][0])
+
+
 def test_unknown_methods_are_refused():
     with pytest.raises(ValueError, match="unknown method"):
         RunConfig(methods=("bt", "magic"))

@@ -44,7 +44,7 @@ from cartrm.data.tail import LabelTail, TailSplit, parse_tail_spec
 from cartrm.errors import CartError
 from cartrm.evaluation import EvaluationReport, evaluate_scores
 from cartrm.evaluation.bon import BoNCurve
-from cartrm.evaluation.metrics import gold_margin_of
+from cartrm.evaluation.metrics import accuracy_scorer, gold_margin_of
 from cartrm.experiments.ensemble import EnsembleConfig, train_ensemble
 from cartrm.io import versions, write_json_atomic, write_text_atomic
 from cartrm.models import EnsembleRewardModel, RewardModel
@@ -270,11 +270,16 @@ class SeedRun:
                     tail_mask=self.tails["train"].mask,
                     circuits=circuits,
                     vulnerability=report,
+                    evaluate=self._learning_curve() if training.eval_steps else None,
                     progress=self.progress,
                 )
         seconds = time.time() - started
         _stage_finish(folder, key, seconds=seconds)
         return model, seconds
+
+    def _learning_curve(self):
+        """Scores of the validation split for ``train.eval_steps`` (each model's ``train_result.json`` curve)."""
+        return accuracy_scorer(self.splits["validation"], self.tails["validation"].mask)
 
     def _train_ensemble(
         self,
