@@ -278,3 +278,20 @@ def test_out_of_range_integer_options_are_one_line(command, option, data, tmp_pa
     assert result.exit_code in (1, 2) and isinstance(result.exception, SystemExit), result.output
     assert option in result.output or option[2:].replace("-", "_") in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_while_saving_the_model_is_one_line_and_leaves_no_half_model(data, tmp_path, monkeypatch):
+    import errno
+
+    from cartrm.models.reward_model import RewardModel as Model
+
+    def disk_full(self, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.safetensors").write_bytes(b"half a model")
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder / "model.safetensors"))
+
+    monkeypatch.setattr(Model, "save_into", disk_full)
+    out = tmp_path / "rm"
+    assert_error(train(data, out, "--max-steps", 1), "No space left on device")
+    assert not (out / "config.json").exists() and not (out / "model.safetensors").exists()
+    assert not (out / ".final.tmp").exists()
