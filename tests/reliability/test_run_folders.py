@@ -54,6 +54,11 @@ def test_overwrite_never_clears_a_folder_of_other_files(data, tmp_path):
     (out / "thesis.tex").write_text("years of work")
     assert_error(train(data, out, "--max-steps", 1, "--overwrite"), "holds other files")
     assert (out / "thesis.tex").read_text() == "years of work"
+    RewardModel.load("tiny-bert").save(tmp_path / "base")  # a model folder, but not a cartrm training run
+    base = tmp_path / "base"
+    result = invoke("train", "--data", data, "--out", base, "--model", base, "--max-steps", 1, "--overwrite")
+    assert_error(result, "holds other files")
+    assert (base / "model.safetensors").exists() and (base / "config.json").exists()
 
 
 @pytest.mark.parametrize(

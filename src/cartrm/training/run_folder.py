@@ -27,7 +27,9 @@ LOCK_FILE = ".lock"
 RESUMABLE_SETTINGS = frozenset({"logging_steps", "save_steps", "eval_steps", "max_batch_tokens"})
 """Settings that may change on ``--resume``: how often to log, checkpoint and score the evaluation data, and how
 a batch is split into passes (the same gradient)."""
-RUN_MARKERS = (IDENTITY_FILE, "train_config.json", "checkpoints", "config.json")
+RUN_MARKERS = (IDENTITY_FILE, "train_config.json", "train_result.json", "checkpoints")
+"""Files only cartrm training writes: ``--overwrite`` clears a folder holding one of them, never a folder that
+merely holds a model (it may be the user's base model)."""
 
 
 def digest(value: Any) -> str:
