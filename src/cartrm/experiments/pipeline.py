@@ -18,7 +18,6 @@ setting reruns exactly what it affects.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -53,7 +52,7 @@ from cartrm.report.html import write_report
 from cartrm.report.results import RunResults, SeedStability
 from cartrm.training import METHODS, TrainConfig, get_method, train
 from cartrm.training.config import CartConfig
-from cartrm.training.run_folder import lock_folder
+from cartrm.training.run_folder import digest, lock_folder
 from cartrm.vulnerability.assess import AssessConfig, assess
 from cartrm.vulnerability.result import VulnerabilityReport
 
@@ -514,8 +513,7 @@ def _user_splits(dataset, seed: int) -> dict:
 
 def _digest(*parts) -> str:
     """A content address of a stage's inputs (pydantic configs are dumped; paths become strings)."""
-    plain = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
+    return digest([p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts])
 
 
 def _stage_done(folder: Path, key: str) -> bool:
