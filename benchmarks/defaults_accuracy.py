@@ -2,7 +2,7 @@
 
 "fast" is ``TrainConfig()`` as it is now (dropout off, length-grouped batches, forward passes of at most 2,048
 tokens, glibc mmap threshold fixed); "previous" sets
-``disable_dropout=False, group_by_length=False, max_batch_tokens=None``, which is the
+``disable_dropout=False, group_by_length=False, max_batch_tokens=0``, which is the
 training loop before those changes. Both train MiniLM on the embedded long-tail benchmark with the same seed,
 data and steps, and are scored on the same test pairs (gold-label accuracy on head and tail pairs). The
 interval of the mean difference is a t-interval over seeds (the seed is the unit of replication).
@@ -21,7 +21,7 @@ import numpy as np
 
 VARIANTS = {
     "fast (defaults)": {},
-    "previous": {"disable_dropout": False, "group_by_length": False, "max_batch_tokens": None},
+    "previous": {"disable_dropout": False, "group_by_length": False, "max_batch_tokens": 0},
 }
 
 

@@ -28,7 +28,7 @@ import numpy as np
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hh-rlhf-harmless-base-1500.jsonl.gz"
 VARIANTS = {
     "defaults": {},
-    "previous": {"disable_dropout": False, "group_by_length": False, "max_batch_tokens": None, "max_length": 512},
+    "previous": {"disable_dropout": False, "group_by_length": False, "max_batch_tokens": 0, "max_length": 512},
 }
 
 

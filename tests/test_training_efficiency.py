@@ -11,6 +11,7 @@ from cartrm.data import PreferenceDataset
 from cartrm.models import RewardModel
 from cartrm.training import TrainConfig, get_method, train
 from cartrm.training.batches import BatchBuilder
+from cartrm.training.config import CPU_BATCH_TOKENS
 from cartrm.training.methods import TrainingContext
 from cartrm.training.sampling import EpochShuffleSampler, TailAwareSampler, group_by_length
 from cartrm.training.trainer import disable_dropout
@@ -95,7 +96,7 @@ def test_split_batches_give_the_whole_batch_gradient(tmp_path):
     data = PreferenceDataset.from_records(records)
     config = dict(epochs=2, batch_size=12, learning_rate=3e-3, center_rewards_coefficient=0.01, seed=0)
     whole = RewardModel.load("tiny-bert", seed=0)
-    train(whole, data, TrainConfig(max_batch_tokens=None, **config), tmp_path / "whole", progress=False)
+    train(whole, data, TrainConfig(max_batch_tokens=0, **config), tmp_path / "whole", progress=False)
     split = RewardModel.load("tiny-bert", seed=0)
     builder = BatchBuilder(split, data)
     assert len(builder.chunks(list(range(12)), max_tokens=200)) > 2  # the setting below does split batches
@@ -130,6 +131,14 @@ def test_the_passes_of_a_split_batch_sum_to_the_whole_batch_gradient(tmp_path, m
     assert one == 1 and several > 3
     for a, b in zip(whole, split):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_batches_are_split_on_a_cpu_and_run_whole_on_a_gpu_by_default():
+    default = TrainConfig()
+    assert default.batch_tokens("cpu") == CPU_BATCH_TOKENS
+    assert default.batch_tokens("cuda") is None
+    assert TrainConfig(max_batch_tokens=0).batch_tokens("cpu") is None
+    assert TrainConfig(max_batch_tokens=512).batch_tokens("cuda") == 512
 
 
 def test_chunks_respect_the_token_budget_and_keep_pairs_whole():

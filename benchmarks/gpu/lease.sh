@@ -3,7 +3,7 @@
 # seeds 0,1,2 (commit 207db30 has that script); this one, within DEADLINE_S seconds:
 #  1. step_profile.py: where a training step's time goes (trainer vs a bare loop; max_batch_tokens 2048 vs one pass);
 #  2. every other method of the full preset at its sizes for seed 0, one forward pass per batch on the GPU
-#     (max_batch_tokens: null), stopping at the deadline with the stage times it has.
+#     (max_batch_tokens: 0; the default on a GPU since), stopping at the deadline with the stage times it has.
 # Usage: DEADLINE_S=540 bash benchmarks/gpu/lease.sh (results under $OUT).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -27,7 +27,7 @@ full = RunConfig.preset(quick=False)
 config = full.model_copy(update=dict(
     seeds=(0,),
     methods=("bt", "label-smoothing", "reweight", "hidden-reg", "ensemble-mean", "cart-ensemble"),
-    train=full.train.model_copy(update=dict(max_batch_tokens=None)),
+    train=full.train.model_copy(update=dict(max_batch_tokens=0)),
 ))
 open(sys.argv[1], "w").write(config.to_yaml())
 PY

@@ -128,7 +128,7 @@ def main() -> None:
     measures = {
         "train, default max_batch_tokens": lambda work: per_step(args.model, data, mask, args.short, args.long, work),
         "train, one pass per batch": lambda work: per_step(
-            args.model, data, mask, args.short, args.long, work, max_batch_tokens=None
+            args.model, data, mask, args.short, args.long, work, max_batch_tokens=0
         ),
         "bare loop": lambda work: bare_loop(args.model, data, args.long),
     }

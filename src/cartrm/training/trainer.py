@@ -145,7 +145,7 @@ def train(
             )
         else:
             sampler = EpochShuffleSampler(len(dataset), config.seed, lengths=lengths, batch_size=config.batch_size)
-        max_tokens = config.max_batch_tokens if method.splittable else None
+        max_tokens = config.batch_tokens(default_device().type) if method.splittable else None
         loader: DataLoader = DataLoader(
             range(len(dataset)),  # type: ignore[arg-type]  # any sized sequence of indices works
             batch_size=config.batch_size,
