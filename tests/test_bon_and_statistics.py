@@ -179,4 +179,21 @@ def test_verdict_notes_that_several_comparisons_are_not_adjusted_for_multiple_te
 
     assert _notes(config, seeds, comparisons("bt")) == []
     [note] = _notes(config, seeds, comparisons("bt", "reweight", "hidden-reg"))
-    assert "3 verdict lines" in note and "about 0.3 of their 6" in note
+    assert "reads 1 comparison(s)" in note and "holds 6 tests" in note and "about 0.3 of them" in note
+
+
+def test_the_verdict_reads_each_cart_method_against_its_compute_matched_control():
+    from cartrm.report.aggregate import matched_control, verdict
+    from cartrm.report.results import Comparison
+
+    assert matched_control("cart", ["bt", "reweight"]) == "bt"
+    assert matched_control("cart", ["bt", "bt-continued", "reweight"]) == "bt-continued"
+    assert matched_control("cart-ensemble", ["bt", "ensemble-mean"]) == "ensemble-mean"
+    better, same = paired(np.ones(10), np.zeros(10)), paired(np.ones(10), np.ones(10))
+    comparisons = [
+        Comparison(method="cart", baseline=baseline, metric=metric, paired=better if baseline == "bt" else same)
+        for baseline in ("bt", "bt-continued")
+        for metric in ("tail_accuracy", "head_accuracy")
+    ]
+    [line] = verdict(comparisons)
+    assert line.startswith("cart does not significantly change tail accuracy over bt-continued")

@@ -5,6 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cartrm.cli import app
+from cartrm.errors import CartError
 
 runner = CliRunner()
 
@@ -165,7 +166,7 @@ def test_run_rejects_data_without_a_tail_spec(tmp_path, benchmark_file):
 
 def test_run_rejects_quick_and_full_together(tmp_path):
     result = invoke("run", "--quick", "--full", "--out", tmp_path / "run")
-    assert result.exit_code == 1 and "--quick and --full" in result.output
+    assert result.exit_code == 1 and "--quick, --full and --preset are alternatives" in result.output
     assert not any(tmp_path.iterdir())
 
 
@@ -182,7 +183,7 @@ def test_run_takes_every_method_and_the_ensemble_size_from_the_command_line(tmp_
     )
     assert result.exit_code == 0, result.output
     assert taken[0].methods == ALL_METHODS and taken[0].ensemble_members == 2 and taken[0].seeds == (0, 1, 2)
-    assert taken[0].benchmark.n_train == RunConfig.preset(quick=True).benchmark.n_train
+    assert taken[0].benchmark.n_train == RunConfig.preset("quick").benchmark.n_train
     result = invoke("run", "--quick", "--members", "1", "--out", tmp_path / "run")
     assert result.exit_code == 1 and "ensemble_members" in result.output
 
@@ -202,9 +203,28 @@ def test_the_full_preset_on_cpu_warns_how_long_it_takes(tmp_path, monkeypatch):
 def test_quick_preset_is_one_seed_bt_vs_cart_and_full_is_the_research_table():
     from cartrm.experiments.pipeline import ALL_METHODS, RunConfig
 
-    quick, full = RunConfig.preset(True), RunConfig.preset(False)
+    quick, full = RunConfig.preset("quick"), RunConfig.preset("full")
     assert quick.seeds == (0,) and quick.methods == ("bt", "cart") and quick.benchmark.n_train < full.benchmark.n_train
     assert len(full.seeds) >= 3 and set(full.methods) == set(ALL_METHODS)
+    with pytest.raises(CartError, match="unknown preset 'huge'"):
+        RunConfig.preset("huge")
+
+
+def test_the_standard_preset_warm_starts_cart_against_its_control_over_five_seeds(tmp_path, monkeypatch):
+    import cartrm.experiments.pipeline
+    from cartrm.benchmarks import make_longtail_dataset
+
+    taken = []
+    monkeypatch.setattr(
+        cartrm.experiments.pipeline, "run_experiment", lambda config: taken.append(config) or sys.exit(0)
+    )
+    assert invoke("run", "--preset", "standard", "--out", tmp_path / "run").exit_code == 0
+    standard = taken[0]
+    assert standard.continue_steps > 0 and len(standard.seeds) >= 5
+    assert set(standard.methods) == {"bt", "bt-continued", "reweight", "ensemble-mean", "cart"}
+    validation = make_longtail_dataset(standard.benchmark).split("validation")
+    assert sum(validation.column("is_tail")) >= 100  # tail pairs to tune on
+    assert invoke("run", "--preset", "standard", "--quick").exit_code == 1
 
 
 def test_discover_writes_circuits_and_plots(benchmark_file, tmp_path):

@@ -142,6 +142,36 @@ def test_unknown_methods_are_refused():
     assert RunConfig(methods=("cart",)).methods == ("bt", "cart")
 
 
+def test_a_warm_started_cart_brings_its_compute_matched_control():
+    assert RunConfig(methods=("cart",), continue_steps=5).methods == ("bt", "bt-continued", "cart")
+    with_reweight = RunConfig(methods=("reweight", "cart"), continue_steps=5)
+    assert with_reweight.methods == ("bt", "reweight", "bt-continued", "cart")
+    assert RunConfig(methods=("cart",)).methods == ("bt", "cart")  # cold: bt is the control
+    with pytest.raises(ValueError, match="continue_steps > 0"):
+        RunConfig(methods=("bt", "bt-continued"))
+
+
+def test_bt_continued_starts_from_the_seed_s_bt_model_for_continue_steps(tmp_path, monkeypatch):
+    from cartrm.models import RewardModel
+
+    settings = {**TINY, "bon_prompts": 0}
+    config = RunConfig(name="w", out_root=tmp_path, methods=("bt-continued",), continue_steps=3, **settings)
+    started = {}
+    original = pipeline.train
+
+    def recording(model, data, training, out, *args, **kwargs):
+        started[out.name] = (model.fingerprint(), training.method, training.max_steps)
+        return original(model, data, training, out, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train", recording)
+    run_experiment(config, progress=False)
+    models = config.directory / "seed-0" / "models"
+    assert started["bt"][1:] == ("bt", TINY["train"].max_steps)
+    assert started["bt-continued"] == (RewardModel.load(models / "bt").fingerprint(), "bt", 3)
+    result = json.loads((models / "bt-continued" / "train_result.json").read_text())
+    assert result["global_step"] == 3
+
+
 def test_cart_stage_on_planted_circuits_records_stability(tmp_path):
     from tests.helpers import planted_data, planted_model
 

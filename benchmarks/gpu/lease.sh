@@ -23,7 +23,7 @@ echo "step_profile: exit ${PIPESTATUS[0]}, $(left) s left" | tee -a "$out/machin
 "$python" - "$scratch/others.yaml" <<'PY'
 import sys
 from cartrm.experiments.pipeline import RunConfig
-full = RunConfig.preset(quick=False)
+full = RunConfig.preset("full")
 config = full.model_copy(update=dict(
     seeds=(0,),
     methods=("bt", "label-smoothing", "reweight", "hidden-reg", "ensemble-mean", "cart-ensemble"),

@@ -466,15 +466,21 @@ def run(
             ),
         ),
     ] = False,
+    preset: Annotated[
+        Optional[str],
+        typer.Option(
+            help="quick, standard or full (--quick and --full are short for the first and the last); standard: bt "
+            "trained until it has learned the head, cart warm-started from it against bt-continued, reweight and "
+            "ensemble-mean, 5 seeds, sized for the effect looked for (docs/results.md)"
+        ),
+    ] = None,
     config: Annotated[
         Optional[Path],
         typer.Option(
             help="config.yaml of an earlier run: reproduces it (--out or --name may move it; other options are ignored)"
         ),
     ] = None,
-    out: Annotated[
-        Optional[Path], typer.Option(help="the run folder (default: runs/quick or runs/full, or runs/NAME)")
-    ] = None,
+    out: Annotated[Optional[Path], typer.Option(help="the run folder (default: runs/<preset>, or runs/NAME)")] = None,
     name: Annotated[Optional[str], typer.Option(help="run name: the folder runs/NAME when --out is not given")] = None,
     out_root: Annotated[
         Optional[Path], typer.Option(help="deprecated: the folder holding runs/NAME; use --out", hidden=True)
@@ -482,11 +488,9 @@ def run(
     model: Annotated[str, typer.Option(help="base model: built-in name or model folder")] = "minilm",
     methods: Annotated[
         Optional[str],
-        typer.Option(help="comma-separated methods, or 'all' (default: bt,cart with --quick, all otherwise)"),
+        typer.Option(help="comma-separated methods, or 'all' (default: the preset's)"),
     ] = None,
-    seeds: Annotated[
-        Optional[str], typer.Option(help="comma-separated seeds (default: 0 with --quick, 0,1,2 otherwise)")
-    ] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds (default: the preset's)")] = None,
     members: Annotated[
         Optional[int], typer.Option(help="models per ensemble for ensemble-mean and cart-ensemble (default 3)")
     ] = None,
@@ -499,8 +503,10 @@ def run(
     best-of-n reward hacking, results.json and report.html. Finished stages are skipped when rerun."""
     from cartrm.experiments.pipeline import ALL_METHODS, BENCHMARK_TAIL_SPEC, RunConfig, run_experiment
 
-    if quick and full:
-        raise CartError("--quick and --full are alternatives: pick one")
+    chosen = [p for p in (preset, "quick" if quick else None, "full" if full else None) if p]
+    if len(chosen) > 1:
+        raise CartError("--quick, --full and --preset are alternatives: pick one")
+    preset_name = chosen[0] if chosen else "full"
     if config is not None:
         run_config = RunConfig.from_yaml(config)
         if out is not None or out_root is not None or name is not None:
@@ -508,7 +514,7 @@ def run(
     else:
         if data is not None and not tail_by:
             raise CartError("--data needs --tail-by (how to tell tail pairs from head pairs)")
-        overrides = {**_run_folder(out, out_root, name or ("quick" if quick else "full")), "model": model}
+        overrides = {**_run_folder(out, out_root, name or preset_name), "model": model}
         if methods:
             overrides["methods"] = (
                 ALL_METHODS if methods.strip() == "all" else tuple(m.strip() for m in methods.split(",") if m.strip())
@@ -521,11 +527,11 @@ def run(
             overrides |= {"data": _existing(data, "--data"), "tail_by": tail_by}
         elif tail_by and tail_by != BENCHMARK_TAIL_SPEC:
             raise CartError(f"--tail-by applies to --data; the embedded benchmark's tail is {BENCHMARK_TAIL_SPEC}")
-        run_config = RunConfig.preset(quick, **overrides)
-        if not quick and not _has_gpu():
+        run_config = RunConfig.preset(preset_name, **overrides)
+        if preset_name == "full" and not _has_gpu():
             typer.echo(
                 "note: the full preset on CPU takes tens of hours on 2 cores (docs/results.md); "
-                "--quick takes about 5 minutes",
+                "--quick takes about 5 minutes, --preset standard about 90",
                 err=True,
             )
     _check_out(run_config.directory)

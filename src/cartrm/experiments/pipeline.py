@@ -28,11 +28,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
 from cartrm.circuits.compare import circuit_overlap, top_tail_neurons
@@ -61,7 +62,11 @@ BREAKDOWN_COLUMNS = ("rule_set", "domain")
 ENSEMBLES = {"ensemble-mean": ("bt", "uniform"), "cart-ensemble": ("cart", "fit")}
 ALL_METHODS = ("bt", "label-smoothing", "reweight", "hidden-reg", "ensemble-mean", "cart", "cart-ensemble")
 QUICK_METHODS = ("bt", "cart")
+STANDARD_METHODS = ("bt", "reweight", "ensemble-mean", "bt-continued", "cart")
+STANDARD_TRAIN_PAIRS, STANDARD_BT_STEPS, STANDARD_CONTINUE_STEPS = 1600, 100, 50  # docs/results.md: sizing
 CIRCUIT_METHODS = ("cart", "cart-ensemble")
+CONTROLS = {"bt-continued": "bt"}  # method name -> the training method it runs (from the seed's trained bt model)
+WARM_STARTED = ("bt-continued", "cart")  # continue from bt when RunConfig.continue_steps > 0
 STAGE_MARKER = ".stage.json"
 SPLITS = ("train", "validation", "test")
 USER_SPLIT_SHARES = (0.8, 0.1)
@@ -89,44 +94,60 @@ class RunConfig(BaseModel):
     bon_prompts: int = Field(16, ge=0, description="best-of-n test prompts per group (head, tail); 0 skips best-of-n")
     bon_candidates: int = Field(256, ge=2, description="responses drawn per best-of-n prompt (largest n)")
     stability_top_k: int = Field(64, ge=1, description="top tail neurons compared across seeds and before/after CART")
+    continue_steps: int = Field(
+        0,
+        ge=0,
+        description="warm start: cart continues from the seed's trained bt model for this many optimizer steps "
+        "(a fresh optimizer), and bt-continued, its compute-matched control, runs the same steps on the same data "
+        "with the Bradley–Terry loss; 0: cart trains from the base model",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _add_matched_control(cls, values: Any) -> Any:
+        """A warm-started cart brings its compute-matched control, as a circuit method brings bt."""
+        if isinstance(values, dict) and values.get("continue_steps"):
+            methods = list(values.get("methods", QUICK_METHODS))
+            if "cart" in methods and "bt-continued" not in methods:
+                values = {
+                    **values,
+                    "methods": (*methods[: methods.index("cart")], "bt-continued", *methods[methods.index("cart") :]),
+                }
+        return values
 
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
         get_method("bt", TrainConfig())  # imports every built-in method
-        unknown = [m for m in methods if m not in METHODS and m not in ENSEMBLES]
+        unknown = [m for m in methods if m not in METHODS and m not in ENSEMBLES and m not in CONTROLS]
         if unknown or not methods:
             raise ValueError(
-                f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ALL_METHODS)}"
+                f"unknown method(s) {', '.join(unknown) or '(none)'}; "
+                f"choose from {', '.join(ALL_METHODS)} or {', '.join(CONTROLS)}"
             )
-        needs_baseline = any(m in CIRCUIT_METHODS for m in methods) and "bt" not in methods
+        needs_baseline = any(m in CIRCUIT_METHODS or m in CONTROLS for m in methods) and "bt" not in methods
         ordered = (("bt",) if needs_baseline else ()) + tuple(dict.fromkeys(methods))
         return tuple(sorted(ordered, key=lambda m: m != "bt"))  # the baseline first: CART reads its circuits
 
+    @model_validator(mode="after")
+    def _control_needs_steps(self) -> RunConfig:
+        if "bt-continued" in self.methods and not self.continue_steps:
+            raise ValueError("bt-continued continues bt for continue_steps steps: set continue_steps > 0")
+        return self
+
+    def warm_started(self, method: str) -> bool:
+        return method in WARM_STARTED and self.continue_steps > 0
+
     @classmethod
-    def preset(cls, quick: bool, **overrides) -> RunConfig:
+    def preset(cls, kind: str, /, **overrides) -> RunConfig:
         """``quick``: one seed, bt vs cart, sizes that fit 10 minutes on 2 CPU cores with MiniLM (about 5 minutes,
-        measured in docs/results.md); otherwise three seeds, every method, larger sizes."""
-        if quick:
-            values = dict(
-                benchmark=BenchmarkConfig(n_train=352, n_validation=100, n_test_head=150, n_test_tail=450),
-                train=TrainConfig(epochs=1, batch_size=16, learning_rate=1e-4, max_length=128),
-                methods=QUICK_METHODS,
-                seeds=(0,),
-                bon_prompts=2,
-                analysis_pairs=160,
-                discovery=DiscoveryConfig(patch_pairs=4, max_validated=2, n_null=10),
-                assessment=AssessConfig(max_circuits=3, sensitivity_examples=8),
-            )
-        else:
-            values = dict(
-                benchmark=BenchmarkConfig(n_train=6000, n_validation=600),
-                train=TrainConfig(epochs=2, batch_size=16, learning_rate=5e-5, max_length=128),
-                methods=ALL_METHODS,
-                seeds=(0, 1, 2),
-                bon_prompts=32,
-            )
-        return cls(**{**values, **overrides})
+        measured in docs/results.md). ``standard``: the experiment that can tell (docs/results.md): bt trained
+        until it has learned the head, cart warm-started from it against bt-continued, the baselines, five seeds,
+        validation and test splits sized for tuning and for the effect looked for. ``full``: three seeds, every
+        method, the largest sizes (a GPU job)."""
+        if kind not in PRESETS:
+            raise CartError(f"unknown preset '{kind}'; choose from {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[kind](), **overrides})
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
@@ -149,6 +170,51 @@ class RunConfig(BaseModel):
     @property
     def uses_benchmark(self) -> bool:
         return self.data is None
+
+
+def _quick() -> dict[str, Any]:
+    return dict(
+        name="quick",
+        benchmark=BenchmarkConfig(n_train=352, n_validation=100, n_test_head=150, n_test_tail=450),
+        train=TrainConfig(epochs=1, batch_size=16, learning_rate=1e-4, max_length=128),
+        methods=QUICK_METHODS,
+        seeds=(0,),
+        bon_prompts=2,
+        analysis_pairs=160,
+        discovery=DiscoveryConfig(patch_pairs=4, max_validated=2, n_null=10),
+        assessment=AssessConfig(max_circuits=3, sensitivity_examples=8),
+    )
+
+
+def _standard() -> dict[str, Any]:
+    return dict(
+        name="standard",
+        benchmark=BenchmarkConfig(n_train=STANDARD_TRAIN_PAIRS, n_validation=1200, n_test_head=600, n_test_tail=600),
+        train=TrainConfig(max_steps=STANDARD_BT_STEPS, batch_size=16, learning_rate=5e-5, max_length=128),
+        continue_steps=STANDARD_CONTINUE_STEPS,
+        methods=STANDARD_METHODS,
+        seeds=(0, 1, 2, 3, 4),
+        ensemble_members=2,
+        bon_prompts=16,
+        bon_candidates=64,
+        analysis_pairs=200,
+        discovery=DiscoveryConfig(patch_pairs=8, max_validated=3, n_null=20),
+        assessment=AssessConfig(max_circuits=3, sensitivity_examples=16),
+    )
+
+
+def _full() -> dict[str, Any]:
+    return dict(
+        name="full",
+        benchmark=BenchmarkConfig(n_train=6000, n_validation=600),
+        train=TrainConfig(epochs=2, batch_size=16, learning_rate=5e-5, max_length=128),
+        methods=ALL_METHODS,
+        seeds=(0, 1, 2),
+        bon_prompts=32,
+    )
+
+
+PRESETS = {"quick": _quick, "standard": _standard, "full": _full}
 
 
 @dataclass
@@ -235,7 +301,11 @@ class SeedRun:
 
     def _trained(self, method: str) -> tuple[RewardModel | EnsembleRewardModel, float]:
         folder = self.root / "models" / method
-        training = self.train_config.model_copy(update={"method": method})
+        warm = self.config.warm_started(method)
+        training = self.train_config.model_copy(
+            update={"method": CONTROLS.get(method, method)}
+            | ({"max_steps": self.config.continue_steps} if warm else {})
+        )
         circuits, report = self._analysis() if method in CIRCUIT_METHODS else (None, None)
         upstream = _stage_key(self.root / "analysis") if method in CIRCUIT_METHODS else None  # circuits are inputs too
         key = _digest(
@@ -245,6 +315,7 @@ class SeedRun:
             _what_trains(method, training),
             self.config.ensemble_members if method in ENSEMBLES else None,
             upstream,
+            *([_stage_key(self.root / "models" / "bt")] if warm else []),  # the start is an input too
         )
         ensemble_dir = folder / "ensemble"
         if _stage_done(folder, key):
@@ -260,7 +331,8 @@ class SeedRun:
             if method in ENSEMBLES:
                 model = self._train_ensemble(method, training, folder, circuits, report)
             else:
-                model = single = RewardModel.load(self.config.model, seed=self.seed)
+                start = self.root / "models" / "bt" if warm else self.config.model
+                model = single = RewardModel.load(start, seed=self.seed)
                 train(
                     single,
                     self.splits["train"],
