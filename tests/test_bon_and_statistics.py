@@ -197,3 +197,37 @@ def test_the_verdict_reads_each_cart_method_against_its_compute_matched_control(
     ]
     [line] = verdict(comparisons)
     assert line.startswith("cart does not significantly change tail accuracy over bt-continued")
+
+
+def test_minimum_detectable_effect_on_a_known_case():
+    from cartrm.evaluation.statistics import minimum_detectable_effect, per_seed_sd
+
+    sd = per_seed_sd(training_sd=0.01, discordance=0.12, n_pairs=600)
+    assert sd == pytest.approx(math.sqrt(1e-4 + 2e-4))
+    # t(0.975, 4) = 2.776445, t(0.8, 4) = 0.940965: (2.776445 + 0.940965) * sqrt(3e-4) / sqrt(5)
+    assert minimum_detectable_effect(sd, 5) == pytest.approx(0.0287950, rel=1e-5)
+    assert minimum_detectable_effect(sd, 20) < minimum_detectable_effect(sd, 5)
+    with pytest.raises(CartError, match="at least 2 seeds"):
+        minimum_detectable_effect(sd, 1)
+
+
+def test_the_report_states_the_smallest_effect_its_seeds_could_find():
+    from cartrm.report.aggregate import _power
+    from cartrm.report.results import Comparison
+
+    rng = np.random.default_rng(0)
+    a = [rng.random(200) < p for p in (0.80, 0.85, 0.90)]
+    b = [rng.random(200) < 0.8 for _ in range(3)]
+    comparison = hierarchical_bootstrap(a, b)
+    lines = _power(
+        [
+            Comparison(method="cart", baseline=baseline, metric=metric, paired=comparison)
+            for baseline in ("bt", "bt-continued")
+            for metric in ("tail_accuracy", "head_accuracy")
+        ]
+    )
+    [line] = lines  # the tail metric against the matched control only
+    spread = np.std(comparison.per_seed, ddof=1)
+    expected = (stats.t.ppf(0.975, 2) + stats.t.ppf(0.8, 2)) * spread / math.sqrt(3)
+    assert line.startswith("cart − bt-continued, tail accuracy per seed:")
+    assert f"{100 * expected:.1f} points" in line

@@ -212,8 +212,10 @@ def test_train_ensemble_end_to_end(tmp_path):
         method="bt",
         train=TrainConfig(max_steps=2, batch_size=4, max_length=32, learning_rate=3e-3),
         top_neurons=8,
+        min_tail_to_fit=4,
     )
     result = train_ensemble("tiny-bert", data, tail, validation, validation_tail, config, tmp_path, progress=False)
+    assert result.weighting == "fit"
     alpha = np.array(result.alpha)
     assert_on_simplex(alpha, 2)
     loaded = load_reward_model(result.ensemble_dir)
@@ -246,10 +248,23 @@ def test_pointwise_validation_fits_by_squared_error(tmp_path):
     records = [{"prompt": "Rate this.", "response": f"answer {i}", "score": float(i % 4)} for i in range(8)]
     validation = PointwiseDataset.from_records(records)
     config = EnsembleConfig(
-        members=2, method="reweight", train=TrainConfig(max_steps=1, batch_size=4, max_length=32), top_neurons=4
+        members=2,
+        method="reweight",
+        train=TrainConfig(max_steps=1, batch_size=4, max_length=32),
+        top_neurons=4,
+        min_tail_to_fit=0,
     )
     result = train_ensemble(
         "tiny-bert", data, tail, validation, np.ones(8, dtype=bool), config, tmp_path, progress=False
     )
     assert_on_simplex(np.array(result.alpha), 2)
     assert result.member_tail_accuracy is None and result.ensemble_tail_loss <= min(result.member_tail_loss) + 1e-9
+
+
+def test_too_few_validation_tail_pairs_give_uniform_weights_and_a_warning(tmp_path):
+    data, tail = tail_marked_pairs(8, seed=0)
+    validation, validation_tail = tail_marked_pairs(12, seed=1)
+    config = EnsembleConfig(members=2, method="bt", train=TrainConfig(max_steps=1, batch_size=4, max_length=32))
+    with pytest.warns(UserWarning, match="only 4 validation tail examples"):
+        result = train_ensemble("tiny-bert", data, tail, validation, validation_tail, config, tmp_path, progress=False)
+    assert result.weighting == "uniform" and result.alpha == [0.5, 0.5]

@@ -101,6 +101,13 @@ def train(
     ] = "minilm",
     tail_by: TailOption = None,
     split: SplitOption = None,
+    init_from: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="warm start: a trained reward model folder to continue from, weights only, with a fresh optimizer "
+            "and learning-rate schedule (replaces --model); its fair control is a bt run continued the same way"
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="continue the run in --out from its newest checkpoint (same settings)")
     ] = False,
@@ -125,6 +132,8 @@ def train(
     """Train a reward model: bt (Bradley–Terry; squared error on scored data), label-smoothing, reweight,
     hidden-reg, or cart (needs --tail-by)."""
     _check_out(out)
+    if init_from is not None:
+        model = _warm_start(init_from, out)
     from cartrm.circuits.result import Circuits
     from cartrm.training import train as run_training
     from cartrm.vulnerability.result import VulnerabilityReport
@@ -167,6 +176,9 @@ def ensemble(
     method: Annotated[str, typer.Option(help="members' training method (cart, or bt for the plain ensemble)")] = "cart",
     members: Annotated[int, typer.Option(help="K: ensemble members (seeds seed … seed+K−1)")] = 3,
     weighting: Annotated[str, typer.Option(help="fit (α on the simplex, eq. 15) or uniform")] = "fit",
+    min_tail_to_fit: Annotated[
+        int, typer.Option(min=0, help="fit α only with at least this many validation tail pairs (else uniform)")
+    ] = 100,
     validation_data: Annotated[
         Optional[Path], typer.Option(help="held-out pairs for α (default: the 'validation' split of --data)")
     ] = None,
@@ -201,7 +213,14 @@ def ensemble(
         seed=seed,
         tail_by=tail_by,
     )
-    config = EnsembleConfig(members=members, method=method, weighting=weighting, seed=seed, train=training)
+    config = EnsembleConfig(
+        members=members,
+        method=method,
+        weighting=weighting,
+        min_tail_to_fit=min_tail_to_fit,
+        seed=seed,
+        train=training,
+    )
     everything = load_dataset(data)
     if validation_data is None and not everything.has_column("split"):
         raise CartError(
@@ -672,6 +691,17 @@ def _subset(dataset, max_pairs: int | None, seed: int):
     if max_pairs is None or max_pairs >= len(dataset):
         return dataset
     return dataset.select(np.sort(np.random.default_rng(seed).choice(len(dataset), size=max_pairs, replace=False)))
+
+
+def _warm_start(init_from: Path, out: Path) -> str:
+    """The model folder ``--init-from`` names, checked before anything loads: a model, and not ``--out`` itself
+    (training would replace the weights it starts from)."""
+    if not (init_from / "config.json").is_file():
+        raise CartError(f"--init-from {init_from}: not a model folder (no config.json)")
+    if out.exists() and init_from.resolve() == out.resolve():
+        raise CartError(f"--init-from {init_from} is also --out: write the continued model to another folder")
+    typer.echo(f"continuing from {init_from}: its weights, a fresh optimizer and learning-rate schedule")
+    return str(init_from)
 
 
 def _existing(path: Path | None, flag: str) -> str | None:

@@ -100,3 +100,20 @@ def summarise_seeds(values: Sequence[float]) -> SeedSummary:
         return SeedSummary(n_seeds=len(values), mean=mean, ci_low=mean, ci_high=mean, values=values)
     low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=stats.sem(values))
     return SeedSummary(n_seeds=len(values), mean=mean, ci_low=float(low), ci_high=float(high), values=values)
+
+
+def per_seed_sd(training_sd: float, discordance: float, n_pairs: int) -> float:
+    """The spread of one seed's paired difference in accuracy: the part training adds (``training_sd``, how much
+    the difference moves between training runs) and the part the ``n_pairs`` test pairs add, whose per-pair
+    difference is ±1 on the share ``discordance`` of pairs the two models disagree on (variance ≈ d)."""
+    return float(np.sqrt(training_sd**2 + discordance / n_pairs))
+
+
+def minimum_detectable_effect(seed_sd: float, n_seeds: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference that a comparison over ``n_seeds`` seeds (the unit; per-seed differences
+    with spread ``seed_sd``) finds at two-sided level ``alpha`` with probability ``power``:
+    (t_{S−1, 1−α/2} + t_{S−1, power}) · seed_sd / √S."""
+    if n_seeds < 2:
+        raise CartError("a power calculation over seeds needs at least 2 seeds")
+    df = n_seeds - 1
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * seed_sd / np.sqrt(n_seeds))

@@ -13,6 +13,7 @@ An ensemble folder holds ``ensemble.json`` and ``member-0/``, ``member-1/``, …
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,12 @@ class EnsembleConfig(BaseModel):
     method: str = Field("cart", description="training method of every member (any registered method)")
     weighting: Literal["fit", "uniform"] = Field(
         "fit", description="fit: α by eq. 15 on the validation tail; uniform: 1/K"
+    )
+    min_tail_to_fit: int = Field(
+        100,
+        ge=0,
+        description="fit α only with at least this many validation tail examples; fewer: uniform weights and a "
+        "warning (an α fit on a handful of pairs picks members by noise)",
     )
     seed: int = Field(0, description="member i trains with seed + i")
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -130,7 +137,8 @@ def train_ensemble(
         else circuit_overlap(_tail_neuron_sets(members, dataset, tail_mask, config, out, progress))
     )
     tail_scores = _TailScores.of(members, validation_tail)
-    alpha = tail_scores.fit() if config.weighting == "fit" else np.full(config.members, 1.0 / config.members)
+    weighting = _weighting(config, len(validation_tail))
+    alpha = tail_scores.fit() if weighting == "fit" else np.full(config.members, 1.0 / config.members)
     complementarity = None if overlap is None else 1.0 - overlap
     ensemble = EnsembleRewardModel(
         members, alpha, method=config.method, complementarity=complementarity, name=str(out / "ensemble")
@@ -141,7 +149,7 @@ def train_ensemble(
         output_dir=str(out),
         ensemble_dir=str(out / "ensemble"),
         method=config.method,
-        weighting=config.weighting,
+        weighting=weighting,
         alpha=alpha.tolist(),
         member_dirs=[str(out / "members" / f"member-{i}") for i in range(config.members)],
         target_circuits=[list(s) for s in slices] if slices else None,
@@ -156,6 +164,18 @@ def train_ensemble(
     )
     result.save(out / "ensemble_result.json")
     return result
+
+
+def _weighting(config: EnsembleConfig, n_validation_tail: int) -> str:
+    """The weighting used: ``fit`` only when the validation tail is large enough to fit α on."""
+    if config.weighting == "fit" and n_validation_tail < config.min_tail_to_fit:
+        warnings.warn(
+            f"only {n_validation_tail} validation tail examples (fewer than min_tail_to_fit = "
+            f"{config.min_tail_to_fit}): the ensemble uses uniform weights instead of fitting α",
+            stacklevel=3,
+        )
+        return "uniform"
+    return config.weighting
 
 
 def _mask_for(mask: np.ndarray, dataset: Any, name: str) -> np.ndarray:

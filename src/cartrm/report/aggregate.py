@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cartrm.circuits.result import Circuits
-from cartrm.evaluation.statistics import hierarchical_bootstrap, summarise_seeds
+from cartrm.evaluation.statistics import hierarchical_bootstrap, minimum_detectable_effect, summarise_seeds
 from cartrm.report.results import BoNSummary, Comparison, MethodResults, RunResults, Stability
 
 COMPARED_METRICS = ("tail_accuracy", "head_accuracy", "tail_gold_accuracy", "head_gold_accuracy")
@@ -222,6 +222,7 @@ def _notes(config, outcomes: Sequence, comparisons: Sequence[Comparison]) -> lis
             f"{tests} tests (methods × baselines × metrics) whose p-values are not adjusted for multiple testing: "
             f"by chance alone about {SIGNIFICANCE * tests:.1f} of them would reach p < {SIGNIFICANCE}."
         )
+    notes.extend(_power(comparisons))
     if not config.uses_benchmark:
         notes.append("User data: no gold reward and no response sampler, so gold accuracy and best-of-n are skipped.")
     if len(outcomes) == 1:
@@ -230,3 +231,25 @@ def _notes(config, outcomes: Sequence, comparisons: Sequence[Comparison]) -> lis
             "so they leave out how much a method varies from one training run to the next."
         )
     return notes
+
+
+def _power(comparisons: Sequence[Comparison]) -> list[str]:
+    """Per verdict line, what the run could have found: the per-seed differences of its tail metric and the
+    minimum detectable effect their spread implies (80% power, two-sided 5%, the seed as the unit)."""
+    controls = {c.baseline for c in comparisons}
+    gold = any(c.metric == "tail_gold_accuracy" for c in comparisons)
+    tail_metric = "tail_gold_accuracy" if gold else "tail_accuracy"
+    lines = []
+    for c in comparisons:
+        if c.metric != tail_metric or c.baseline != matched_control(c.method, controls) or c.paired.n_seeds < 2:
+            continue
+        spread = float(np.std(c.paired.per_seed, ddof=1))
+        per_seed = ", ".join(f"{100 * d:+.1f}" for d in c.paired.per_seed)
+        found = (
+            "the seeds agree exactly, too few to estimate power"
+            if spread == 0
+            else f"with this spread and {c.paired.n_seeds} seeds the smallest effect found with 80% power is "
+            f"{100 * minimum_detectable_effect(spread, c.paired.n_seeds, alpha=SIGNIFICANCE):.1f} points"
+        )
+        lines.append(f"{c.method} − {c.baseline}, {c.metric.replace('_', ' ')} per seed: {per_seed} points; {found}.")
+    return lines
