@@ -175,6 +175,21 @@ def test_init_from_continues_a_trained_model_with_a_fresh_optimizer(benchmark_fi
     assert result.exit_code == 1 and "not a model folder" in result.output
 
 
+def test_run_takes_the_user_split_for_user_data_only(tmp_path, benchmark_file, monkeypatch):
+    import cartrm.experiments.pipeline
+
+    taken = []
+    monkeypatch.setattr(
+        cartrm.experiments.pipeline, "run_experiment", lambda config: taken.append(config) or sys.exit(0)
+    )
+    data = ["--data", benchmark_file, "--tail-by", "label:is_tail"]
+    result = invoke("run", *data, "--test-share", 0.2, "--min-tail-test", 50, "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert taken[0].user_split.test_share == 0.2 and taken[0].user_split.min_tail_test == 50
+    result = invoke("run", "--quick", "--test-share", 0.2, "--out", tmp_path / "q")
+    assert result.exit_code == 1 and "apply to --data" in result.output
+
+
 def test_run_rejects_data_without_a_tail_spec(tmp_path, benchmark_file):
     result = invoke("run", "--data", benchmark_file, "--out", tmp_path / "run")
     assert result.exit_code == 1 and "--tail-by" in result.output

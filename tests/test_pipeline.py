@@ -136,6 +136,26 @@ def test_eval_steps_record_each_model_s_learning_curve_on_the_validation_split(t
     assert {"head_gold_accuracy", "tail_gold_accuracy"} <= set(result["curve"][0])
 
 
+def test_user_data_is_split_by_group_and_the_tail_test_set_is_raised_where_the_data_allow():
+    from cartrm.data import PreferenceDataset
+    from cartrm.experiments.pipeline import UserSplit, _user_splits
+
+    data = PreferenceDataset.from_records(
+        [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}", "row": i} for i in range(400)]
+    )
+    tail = np.arange(400) % 10 == 0  # 40 tail pairs
+    split = UserSplit(test_share=0.1, validation_share=0.1, min_tail_test=100)
+    splits = _user_splits(data, 0, tail, split)
+    rows = {name: part.column("row") for name, part in splits.items()}
+    assert sorted(sum(rows.values(), [])) == list(range(400))  # disjoint and complete
+    tail_counts = {name: int(tail[r].sum()) for name, r in rows.items()}
+    assert tail_counts == {"train": 16, "validation": 4, "test": 20}  # the tail test raised to half of 40
+    assert len(rows["test"]) == 36 + 20 and len(rows["validation"]) == 36 + 4
+    assert _user_splits(data, 0, tail, split)["test"].column("row") == rows["test"]  # the seed fixes it
+    plain = _user_splits(data, 0, tail, UserSplit(min_tail_test=0))["test"].column("row")
+    assert tail[plain].sum() == 4  # the stratified share alone
+
+
 def test_unknown_methods_are_refused():
     with pytest.raises(ValueError, match="unknown method"):
         RunConfig(methods=("bt", "magic"))

@@ -517,10 +517,18 @@ def run(
         Optional[Path], typer.Option(help="your preference file instead of the embedded benchmark (needs --tail-by)")
     ] = None,
     tail_by: TailOption = None,
+    test_share: Annotated[
+        Optional[float],
+        typer.Option(min=0.01, max=0.9, help="with --data: share of head and of tail pairs held out for test (0.1)"),
+    ] = None,
+    min_tail_test: Annotated[
+        Optional[int],
+        typer.Option(min=0, help="with --data: tail test pairs to reach, up to half of the tail pairs (100)"),
+    ] = None,
 ) -> None:
     """The main job: baseline, tail circuits and their vulnerability, CART and the baselines, evaluation,
     best-of-n reward hacking, results.json and report.html. Finished stages are skipped when rerun."""
-    from cartrm.experiments.pipeline import ALL_METHODS, BENCHMARK_TAIL_SPEC, RunConfig, run_experiment
+    from cartrm.experiments.pipeline import ALL_METHODS, BENCHMARK_TAIL_SPEC, RunConfig, UserSplit, run_experiment
 
     chosen = [p for p in (preset, "quick" if quick else None, "full" if full else None) if p]
     if len(chosen) > 1:
@@ -542,8 +550,12 @@ def run(
             overrides["ensemble_members"] = members
         if seeds:
             overrides["seeds"] = tuple(int(v) for v in _floats(seeds, len(seeds.split(",")), "--seeds"))
+        split = {"test_share": test_share, "min_tail_test": min_tail_test}
         if data is not None:
             overrides |= {"data": _existing(data, "--data"), "tail_by": tail_by}
+            overrides["user_split"] = UserSplit(**{k: v for k, v in split.items() if v is not None})
+        elif any(v is not None for v in split.values()):
+            raise CartError("--test-share and --min-tail-test apply to --data; the benchmark has its own splits")
         elif tail_by and tail_by != BENCHMARK_TAIL_SPEC:
             raise CartError(f"--tail-by applies to --data; the embedded benchmark's tail is {BENCHMARK_TAIL_SPEC}")
         run_config = RunConfig.preset(preset_name, **overrides)

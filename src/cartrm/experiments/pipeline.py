@@ -69,8 +69,21 @@ CONTROLS = {"bt-continued": "bt"}  # method name -> the training method it runs 
 WARM_STARTED = ("bt-continued", "cart")  # continue from bt when RunConfig.continue_steps > 0
 STAGE_MARKER = ".stage.json"
 SPLITS = ("train", "validation", "test")
-USER_SPLIT_SHARES = (0.8, 0.1)
 log = logging.getLogger("cartrm.run")
+
+
+class UserSplit(BaseModel):
+    """How a user's data without its own train/test split is split, per seed: head and tail pairs separately
+    (stratified), so the tail's share is the same in every split, and the tail test set raised to
+    ``min_tail_test`` pairs where the data allow (at most half of the tail pairs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    validation_share: float = Field(0.1, ge=0, lt=1, description="share of head and of tail pairs for validation")
+    test_share: float = Field(0.1, gt=0, lt=1, description="share of head and of tail pairs for the test split")
+    min_tail_test: int = Field(
+        100, ge=0, description="tail test pairs to reach at least, taking at most half of the tail pairs"
+    )
 
 
 class RunConfig(BaseModel):
@@ -83,6 +96,7 @@ class RunConfig(BaseModel):
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
     data: str | None = Field(None, description="the user's preference file instead of the embedded benchmark")
     tail_by: str = BENCHMARK_TAIL_SPEC
+    user_split: UserSplit = Field(default_factory=UserSplit)
     train: TrainConfig = Field(default_factory=TrainConfig)
     methods: tuple[str, ...] = QUICK_METHODS
     discovery: DiscoveryConfig = Field(default_factory=lambda: DiscoveryConfig(patch_pairs=16, max_validated=5))
@@ -262,13 +276,11 @@ class SeedRun:
         self.root = config.directory / f"seed-{seed}"
         self.train_config = config.train.model_copy(update={"seed": seed})
         self.splits = self._data()
-        spec = parse_tail_spec(config.tail_by)
-        if isinstance(spec, LabelTail):
-            spec.fit(self.splits["train"])
-        else:  # rarity counts tokens of the model's tokenizer; density embeds with the model
-            probe = RewardModel.load(config.model, max_length=config.train.max_length)
-            spec.fit(self.splits["train"], tokenizer=probe.tokenizer, embedder=probe.embed)
+        spec = self._fitted_tail(self.splits["train"])
         self.tails = {name: spec.transform(split) for name, split in self.splits.items()}
+        if not config.uses_benchmark:
+            counts = (f"{k} {len(v)} pairs ({int(self.tails[k].mask.sum())} tail)" for k, v in self.splits.items())
+            log.info("seed %d: %s", seed, ", ".join(counts))
         self.has_gold = gold_margin_of(self.splits["test"]) is not None
 
     def run(self) -> SeedOutcome:
@@ -293,9 +305,15 @@ class SeedRun:
             self.benchmark_data = dataset
             return {name: dataset.split(name) for name in SPLITS}
         dataset = load_preferences(self.config.data)
-        splits = _user_splits(dataset, self.seed)
-        log.info("seed %d: %s", self.seed, ", ".join(f"{k} {len(v)} pairs" for k, v in splits.items()))
-        return splits
+        strata = self._fitted_tail(dataset).transform(dataset).mask  # the split's strata; training refits on train
+        return _user_splits(dataset, self.seed, strata, self.config.user_split)
+
+    def _fitted_tail(self, data):
+        spec = parse_tail_spec(self.config.tail_by)
+        if isinstance(spec, LabelTail):
+            return spec.fit(data)
+        probe = RewardModel.load(self.config.model, max_length=self.config.train.max_length)
+        return spec.fit(data, tokenizer=probe.tokenizer, embedder=probe.embed)  # rarity: tokens; density: embeddings
 
     # -- training -----------------------------------------------------------------------------------------
 
@@ -310,7 +328,7 @@ class SeedRun:
         upstream = _stage_key(self.root / "analysis") if method in CIRCUIT_METHODS else None  # circuits are inputs too
         key = _digest(
             self.config.model,
-            self.config.benchmark if self.config.uses_benchmark else self.config.data,
+            self.config.benchmark if self.config.uses_benchmark else [self.config.data, self.config.user_split],
             self.config.tail_by,
             _what_trains(method, training),
             self.config.ensemble_members if method in ENSEMBLES else None,
@@ -562,25 +580,33 @@ def _what_trains(method: str, training: TrainConfig) -> TrainConfig:
     return training if method in CIRCUIT_METHODS else training.model_copy(update={"cart": CartConfig()})
 
 
-def _user_splits(dataset, seed: int) -> dict:
-    """The data's own train/validation/test when its ``split`` column has them; else a seeded 80/10/10 split
-    (validation carved from train when only train/test exist)."""
+def _user_splits(dataset, seed: int, tail: np.ndarray, split: UserSplit) -> dict:
+    """The data's own train/validation/test when its ``split`` column has them (validation carved from train
+    when only train/test exist); else a seeded split of head and tail pairs separately (:class:`UserSplit`)."""
     present = set(dataset.column("split")) if dataset.has_column("split") else set()
     if {"train", "test"} <= present:
         train_split, test = dataset.split("train"), dataset.split("test")
         if "validation" in present:
             return {"train": train_split, "validation": dataset.split("validation"), "test": test}
         order = np.random.default_rng(seed).permutation(len(train_split))
-        cut = max(1, int(len(order) * USER_SPLIT_SHARES[1]))
+        cut = max(1, int(len(order) * split.validation_share))
         return {
             "train": train_split.select(np.sort(order[cut:])),
             "validation": train_split.select(np.sort(order[:cut])),
             "test": test,
         }
-    order = np.random.default_rng(seed).permutation(len(dataset))
-    n_train, n_validation = int(len(order) * USER_SPLIT_SHARES[0]), int(len(order) * USER_SPLIT_SHARES[1])
-    parts = np.split(order, [n_train, n_train + n_validation])
-    return {name: dataset.select(np.sort(part)) for name, part in zip(SPLITS, parts, strict=True)}
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for is_tail in (False, True):
+        order = rng.permutation(np.flatnonzero(tail == is_tail))
+        n_test = round(len(order) * split.test_share)
+        if is_tail:
+            n_test = max(n_test, min(split.min_tail_test, len(order) // 2))
+        n_validation = round(len(order) * split.validation_share)
+        parts["test"] += order[:n_test].tolist()
+        parts["validation"] += order[n_test : n_test + n_validation].tolist()
+        parts["train"] += order[n_test + n_validation :].tolist()
+    return {name: dataset.select(np.sort(np.asarray(rows, dtype=int))) for name, rows in parts.items()}
 
 
 def _digest(*parts) -> str:
