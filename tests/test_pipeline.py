@@ -130,10 +130,13 @@ def test_user_data_without_gold_runs_and_skips_gold_parts(tmp_path):
 def test_eval_steps_record_each_model_s_learning_curve_on_the_validation_split(tmp_path):
     settings = {**TINY, "train": TINY["train"].model_copy(update={"eval_steps": 1})}
     config = RunConfig(name="c", out_root=tmp_path, methods=("bt",), **{**settings, "bon_prompts": 0})
-    run_experiment(config, progress=False)
+    results = run_experiment(config, progress=False)
     result = json.loads((config.directory / "seed-0" / "models" / "bt" / "train_result.json").read_text())
     assert [point["step"] for point in result["curve"]] == [0, 1, 2]
     assert {"head_gold_accuracy", "tail_gold_accuracy"} <= set(result["curve"][0])
+    assert results.methods["bt"].learning_curves == [result["curve"]]  # in results.json, and drawn in the report
+    assert (config.directory / "plots" / "learning_curve.png").exists()
+    assert 'alt="learning_curve"' in (config.directory / "report.html").read_text()
 
 
 def test_user_data_is_split_by_group_and_the_tail_test_set_is_raised_where_the_data_allow():

@@ -241,6 +241,7 @@ class SeedOutcome:
     correct: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     bon: dict[str, dict[str, BoNCurve]] = field(default_factory=dict)
     train_seconds: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     stability: SeedStability | None = None
 
 
@@ -290,6 +291,7 @@ class SeedRun:
         for method in self.config.methods:
             model, seconds = self._trained(method)
             outcome.train_seconds[method] = seconds
+            outcome.curves[method] = self._learning_curve_of(method)
             outcome.reports[method], outcome.correct[method] = self._evaluated(method, model)
             if self.config.uses_benchmark and self.config.bon_prompts:
                 outcome.bon[method] = self._best_of_n(method, model)
@@ -365,6 +367,11 @@ class SeedRun:
         seconds = time.time() - started
         _stage_finish(folder, key, seconds=seconds)
         return model, seconds
+
+    def _learning_curve_of(self, method: str) -> list[dict[str, float]]:
+        """The validation scores a single model recorded while training (empty without ``train.eval_steps``)."""
+        path = self.root / "models" / method / "train_result.json"
+        return json.loads(path.read_text()).get("curve", []) if path.exists() else []
 
     def _learning_curve(self):
         """Scores of the validation split for ``train.eval_steps`` (each model's ``train_result.json`` curve)."""

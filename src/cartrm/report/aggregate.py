@@ -77,6 +77,7 @@ def _method_results(method: str, outcomes: Sequence) -> MethodResults:
         ece=summarise_seeds([r.overall.ece for r in reports]),
         train_seconds=summarise_seeds([o.train_seconds[method] for o in outcomes]),
         bon=bon,
+        learning_curves=[o.curves[method] for o in outcomes if o.curves.get(method)],
     )
 
 

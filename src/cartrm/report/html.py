@@ -15,7 +15,13 @@ from pathlib import Path
 
 from cartrm.evaluation.statistics import SeedSummary
 from cartrm.io import write_text_atomic
-from cartrm.report.plots import bon_groups, plot_accuracy, plot_best_of_n, plot_vuln_before_after
+from cartrm.report.plots import (
+    bon_groups,
+    plot_accuracy,
+    plot_best_of_n,
+    plot_learning_curve,
+    plot_vuln_before_after,
+)
 from cartrm.report.results import MethodResults, RunResults
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -30,6 +36,7 @@ FIGURES: tuple[tuple[str, str, Callable | None], ...] = (
         "Best-of-n: gold reward of the proxy's pick vs KL_bon (mean over seeds, band: min–max)",
         plot_best_of_n,
     ),
+    ("learning_curve", "Validation accuracy during training (one line per seed)", plot_learning_curve),
     ("delta_hist", "Δ = E_tail[a] − E_head[a] over all features (circuit discovery)", None),
     ("coherence_graph", "Candidate neurons joined by coherence, coloured by circuit", None),
     ("vulnerability", "Circuit vulnerability ranking (eq. 9)", None),

@@ -1,4 +1,5 @@
-"""Figures of a whole run, drawn from ``results.json`` alone: accuracy, best-of-n, Vuln before/after CART.
+"""Figures of a whole run, drawn from ``results.json`` alone: accuracy, best-of-n, learning curves, Vuln before/after
+CART.
 
 Each function returns whether it wrote a figure: a run without the data for one (no methods, no best-of-n,
 no stability block) gets no figure rather than an empty one.
@@ -86,6 +87,30 @@ def plot_best_of_n(results: RunResults, path: str | Path) -> bool:
         axis.set_xlabel("KL_bon = log n − (n−1)/n")
         axis.legend(fontsize=7)
     axes[0][0].set_ylabel("gold reward of the best-of-n pick")
+    save_figure(figure, path)
+    return True
+
+
+def plot_learning_curve(results: RunResults, path: str | Path) -> bool:
+    """Head and tail accuracy on the validation split during training, one thin line per seed and method (gold
+    accuracy where the data have a gold reward)."""
+    curves = {method: record.learning_curves for method, record in results.methods.items() if record.learning_curves}
+    if not curves:
+        return False
+    first = next(iter(curves.values()))[0][0]
+    prefix = "gold_" if "head_gold_accuracy" in first else ""
+    colours = method_colours(results)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6), squeeze=False)
+    for axis, group in zip(axes[0], GROUP_ORDER):
+        metric = f"{group}_{prefix}accuracy"
+        for method, seeds in curves.items():
+            for i, curve in enumerate(seeds):
+                points = [(p["step"], p[metric]) for p in curve if metric in p]
+                label = method if i == 0 else None
+                axis.plot(*zip(*points), color=colours[method], alpha=0.7, linewidth=1, label=label)
+        axis.set_title(f"{group} {prefix.replace('_', ' ')}accuracy on validation")
+        axis.set_xlabel("optimizer step")
+        axis.legend(fontsize=7)
     save_figure(figure, path)
     return True
 

@@ -34,6 +34,7 @@ class MethodResults(Record):
     ece: SeedSummary
     train_seconds: SeedSummary
     bon: dict[str, BoNSummary] = {}
+    learning_curves: list[list[dict[str, float]]] = []  # per seed: validation scores at steps (train.eval_steps)
 
 
 class Comparison(Record):
