@@ -221,3 +221,59 @@ def test_cart_stage_on_planted_circuits_records_stability(tmp_path):
     assert 0.0 <= seed.baseline_vs_cart_jaccard <= 1.0
     assert (config.directory / "seed-0" / "models" / "cart" / "cart" / "step-0" / "augmented.jsonl").exists()
     assert not list(config.directory.rglob(".activations*"))  # the scratch activation caches are removed
+
+
+def test_variant_settings_update_nested_cart_settings():
+    from cartrm.experiments.pipeline import variant_config
+
+    base = TrainConfig(learning_rate=5e-5)
+    variant = variant_config(base, {"learning_rate": 1e-4, "cart": {"circuit_reg_weight": 0.1}})
+    assert variant.learning_rate == 1e-4 and variant.cart.circuit_reg_weight == 0.1
+    assert variant.cart.augmentation == base.cart.augmentation  # the rest of CART's settings stay
+
+
+def test_selection_takes_the_best_tail_among_variants_that_keep_the_head():
+    from cartrm.experiments.pipeline import select_variant
+
+    control = {"head_gold_accuracy": 0.95, "tail_gold_accuracy": 0.80}
+    variants = [
+        {"head_gold_accuracy": 0.95, "tail_gold_accuracy": 0.81},
+        {"head_gold_accuracy": 0.90, "tail_gold_accuracy": 0.90},  # best tail, but the head drops 5 points
+        {"head_gold_accuracy": 0.945, "tail_gold_accuracy": 0.83},  # within 1 point of the control's head
+    ]
+    assert select_variant(variants, control, tolerance=0.01) == 2
+    assert select_variant(variants, control, tolerance=0.10) == 1
+    assert select_variant(variants[1:2], control, tolerance=0.01) == 0  # none qualifies: all compete
+
+
+def test_tuning_grids_must_give_every_method_the_same_budget():
+    grid = [{"learning_rate": 1e-4}, {"learning_rate": 5e-5}]
+    config = RunConfig(methods=("reweight", "cart"), continue_steps=5, tune={"bt-continued": grid, "cart": grid})
+    assert config.tune["cart"] == grid
+    with pytest.raises(ValueError, match="same number of variants"):
+        RunConfig(methods=("reweight", "cart"), tune={"reweight": grid, "cart": grid[:1]})
+    with pytest.raises(ValueError, match="'bt' cannot be tuned"):
+        RunConfig(methods=("bt",), tune={"bt": grid})
+    with pytest.raises(ValueError, match="'ensemble-mean' cannot be tuned"):
+        RunConfig(methods=("ensemble-mean",), tune={"ensemble-mean": grid})
+    with pytest.raises(ValueError, match="batch_size"):
+        RunConfig(methods=("reweight",), tune={"reweight": [{"batch_size": 0}]})
+
+
+def test_a_tuned_method_trains_its_grid_selects_on_validation_and_tests_only_the_choice(tmp_path, monkeypatch):
+    from cartrm.models import RewardModel
+
+    grid = [{"learning_rate": 1e-5}, {"learning_rate": 3e-3}]
+    settings = {**TINY, "bon_prompts": 0}
+    config = RunConfig(name="t", out_root=tmp_path, methods=("bt", "reweight"), tune={"reweight": grid}, **settings)
+    results = run_experiment(config, progress=False)
+    folder = config.directory / "seed-0" / "models" / "reweight"
+    tuning = json.loads((folder / "tuning.json").read_text())
+    assert tuning["control"] == "bt" and [v["settings"] for v in tuning["variants"]] == grid
+    assert all({"head_gold_accuracy", "tail_gold_accuracy"} <= set(v["validation"]) for v in tuning["variants"])
+    chosen = RewardModel.load(folder / "variants" / str(tuning["chosen"])).fingerprint()
+    assert RewardModel.load(folder).fingerprint() == chosen  # the tested model is the selected variant
+    assert results.methods["reweight"].tuning[0]["chosen"] == tuning["chosen"]
+    assert "Tuning (validation)" in (config.directory / "report.html").read_text()
+    monkeypatch.setattr(pipeline, "train", _no_training)
+    assert run_experiment(config, progress=False).methods["reweight"].tuning == results.methods["reweight"].tuning

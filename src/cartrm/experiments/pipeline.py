@@ -48,7 +48,7 @@ from cartrm.evaluation.metrics import accuracy_scorer, gold_margin_of
 from cartrm.experiments.ensemble import EnsembleConfig, train_ensemble
 from cartrm.io import versions, write_json_atomic, write_text_atomic
 from cartrm.models import EnsembleRewardModel, RewardModel
-from cartrm.report.aggregate import aggregate
+from cartrm.report.aggregate import aggregate, matched_control
 from cartrm.report.html import write_report
 from cartrm.report.results import RunResults, SeedStability
 from cartrm.training import METHODS, TrainConfig, get_method, train
@@ -116,6 +116,19 @@ class RunConfig(BaseModel):
         "with the Bradley–Terry loss; 0: cart trains from the base model",
     )
 
+    tune: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="fair tuning: per method, a grid of TrainConfig overrides (a nested 'cart:' allowed); each "
+        "variant is trained and scored on the validation split, every tuned method gets the same number of "
+        "variants (the budget), and only the selected one is tested (see tune_head_tolerance)",
+    )
+    tune_head_tolerance: float = Field(
+        0.01,
+        ge=0,
+        description="the selected variant has the best validation tail accuracy (gold where known) among those "
+        "whose head accuracy is within this of the compute-matched control's",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _add_matched_control(cls, values: Any) -> Any:
@@ -147,6 +160,23 @@ class RunConfig(BaseModel):
     def _control_needs_steps(self) -> RunConfig:
         if "bt-continued" in self.methods and not self.continue_steps:
             raise ValueError("bt-continued continues bt for continue_steps steps: set continue_steps > 0")
+        return self
+
+    @model_validator(mode="after")
+    def _fair_grids(self) -> RunConfig:
+        budgets = {method: len(grid) for method, grid in self.tune.items()}
+        if len(set(budgets.values())) > 1:
+            raise ValueError(f"tune: every tuned method gets the same number of variants, not {budgets}")
+        for method, grid in self.tune.items():
+            if method not in self.methods or method == "bt" or method in ENSEMBLES or not grid:
+                raise ValueError(
+                    f"tune: '{method}' cannot be tuned; tune single-model methods of this run other than bt "
+                    "(bt is the start and the reference), each with at least one variant"
+                )
+            if matched_control(method, self.methods) not in self.methods:
+                raise ValueError(f"tune: '{method}' is selected against {matched_control(method, self.methods)}")
+            for overrides in grid:
+                variant_config(self.train, overrides)
         return self
 
     def warm_started(self, method: str) -> bool:
@@ -242,6 +272,7 @@ class SeedOutcome:
     bon: dict[str, dict[str, BoNCurve]] = field(default_factory=dict)
     train_seconds: dict[str, float] = field(default_factory=dict)
     curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
     stability: SeedStability | None = None
 
 
@@ -292,6 +323,8 @@ class SeedRun:
             model, seconds = self._trained(method)
             outcome.train_seconds[method] = seconds
             outcome.curves[method] = self._learning_curve_of(method)
+            if method in self.config.tune:
+                outcome.tuning[method] = json.loads((self.root / "models" / method / "tuning.json").read_text())
             outcome.reports[method], outcome.correct[method] = self._evaluated(method, model)
             if self.config.uses_benchmark and self.config.bon_prompts:
                 outcome.bon[method] = self._best_of_n(method, model)
@@ -337,6 +370,8 @@ class SeedRun:
             upstream,
             *([_stage_key(self.root / "models" / "bt")] if warm else []),  # the start is an input too
         )
+        if method in self.config.tune:
+            return self._tuned(method, training, key, circuits, report)
         ensemble_dir = folder / "ensemble"
         if _stage_done(folder, key):
             log.info("seed %d: %s already trained, skipping", self.seed, method)
@@ -368,6 +403,73 @@ class SeedRun:
         _stage_finish(folder, key, seconds=seconds)
         return model, seconds
 
+    def _tuned(
+        self,
+        method: str,
+        training: TrainConfig,
+        key: str,
+        circuits: Circuits | None,
+        report: VulnerabilityReport | None,
+    ) -> tuple[RewardModel, float]:
+        """Train every variant of ``method``'s grid from the same start, score each on the validation split and
+        select one (:attr:`RunConfig.tune_head_tolerance`); its model is copied into ``models/<method>/``, the
+        variants stay in ``models/<method>/variants/<i>/`` and the scores in ``models/<method>/tuning.json``."""
+        folder = self.root / "models" / method
+        control = matched_control(method, self.config.methods)
+        grid = self.config.tune[method]
+        key = _digest(key, grid, self.config.tune_head_tolerance, _stage_key(self.root / "models" / control))
+        if _stage_done(folder, key):
+            log.info("seed %d: %s already tuned, skipping", self.seed, method)
+            return RewardModel.load(folder), json.loads((folder / STAGE_MARKER).read_text())["seconds"]
+        start = self.root / "models" / "bt" if self.config.warm_started(method) else self.config.model
+        variants = []
+        for i, overrides in enumerate(grid):
+            variant = folder / "variants" / str(i)
+            variant_key = _digest(key, overrides)
+            if not _stage_done(variant, variant_key):
+                shutil.rmtree(variant, ignore_errors=True)
+                started = time.time()
+                with _logged(f"seed {self.seed}: tuning {method}, variant {i + 1} of {len(grid)}: {overrides}"):
+                    model = RewardModel.load(start, seed=self.seed)
+                    train(
+                        model,
+                        self.splits["train"],
+                        variant_config(training, overrides),
+                        variant,
+                        tail_mask=self.tails["train"].mask,
+                        circuits=circuits,
+                        vulnerability=report,
+                        progress=self.progress,
+                    )
+                    scores = self._validation_scorer()(model)
+                _stage_finish(variant, variant_key, seconds=time.time() - started, validation=scores)
+            marker = json.loads((variant / STAGE_MARKER).read_text())
+            variants.append({"settings": overrides, "validation": marker["validation"], "seconds": marker["seconds"]})
+        reference = self._validation_of(control)
+        chosen = select_variant([v["validation"] for v in variants], reference, self.config.tune_head_tolerance)
+        for item in (folder / "variants" / str(chosen)).iterdir():
+            if item.is_file() and item.name != STAGE_MARKER:
+                shutil.copy2(item, folder / item.name)
+        tuning = {"control": control, "control_validation": reference, "variants": variants, "chosen": chosen}
+        write_json_atomic(folder / "tuning.json", tuning)
+        seconds = float(sum(v["seconds"] for v in variants))
+        _stage_finish(folder, key, seconds=seconds)
+        return RewardModel.load(folder), seconds
+
+    def _validation_scorer(self):
+        return accuracy_scorer(self.splits["validation"], self.tails["validation"].mask)
+
+    def _validation_of(self, method: str) -> dict[str, float]:
+        """``method``'s validation scores, kept beside its model and recomputed when the model changed."""
+        folder = self.root / "models" / method
+        path, key = folder / "validation.json", _stage_key(folder)
+        if path.exists() and json.loads(path.read_text())["key"] == key:
+            return json.loads(path.read_text())["scores"]
+        with _logged(f"seed {self.seed}: scoring {method} on the validation split"):
+            scores = self._validation_scorer()(RewardModel.load(folder))
+        write_json_atomic(path, {"key": key, "scores": scores})
+        return scores
+
     def _learning_curve_of(self, method: str) -> list[dict[str, float]]:
         """The validation scores a single model recorded while training (empty without ``train.eval_steps``)."""
         path = self.root / "models" / method / "train_result.json"
@@ -375,7 +477,7 @@ class SeedRun:
 
     def _learning_curve(self):
         """Scores of the validation split for ``train.eval_steps`` (each model's ``train_result.json`` curve)."""
-        return accuracy_scorer(self.splits["validation"], self.tails["validation"].mask)
+        return self._validation_scorer()
 
     def _train_ensemble(
         self,
@@ -579,6 +681,23 @@ class SeedRun:
                 ).save(folder / "stability.json")
             _stage_finish(folder, key)
         return SeedStability.load(folder / "stability.json")
+
+
+def variant_config(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """``base`` with a tuning grid's ``overrides`` (a nested ``cart`` dict updates CART's settings)."""
+    values = base.model_dump()
+    for name, value in overrides.items():
+        values[name] = {**values[name], **value} if name == "cart" and isinstance(value, dict) else value
+    return TrainConfig.model_validate(values)
+
+
+def select_variant(scores: list[dict[str, float]], control: dict[str, float], tolerance: float) -> int:
+    """The variant with the best validation tail accuracy (gold where scored) among those whose head accuracy
+    is at least the control's minus ``tolerance``; all variants compete when none qualifies. Ties: the first."""
+    prefix = "gold_" if "tail_gold_accuracy" in control else ""
+    head, tail = f"head_{prefix}accuracy", f"tail_{prefix}accuracy"
+    eligible = [i for i, s in enumerate(scores) if s[head] >= control[head] - tolerance] or list(range(len(scores)))
+    return max(eligible, key=lambda i: (scores[i][tail], -i))
 
 
 def _what_trains(method: str, training: TrainConfig) -> TrainConfig:

@@ -78,6 +78,7 @@ def _method_results(method: str, outcomes: Sequence) -> MethodResults:
         train_seconds=summarise_seeds([o.train_seconds[method] for o in outcomes]),
         bon=bon,
         learning_curves=[o.curves[method] for o in outcomes if o.curves.get(method)],
+        tuning=[{"seed": o.seed, **o.tuning[method]} for o in outcomes if method in o.tuning],
     )
 
 
@@ -105,13 +106,15 @@ def _comparisons(methods: Sequence[str], outcomes: Sequence) -> list[Comparison]
 
 
 def matched_control(method: str, methods: Collection[str]) -> str:
-    """The compute-matched control a challenger's verdict is read against: the same start, steps and data.
-    A warm-started cart continues bt, so its control is bt-continued; a cold cart trains like bt; cart-ensemble
-    trains as many members as ensemble-mean."""
+    """The compute-matched control a method is read (and tuned) against: the same start, steps and data. A
+    warm-started cart continues bt, so its control is bt-continued; a cold cart and the other single-model methods
+    train like bt; cart-ensemble trains as many members as ensemble-mean."""
     if method == "cart":
         return "bt-continued" if "bt-continued" in methods else "bt"
-    [control] = CHALLENGERS[method] or ("bt",)
-    return control
+    if method in CHALLENGERS:
+        [control] = CHALLENGERS[method] or ("bt",)
+        return control
+    return "bt"  # every other method trains like bt (bt-continued continues it)
 
 
 def verdict(comparisons: Sequence[Comparison]) -> list[str]:

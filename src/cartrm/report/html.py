@@ -85,6 +85,7 @@ def render_html(results: RunResults, run_dir: str | Path) -> str:
         _setup(results),
         _results_table(results),
         _comparisons(results),
+        _tuning(results),
         _stability(results),
         figures,
         _notes(notes),
@@ -238,6 +239,33 @@ def _comparisons(results: RunResults) -> str:
     headers = ["comparison", "metric", "seeds × pairs", "difference [95% CI]", "per seed", "p-value"]
     table = _table(headers, rows, frozenset({1}))
     return f'<h2>Paired comparisons</h2>\n<p class="muted">{escape(note)}</p>\n{table}'
+
+
+def _tuning(results: RunResults) -> str:
+    """Every tuned variant's validation scores, the control's, and which variant was tested (✓)."""
+    rows = []
+    for method, record in results.methods.items():
+        for seed in record.tuning:
+            rows.append(
+                [f"{seed['control']} (control)", str(seed["seed"]), "–", *_scores(seed["control_validation"]), ""]
+            )
+            for i, variant in enumerate(seed["variants"]):
+                settings = json.dumps(variant["settings"], sort_keys=True)
+                chosen = "✓" if i == seed["chosen"] else ""
+                rows.append([method, str(seed["seed"]), settings, *_scores(variant["validation"]), chosen])
+    if not rows:
+        return ""
+    note = (
+        "Selected on the validation split only: the best tail accuracy (gold where known) among the variants whose "
+        "head accuracy is within the tolerance of the compute-matched control's; the test split scores the chosen "
+        "variant once. Every tuned method trains the same number of variants."
+    )
+    headers = ["method", "seed", "settings", "head", "tail", "head gold", "tail gold", "tested"]
+    return f'<h2>Tuning (validation)</h2>\n<p class="muted">{escape(note)}</p>\n{_table(headers, rows, frozenset({2}))}'
+
+
+def _scores(scores: dict[str, float]) -> list[str]:
+    return [fmt(scores.get(k)) for k in ("head_accuracy", "tail_accuracy", "head_gold_accuracy", "tail_gold_accuracy")]
 
 
 def _stability(results: RunResults) -> str:

@@ -6,6 +6,8 @@ Paths in ``artifacts`` are relative to the run directory.
 
 from __future__ import annotations
 
+from typing import Any
+
 from cartrm.evaluation.bon import BoNCurve
 from cartrm.evaluation.statistics import PairedComparison, SeedSummary
 from cartrm.io import Artifact, Record
@@ -35,6 +37,7 @@ class MethodResults(Record):
     train_seconds: SeedSummary
     bon: dict[str, BoNSummary] = {}
     learning_curves: list[list[dict[str, float]]] = []  # per seed: validation scores at steps (train.eval_steps)
+    tuning: list[dict[str, Any]] = []  # per seed: the grid, every variant's validation scores, the chosen one
 
 
 class Comparison(Record):
