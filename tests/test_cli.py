@@ -190,6 +190,26 @@ def test_run_takes_the_user_split_for_user_data_only(tmp_path, benchmark_file, m
     assert result.exit_code == 1 and "apply to --data" in result.output
 
 
+def test_run_takes_tuning_grids_from_a_yaml_file(tmp_path, monkeypatch):
+    import cartrm.experiments.pipeline
+
+    taken = []
+    monkeypatch.setattr(
+        cartrm.experiments.pipeline, "run_experiment", lambda config: taken.append(config) or sys.exit(0)
+    )
+    grids = tmp_path / "grid.yaml"
+    grids.write_text(
+        "bt-continued:\n  - {learning_rate: 5.0e-5}\n  - {learning_rate: 1.0e-4}\ncart:\n"
+        "  - {cart: {circuit_reg_weight: 0.1}}\n  - {cart: {circuit_reg_weight: 1.0}}\n"
+    )
+    result = invoke("run", "--preset", "standard", "--tune", grids, "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert taken[0].tune["cart"][0] == {"cart": {"circuit_reg_weight": 0.1}}
+    grids.write_text("cart:\n  - {cart: {circuit_reg_weight: 0.1}}\n")
+    result = invoke("run", "--preset", "standard", "--tune", grids, "--out", tmp_path / "r2")
+    assert result.exit_code == 1 and "missing bt-continued" in result.output
+
+
 def test_run_rejects_data_without_a_tail_spec(tmp_path, benchmark_file):
     result = invoke("run", "--data", benchmark_file, "--out", tmp_path / "run")
     assert result.exit_code == 1 and "--tail-by" in result.output

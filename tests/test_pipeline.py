@@ -248,10 +248,12 @@ def test_selection_takes_the_best_tail_among_variants_that_keep_the_head():
 
 def test_tuning_grids_must_give_every_method_the_same_budget():
     grid = [{"learning_rate": 1e-4}, {"learning_rate": 5e-5}]
-    config = RunConfig(methods=("reweight", "cart"), continue_steps=5, tune={"bt-continued": grid, "cart": grid})
+    config = RunConfig(methods=("cart",), continue_steps=5, tune={"bt-continued": grid, "cart": grid})
     assert config.tune["cart"] == grid
     with pytest.raises(ValueError, match="same number of variants"):
         RunConfig(methods=("reweight", "cart"), tune={"reweight": grid, "cart": grid[:1]})
+    with pytest.raises(ValueError, match="missing reweight"):
+        RunConfig(methods=("reweight", "cart"), tune={"cart": grid})
     with pytest.raises(ValueError, match="'bt' cannot be tuned"):
         RunConfig(methods=("bt",), tune={"bt": grid})
     with pytest.raises(ValueError, match="'ensemble-mean' cannot be tuned"):

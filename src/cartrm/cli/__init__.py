@@ -517,6 +517,13 @@ def run(
         Optional[Path], typer.Option(help="your preference file instead of the embedded benchmark (needs --tail-by)")
     ] = None,
     tail_by: TailOption = None,
+    tune: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="YAML of tuning grids, method: [TrainConfig overrides, ...] with as many variants for every method; "
+            "each variant is trained and scored on validation, the test split scores only the selected one"
+        ),
+    ] = None,
     test_share: Annotated[
         Optional[float],
         typer.Option(min=0.01, max=0.9, help="with --data: share of head and of tail pairs held out for test (0.1)"),
@@ -550,6 +557,8 @@ def run(
             overrides["ensemble_members"] = members
         if seeds:
             overrides["seeds"] = tuple(int(v) for v in _floats(seeds, len(seeds.split(",")), "--seeds"))
+        if tune is not None:
+            overrides["tune"] = _yaml_mapping(tune, "--tune")
         split = {"test_share": test_share, "min_tail_test": min_tail_test}
         if data is not None:
             overrides |= {"data": _existing(data, "--data"), "tail_by": tail_by}
@@ -703,6 +712,20 @@ def _subset(dataset, max_pairs: int | None, seed: int):
     if max_pairs is None or max_pairs >= len(dataset):
         return dataset
     return dataset.select(np.sort(np.random.default_rng(seed).choice(len(dataset), size=max_pairs, replace=False)))
+
+
+def _yaml_mapping(path: Path, flag: str) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise CartError(f"{flag} {path}: not found")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CartError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise CartError(f"{path}: expected a mapping of method names to lists of settings")
+    return values
 
 
 def _warm_start(init_from: Path, out: Path) -> str:

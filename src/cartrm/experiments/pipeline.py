@@ -164,9 +164,17 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _fair_grids(self) -> RunConfig:
+        """Tuning is fair when every method compared gets the same budget: all single-model methods but bt (the
+        start and the reference) have grids of one size."""
         budgets = {method: len(grid) for method, grid in self.tune.items()}
         if len(set(budgets.values())) > 1:
             raise ValueError(f"tune: every tuned method gets the same number of variants, not {budgets}")
+        untuned = [m for m in self.methods if self.tune and m != "bt" and m not in ENSEMBLES and m not in self.tune]
+        if untuned:
+            raise ValueError(
+                f"tune: every method but bt and the ensembles gets a grid of the same size; "
+                f"missing {', '.join(untuned)}"
+            )
         for method, grid in self.tune.items():
             if method not in self.methods or method == "bt" or method in ENSEMBLES or not grid:
                 raise ValueError(
