@@ -262,12 +262,35 @@ def test_tuning_grids_must_give_every_method_the_same_budget():
         RunConfig(methods=("reweight",), tune={"reweight": [{"batch_size": 0}]})
 
 
+class _Untouchable:
+    """Stands in for the test split while tuning runs: any use of it fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the test split was read during tuning ({name})")
+
+    def __len__(self):
+        raise AssertionError("the test split was read during tuning (len)")
+
+
+def _without_the_test_split(tuned):
+    def guarded(self, *args, **kwargs):
+        kept = self.splits["test"], self.tails["test"]
+        self.splits["test"], self.tails["test"] = _Untouchable(), _Untouchable()
+        try:
+            return tuned(self, *args, **kwargs)
+        finally:
+            self.splits["test"], self.tails["test"] = kept
+
+    return guarded
+
+
 def test_a_tuned_method_trains_its_grid_selects_on_validation_and_tests_only_the_choice(tmp_path, monkeypatch):
     from cartrm.models import RewardModel
 
     grid = [{"learning_rate": 1e-5}, {"learning_rate": 3e-3}]
     settings = {**TINY, "bon_prompts": 0}
     config = RunConfig(name="t", out_root=tmp_path, methods=("bt", "reweight"), tune={"reweight": grid}, **settings)
+    monkeypatch.setattr(pipeline.SeedRun, "_tuned", _without_the_test_split(pipeline.SeedRun._tuned))
     results = run_experiment(config, progress=False)
     folder = config.directory / "seed-0" / "models" / "reweight"
     tuning = json.loads((folder / "tuning.json").read_text())
