@@ -84,6 +84,24 @@ def test_circuit_variance_is_eq_12_on_a_known_case():
     assert circuit_variance(pooled, [one], torch.tensor([True, False, False, False])).item() == 0.0
 
 
+def test_eq_12_within_sides_leaves_the_chosen_rejected_gap_out():
+    """Two tail pairs whose target circuit reads 1 on both chosen texts and 0 on both rejected texts: pooled over
+    the sides the variance is the gap's (0.25); within each side the activations are constant (0)."""
+    pooled = {"a": torch.tensor([[1.0], [1.0], [9.0], [0.0], [0.0], [9.0]])}  # chosen rows 0-2, rejected rows 3-5
+    is_tail = torch.tensor([True, True, False])
+    target = TargetCircuit("c0", np.array([0]), {"a": np.array([0])})
+
+    def term(form):
+        method = get_method("cart", TrainConfig(method="cart", cart=CartConfig(circuit_reg_form=form)))
+        method.targets = [target]
+        return method._circuit_term(pooled, is_tail, scored=False).item()
+
+    assert term("pooled") == pytest.approx(0.25)
+    assert term("within_sides") == 0.0
+    pooled["a"][1, 0] = 3.0  # chosen side now varies: Var{1, 3} = 1, rejected still 0 → mean 0.5
+    assert term("within_sides") == pytest.approx(0.5)
+
+
 def test_label_smoothing_loss_has_its_optimum_at_the_smoothed_target():
     epsilon = 0.1
     batch = {"margin": torch.zeros(1)}

@@ -128,9 +128,7 @@ class CircuitAwareTraining(BradleyTerry):
             with ActivationCapture(_unwrap(module), self.sites, self.pooling, keep_grad=True) as capture:
                 capture.set_mask(pooling_mask(batch))
                 rewards = reward_forward(module, batch)
-            is_tail = batch["is_tail"].to(rewards.device)
-            rows = torch.cat([is_tail, is_tail]) if "score" not in batch else is_tail
-            variance = circuit_variance(capture.pooled, self.targets, rows)
+            variance = self._circuit_term(capture.pooled, batch["is_tail"].to(rewards.device), "score" in batch)
         else:
             rewards, variance = reward_forward(module, batch), None
         loss, logs = self.preference_loss(rewards, batch, step)
@@ -139,6 +137,18 @@ class CircuitAwareTraining(BradleyTerry):
             logs["circuit_var"] = variance.item()
         logs["loss"] = loss.item()
         return loss, logs
+
+    def _circuit_term(self, pooled: dict[str, torch.Tensor], is_tail: torch.Tensor, scored: bool) -> torch.Tensor:
+        """eq. 12 over the batch's tail texts; for pairs (chosen stacked over rejected) either pooled over both
+        sides or, ``within_sides``, the mean of each side's variance (the chosen–rejected gap left out)."""
+        if scored:
+            return circuit_variance(pooled, self.targets, is_tail)
+        none = torch.zeros_like(is_tail)
+        if self.config.cart.circuit_reg_form == "pooled":
+            return circuit_variance(pooled, self.targets, torch.cat([is_tail, is_tail]))
+        chosen = circuit_variance(pooled, self.targets, torch.cat([is_tail, none]))
+        rejected = circuit_variance(pooled, self.targets, torch.cat([none, is_tail]))
+        return (chosen + rejected) / 2
 
     def preference_loss(
         self, rewards: torch.Tensor, batch: dict[str, torch.Tensor], step: int = 0

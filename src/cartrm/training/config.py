@@ -37,6 +37,12 @@ class CartConfig(BaseModel):
     generator: str | None = Field(None, description="local causal LM folder for sampled rewrites")
     circuit_reg: bool = Field(True, description="circuit variance regulariser (eq. 12)")
     circuit_reg_weight: float = Field(1.0, ge=0, description="λ of eq. 12")
+    circuit_reg_form: Literal["pooled", "within_sides"] = Field(
+        "pooled",
+        description="eq. 12's variance over the batch's tail texts: pooled (chosen and rejected together, as "
+        "written; the chosen-rejected gap then counts as variance, so the term fights the preference) or "
+        "within_sides (the mean of the variance over chosen texts and over rejected texts)",
+    )
     progressive: bool = Field(True, description="progressive tail weights (eq. 13)")
     progressive_eta: float | None = Field(
         None, gt=0, description="η of eq. 13; default w_max / (progressive_ramp · total steps)"
