@@ -102,6 +102,24 @@ def test_eq_12_within_sides_leaves_the_chosen_rejected_gap_out():
     assert term("within_sides") == pytest.approx(0.5)
 
 
+def test_augmented_pairs_join_the_batch_mean_with_weight_w_t_over_b():
+    from cartrm.training.cart import AUGMENTED
+
+    model = RewardModel.load("tiny-bert", seed=0)
+    model.model.eval()
+    encoded = model.encode(["q"] * 8, [f"good answer {i}" for i in range(4)] + [f"bad {i}" for i in range(4)])
+    batch = {**model.collate(encoded, list(range(8))), "margin": torch.zeros(4), AUGMENTED: torch.tensor(True)}
+    batch["normaliser"] = torch.tensor(16.0)  # the batch the 4 augmented pairs belong to has 16 pairs
+    with torch.no_grad():
+        losses, _ = pairwise_losses(reward_forward(model.model, batch), batch)
+        for scaling, expected in (("separate_mean", losses.mean()), ("batch_share", 0.5 * losses.sum() / 16)):
+            method = get_method("cart", TrainConfig(method="cart", cart=CartConfig(aug_scaling=scaling)))
+            method.eta = 0.1  # w_t = min(1, 0.1 · (4 + 1)) = 0.5 at step 4
+            loss, logs = method.loss(model.model, batch, step=4)
+            assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+            assert logs["aug_loss"] == pytest.approx(losses.mean().item(), rel=1e-6)
+
+
 def test_label_smoothing_loss_has_its_optimum_at_the_smoothed_target():
     epsilon = 0.1
     batch = {"margin": torch.zeros(1)}

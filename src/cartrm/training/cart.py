@@ -116,14 +116,17 @@ class CircuitAwareTraining(BradleyTerry):
             if self.next_discovery is not None and step >= self.next_discovery:
                 self._discover(step)
         augmented = self._augmentation_batch(torch.cat([chunk["index"][chunk["is_tail"]] for chunk in chunks]))
+        if augmented:
+            first = chunks[0]
+            augmented["normaliser"] = first["normaliser"] if "normaliser" in first else first["weight"].sum()
         return ([augmented] if augmented else []) + chunks
 
     def loss(self, module: Any, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         cart = self.config.cart
         if AUGMENTED in batch:  # eq. 11: the Bradley–Terry loss on the kept augmentations of the batch's tail pairs
             losses, _ = pairwise_losses(reward_forward(module, batch), batch)
-            aug_loss = losses.mean()
-            return cart.aug_weight * aug_loss, {"aug_loss": aug_loss.item(), "loss": cart.aug_weight * aug_loss.item()}
+            aug_loss = cart.aug_weight * self._augmentation_share(losses, batch, step)
+            return aug_loss, {"aug_loss": losses.mean().item(), "loss": aug_loss.item()}
         if cart.circuit_reg and self.targets and bool(batch["is_tail"].any()):
             with ActivationCapture(_unwrap(module), self.sites, self.pooling, keep_grad=True) as capture:
                 capture.set_mask(pooling_mask(batch))
@@ -137,6 +140,15 @@ class CircuitAwareTraining(BradleyTerry):
             logs["circuit_var"] = variance.item()
         logs["loss"] = loss.item()
         return loss, logs
+
+    def _augmentation_share(self, losses: torch.Tensor, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        """L_aug before ``aug_weight``: its own mean (``separate_mean``), or each augmented pair weighted like a tail
+        pair of the batch, w_t over the batch's base weight B (``batch_share``)."""
+        if self.config.cart.aug_scaling == "separate_mean":
+            return losses.mean()
+        cart = self.config.cart
+        tail_weight = progressive_weight(step, self.eta, cart.w_max) if cart.progressive else 1.0
+        return tail_weight * losses.sum() / batch["normaliser"].to(losses.device)
 
     def _circuit_term(self, pooled: dict[str, torch.Tensor], is_tail: torch.Tensor, scored: bool) -> torch.Tensor:
         """eq. 12 over the batch's tail texts; for pairs (chosen stacked over rejected) either pooled over both

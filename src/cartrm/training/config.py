@@ -25,6 +25,12 @@ class CartConfig(BaseModel):
     )
     augmentation: bool = Field(True, description="circuit-guided augmentation (eq. 10-11)")
     aug_weight: float = Field(1.0, ge=0, description="weight of L_aug (eq. 10-11)")
+    aug_scaling: Literal["separate_mean", "batch_share"] = Field(
+        "separate_mean",
+        description="how L_aug enters the loss: separate_mean (its own mean over the batch's augmented pairs, "
+        "so each weighs about B/(tail pairs) times an original pair) or batch_share (each augmented pair joins "
+        "the batch's Bradley-Terry mean with weight w_t/B, like a tail pair)",
+    )
     aug_candidates: int = Field(8, ge=1, description="transformations G(x) drawn per tail pair")
     aug_keep: int = Field(1, ge=1, description="M: candidates kept per tail pair (largest circuit activation)")
     aug_transforms: tuple[str, ...] = Field(
