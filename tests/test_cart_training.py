@@ -70,6 +70,24 @@ def test_tail_aware_sampler_puts_k_tail_examples_in_every_batch():
     assert list(sampler) != order
 
 
+def test_the_tail_adding_sampler_keeps_every_head_pair_of_an_epoch():
+    from cartrm.training.sampling import EpochShuffleSampler, TailAddingSampler
+
+    mask = np.zeros(100, dtype=bool)
+    mask[[3, 50, 97]] = True
+    lengths = np.random.default_rng(0).integers(5, 50, 100)
+    adding = TailAddingSampler(mask, batch_size=16, added=4, seed=0, lengths=lengths)
+    plain = list(EpochShuffleSampler(100, 0, lengths=lengths, batch_size=16))
+    order = list(adding)
+    assert len(order) == len(adding) == 100 + 4 * 7
+    blocks = [order[i : i + 20] for i in range(0, len(order), 20)]
+    assert [b[:-4] for b in blocks] == [plain[i : i + 16] for i in range(0, 100, 16)]  # bt's own batches, all kept
+    assert all(mask[b[-4:]].all() for b in blocks)  # plus 4 tail pairs each
+    assert list(adding) == order
+    adding.set_epoch(1)
+    assert list(adding) != order
+
+
 def test_circuit_variance_is_eq_12_on_a_known_case():
     pooled = {
         "a": torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [100.0, 0.0]]),
@@ -300,9 +318,10 @@ class InterruptedCart(CircuitAwareTraining):
 
 
 @pytest.mark.slow
-def test_resumed_cart_run_matches_an_uninterrupted_one(planted, tmp_path):
+@pytest.mark.parametrize("tail_sampling", ["swap", "add"])
+def test_resumed_cart_run_matches_an_uninterrupted_one(planted, tmp_path, tail_sampling):
     data, mask, _ = planted
-    cart = CartConfig(augmentation=False, warmup_steps=2, discovery_pairs=120)
+    cart = CartConfig(augmentation=False, warmup_steps=2, discovery_pairs=120, tail_sampling=tail_sampling)
     config = TrainConfig(
         method="test-interrupted-cart", max_steps=6, batch_size=16, save_steps=3, learning_rate=3e-3, cart=cart
     )

@@ -78,6 +78,10 @@ class CircuitAwareTraining(BradleyTerry):
     def min_tail_per_batch(self) -> int:
         return self.config.cart.min_tail_per_batch
 
+    @property
+    def adds_tail_pairs(self) -> bool:
+        return self.config.cart.tail_sampling == "add"
+
     def setup(self, reward_model: Any, dataset: Any, context: TrainingContext) -> None:
         cart = self.config.cart
         if cart.augmentation and not isinstance(dataset, PreferenceDataset):

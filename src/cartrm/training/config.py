@@ -58,6 +58,11 @@ class CartConfig(BaseModel):
     )
     w_max: float = Field(1.0, gt=0, description="cap of the tail weight; 1 reproduces the paper")
     min_tail_per_batch: int = Field(4, ge=0, description="k: tail pairs guaranteed in every batch")
+    tail_sampling: Literal["swap", "add"] = Field(
+        "swap",
+        description="how batches get their k tail pairs: swap (replace head pairs of a batch short of them; CART "
+        "then sees fewer distinct head pairs than bt) or add (k tail pairs on top of bt's own batches)",
+    )
     rediscover_every: int = Field(0, ge=0, description="re-run discovery and assessment every N steps (0: never)")
     warmup_steps: int | None = Field(None, ge=1, description="BT steps before self-discovery; default 10% of the steps")
     discovery_pairs: int = Field(256, ge=16, description="pairs used when discovering / assessing during training")

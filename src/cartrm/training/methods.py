@@ -75,6 +75,12 @@ class TrainingMethod:
     def min_tail_per_batch(self) -> int:
         return 0
 
+    @property
+    def adds_tail_pairs(self) -> bool:
+        """True: ``min_tail_per_batch`` tail pairs are added on top of each batch (head coverage stays bt's);
+        False: they replace head pairs of batches short of them."""
+        return False
+
     def setup(self, reward_model: Any, dataset: Any, context: TrainingContext) -> None:
         return None
 

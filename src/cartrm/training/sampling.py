@@ -103,3 +103,41 @@ class TailAwareSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.tail_mask)
+
+
+class TailAddingSampler(Sampler[int]):
+    """Batches of ``batch_size + added``: each epoch's batches of :class:`EpochShuffleSampler` (the order plain
+    training sees, so every head pair of the epoch is kept), each followed by ``added`` tail examples drawn from a
+    cycling, reshuffled tail order. The DataLoader's batch size must be ``batch_size + added``; the order depends
+    on ``(seed, epoch)`` alone (resuming is exact)."""
+
+    def __init__(
+        self, tail_mask: np.ndarray, batch_size: int, added: int, seed: int, *, lengths: np.ndarray | None = None
+    ) -> None:
+        self.tail_mask = np.asarray(tail_mask, dtype=bool)
+        if not self.tail_mask.any():
+            raise CartError("a tail-adding sampler needs at least one tail example")
+        self.plain = EpochShuffleSampler(len(self.tail_mask), seed, lengths=lengths, batch_size=batch_size)
+        self.batch_size, self.added, self.seed = batch_size, added, seed
+
+    def set_epoch(self, epoch: int) -> None:
+        self.plain.set_epoch(epoch)
+
+    def __iter__(self):
+        order = np.array(list(self.plain))
+        rng = np.random.default_rng([self.seed, self.plain.epoch, 1])  # apart from the plain order's generator
+        tail_pool = np.flatnonzero(self.tail_mask)
+        tail_order, cursor = rng.permutation(tail_pool), 0
+        batches = []
+        for start in range(0, len(order), self.batch_size):
+            extra = []
+            for _ in range(self.added):
+                if cursor == len(tail_order):
+                    tail_order, cursor = rng.permutation(tail_pool), 0
+                extra.append(tail_order[cursor])
+                cursor += 1
+            batches.append(np.concatenate([order[start : start + self.batch_size], np.array(extra, dtype=int)]))
+        return iter(np.concatenate(batches).tolist())
+
+    def __len__(self) -> int:
+        return len(self.tail_mask) + self.added * -(-len(self.tail_mask) // self.batch_size)

@@ -38,7 +38,7 @@ from cartrm.training.batches import BatchBuilder, fit_max_length
 from cartrm.training.config import TrainConfig
 from cartrm.training.methods import TrainingContext, get_method
 from cartrm.training.run_folder import RunFolder, digest, run_identity
-from cartrm.training.sampling import EpochShuffleSampler, TailAwareSampler
+from cartrm.training.sampling import EpochShuffleSampler, TailAddingSampler, TailAwareSampler
 from cartrm.vulnerability.result import VulnerabilityReport
 
 CHECKPOINTS_KEPT = 2
@@ -138,8 +138,14 @@ def train(
             disable_dropout(reward_model.model)
         builder = BatchBuilder(reward_model, dataset, tail_mask, max_length=max_length)
         lengths = builder.lengths() if config.group_by_length and builder.pairwise else None
-        sampler: TailAwareSampler | EpochShuffleSampler
-        if method.min_tail_per_batch and tail_mask is not None:
+        sampler: TailAwareSampler | TailAddingSampler | EpochShuffleSampler
+        loader_batch = config.batch_size
+        if method.min_tail_per_batch and tail_mask is not None and method.adds_tail_pairs:
+            sampler = TailAddingSampler(
+                tail_mask, config.batch_size, method.min_tail_per_batch, config.seed, lengths=lengths
+            )
+            loader_batch += method.min_tail_per_batch
+        elif method.min_tail_per_batch and tail_mask is not None:
             sampler = TailAwareSampler(
                 tail_mask, config.batch_size, method.min_tail_per_batch, config.seed, lengths=lengths
             )
@@ -148,7 +154,7 @@ def train(
         max_tokens = config.batch_tokens(default_device().type) if method.splittable else None
         loader: DataLoader = DataLoader(
             range(len(dataset)),  # type: ignore[arg-type]  # any sized sequence of indices works
-            batch_size=config.batch_size,
+            batch_size=loader_batch,
             sampler=sampler,
             collate_fn=functools.partial(
                 builder.chunks,
