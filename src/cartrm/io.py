@@ -69,6 +69,23 @@ def _umask() -> int:
     return current
 
 
+def read_yaml_mapping(path: str | Path, flag: str, holding: str) -> dict[str, Any]:
+    """A YAML (or JSON) file that holds a mapping (of ``holding``), or one line naming ``flag``, the file and the
+    fault."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise CartError(f"{flag} {path}: no such file")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CartError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise CartError(f"{path}: expected a mapping of {holding}")
+    return values
+
+
 def versions() -> dict[str, str]:
     """Python and the versions of the packages a result depends on."""
     import platform

@@ -13,6 +13,7 @@ import typer
 
 from cartrm.cli.options import ConfigFileOption, config_options, settings_of, with_options
 from cartrm.errors import CartError
+from cartrm.io import read_yaml_mapping
 from cartrm.training.config import CartConfig, TrainConfig
 
 app = typer.Typer(
@@ -558,7 +559,7 @@ def run(
         if seeds:
             overrides["seeds"] = tuple(int(v) for v in _floats(seeds, len(seeds.split(",")), "--seeds"))
         if tune is not None:
-            overrides["tune"] = _yaml_mapping(tune, "--tune")
+            overrides["tune"] = read_yaml_mapping(tune, "--tune", "method names to lists of settings")
         split = {"test_share": test_share, "min_tail_test": min_tail_test}
         if data is not None:
             overrides |= {"data": _existing(data, "--data"), "tail_by": tail_by}
@@ -712,20 +713,6 @@ def _subset(dataset, max_pairs: int | None, seed: int):
     if max_pairs is None or max_pairs >= len(dataset):
         return dataset
     return dataset.select(np.sort(np.random.default_rng(seed).choice(len(dataset), size=max_pairs, replace=False)))
-
-
-def _yaml_mapping(path: Path, flag: str) -> dict:
-    import yaml
-
-    if not path.is_file():
-        raise CartError(f"{flag} {path}: not found")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CartError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(values, dict):
-        raise CartError(f"{path}: expected a mapping of method names to lists of settings")
-    return values
 
 
 def _warm_start(init_from: Path, out: Path) -> str:

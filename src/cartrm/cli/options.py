@@ -17,6 +17,9 @@ from typing import Annotated, Any, Optional, Union, get_args, get_origin, get_ty
 import typer
 from pydantic import BaseModel
 
+from cartrm.errors import CartError
+from cartrm.io import read_yaml_mapping
+
 ALIASES: dict[str, tuple[str, ...]] = {  # earlier spellings of some options, kept working
     "learning_rate": ("--lr",),
     "circuit_reg_weight": ("--lambda",),
@@ -66,14 +69,10 @@ def load_defaults(ctx: typer.Context, path: Path | None) -> Path | None:
     """``--config`` callback: the file's settings become the defaults of the command's options."""
     if path is None:
         return None
-    import yaml
-
     try:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise typer.BadParameter(f"{path}: cannot read it ({exc})") from None
-    if not isinstance(loaded, dict):
-        raise typer.BadParameter(f"{path}: expected a mapping of option names to values")
+        loaded = read_yaml_mapping(path, "--config", "option names to values")
+    except CartError as exc:
+        raise typer.BadParameter(str(exc)) from None
     flat = _flatten(loaded)
     known = {p.name for p in ctx.command.params if p.name}
     unknown = sorted(set(flat) - known)

@@ -46,7 +46,7 @@ from cartrm.evaluation import EvaluationReport, evaluate_scores
 from cartrm.evaluation.bon import BoNCurve
 from cartrm.evaluation.metrics import accuracy_scorer, gold_margin_of
 from cartrm.experiments.ensemble import EnsembleConfig, train_ensemble
-from cartrm.io import versions, write_json_atomic, write_text_atomic
+from cartrm.io import read_yaml_mapping, versions, write_json_atomic, write_text_atomic
 from cartrm.models import EnsembleRewardModel, RewardModel
 from cartrm.report.aggregate import aggregate, matched_control
 from cartrm.report.html import write_report
@@ -203,14 +203,7 @@ class RunConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
-        path = Path(path)
-        if not path.exists():
-            raise CartError(f"--config {path}: no such file")
-        try:
-            values = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise CartError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        return cls.model_validate(values)
+        return cls.model_validate(read_yaml_mapping(path, "--config", "run settings"))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
