@@ -28,6 +28,8 @@ from cartrm.training.augment import (
     augment_tail_pairs,
     circuit_scores,
     generate_candidates,
+    group_vocabularies,
+    select_at_random,
     select_by_circuits,
     tail_vocabulary,
 )
@@ -273,3 +275,60 @@ def test_lm_rewriter_refuses_a_folder_that_is_not_a_causal_lm(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CartError):
         LMRewriter(str(tmp_path / "empty"))
+
+
+def _domain_words():
+    from cartrm.benchmarks.longtail import DOMAINS
+
+    return {
+        d.name: {
+            w.lower()
+            for phrase in d.topics + d.objects + d.terms + d.verbs
+            for w in re.findall(r"[A-Za-z]{4,}", phrase)
+        }
+        for d in DOMAINS
+    }
+
+
+def test_per_domain_swaps_never_insert_another_domains_word(benchmark, vocabulary):
+    pairs = [RenderedPair(p.prompt.text, p.chosen.text, p.rejected.text) for p in benchmark]
+    domains = np.array([p.prompt.domain for p in benchmark], dtype=object)
+    tail = np.array([DOMAIN_BY_NAME[d].is_tail for d in domains])
+    words_of = _domain_words()
+
+    used = {}  # words each domain's own texts use (its template sentences included)
+    for pair, domain in zip(pairs, domains):
+        used.setdefault(domain, set()).update(
+            w.lower() for w in re.findall(r"[A-Za-z]{4,}", pair.prompt + " " + pair.chosen + " " + pair.rejected)
+        )
+
+    def foreign(domain):
+        """Words of another domain's topics, objects, terms and verbs that this domain never uses."""
+        return set().union(*(w for name, w in words_of.items() if name != domain)) - words_of[domain] - used[domain]
+
+    vocabularies = group_vocabularies(pairs, domains, tail)
+    assert set(vocabularies) == set(domains[tail])
+    for domain, words in vocabularies.items():
+        assert words and not set(words) & foreign(domain)
+    assert any(set(vocabulary) & foreign(d) for d in vocabularies)  # the pooled vocabulary does mix domains
+    rng, swapped = np.random.default_rng(0), 0
+    for i in np.flatnonzero(tail):
+        edited = TRANSFORMS["rare_token"](pairs[i], rng, vocabularies[domains[i]])
+        if edited is not None:
+            swapped += 1
+            inserted = {w.lower() for w in re.findall(r"[A-Za-z]{4,}", edited.prompt + edited.chosen + edited.rejected)}
+            assert not inserted & foreign(domains[i])
+    assert swapped > 20
+
+
+def test_random_selection_keeps_seeded_draws_per_source(setting):
+    candidates = setting[3]
+    picked = select_at_random(candidates, keep=2, seed=0)
+    assert picked == select_at_random(candidates, keep=2, seed=0)
+    sources = [c.source for c in picked]
+    assert sources == sorted(sources) and all(sources.count(s) <= 2 for s in set(sources))
+    assert set(picked) <= set(candidates) and set(sources) == {c.source for c in candidates}
+    assert any(
+        select_at_random(candidates, keep=1, seed=s) != select_at_random(candidates, keep=1, seed=0)
+        for s in range(1, 6)
+    )

@@ -252,7 +252,13 @@ def test_circuit_regulariser_lowers_the_tail_variance_of_the_targeted_circuit(pl
         )
         config = TrainConfig(method="cart", max_steps=8, batch_size=16, learning_rate=1e-2, warmup_ratio=0.0, cart=cart)
         result = train(
-            model, data, config, tmp_path / str(regularise), tail_mask=mask, circuits=circuits, progress=False
+            model,
+            data,
+            config,
+            tmp_path / str(regularise),
+            tail=TailSplit(mask, "is_tail"),
+            circuits=circuits,
+            progress=False,
         )
         variances[regularise] = _circuit_tail_variance(model, data, mask, members)
         assert ("circuit_var" in result.history[-1]) == regularise
@@ -294,7 +300,7 @@ def test_self_discovery_after_warm_up_sets_targets_and_writes_artifacts(planted,
         data,
         TrainConfig(method="cart", max_steps=6, batch_size=16, logging_steps=1, cart=cart),
         tmp_path,
-        tail_mask=mask,
+        tail=TailSplit(mask, "is_tail"),
         progress=False,
     )
     assert sorted(p.name for p in (tmp_path / "cart").iterdir()) == ["step-2", "step-5"]
@@ -327,13 +333,13 @@ def test_resumed_cart_run_matches_an_uninterrupted_one(planted, tmp_path, tail_s
     )
     InterruptedCart.interrupt_at = None
     reference = planted_model()
-    train(reference, data, config, tmp_path / "ref", tail_mask=mask, progress=False)
+    train(reference, data, config, tmp_path / "ref", tail=TailSplit(mask, "is_tail"), progress=False)
     InterruptedCart.interrupt_at = 4
     with pytest.raises(Interrupt):
-        train(planted_model(), data, config, tmp_path / "run", tail_mask=mask, progress=False)
+        train(planted_model(), data, config, tmp_path / "run", tail=TailSplit(mask, "is_tail"), progress=False)
     InterruptedCart.interrupt_at = None
     resumed = planted_model()
-    train(resumed, data, config, tmp_path / "run", tail_mask=mask, resume=True, progress=False)
+    train(resumed, data, config, tmp_path / "run", tail=TailSplit(mask, "is_tail"), resume=True, progress=False)
     for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -363,7 +369,15 @@ def test_augmentation_trains_on_the_kept_candidates_of_the_batch_tail_pairs(plan
     target = planted_circuits_file[1]
     cart = CartConfig(target_circuits=(target,), aug_candidates=4, aug_keep=2, circuit_reg=False)
     config = TrainConfig(method="cart", max_steps=2, batch_size=16, logging_steps=1, cart=cart)
-    result = train(planted_model(), data, config, tmp_path / "rm", tail_mask=mask, circuits=circuits, progress=False)
+    result = train(
+        planted_model(),
+        data,
+        config,
+        tmp_path / "rm",
+        tail=TailSplit(mask, "is_tail"),
+        circuits=circuits,
+        progress=False,
+    )
     lines = (tmp_path / "rm" / "cart" / "step-0" / "augmented.jsonl").read_text().splitlines()
     sources = [json.loads(line)["source"] for line in lines]
     assert set(sources) == set(np.flatnonzero(mask).tolist())
@@ -401,3 +415,97 @@ def test_a_split_cart_batch_gives_the_whole_batch_gradient(planted, planted_circ
     )
     for a, b in zip(whole, split):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)  # float32 sums in another order
+
+
+def _tail_batch_passes(method, model, data, mask, rows):
+    builder = BatchBuilder(model, data, mask)
+    return builder, builder.chunks(rows, None, method.example_weights, tail_together=True)
+
+
+def test_gradient_shares_are_each_terms_norm_over_their_sum(planted, planted_circuits_file, tmp_path):
+    data, mask, circuits = planted
+    target = planted_circuits_file[1]
+    logs = {}
+    for weight in (5.0, 10.0):
+        cart = CartConfig(target_circuits=(target,), aug_candidates=4, circuit_reg_weight=weight, grad_norm_every=2)
+        model = planted_model()
+        method = get_method("cart", TrainConfig(method="cart", cart=cart))
+        method.setup(model, data, TrainingContext(mask, total_steps=10, output_dir=tmp_path, circuits=circuits))
+        _, chunks = _tail_batch_passes(method, model, data, mask, [0, 1, 2, 170, 171])
+        augmented, batch = method.passes(chunks, step=1)
+        model.model.zero_grad()
+        aug_loss, _ = method.loss(model.model, augmented, step=1)
+        aug_loss.backward()
+        aug_norm = math.sqrt(sum(float((p.grad**2).sum()) for p in model.model.parameters() if p.grad is not None))
+        _, logs[weight] = method.loss(model.model, batch, step=1)
+        assert logs[weight]["grad_norm/aug"] == pytest.approx(aug_norm, rel=1e-4)
+        assert not any(k.startswith("grad_") for k in method.loss(model.model, batch, step=0)[1])  # not a step to log
+    terms = ("preference", "circuit", "aug")
+    total = sum(logs[5.0][f"grad_norm/{t}"] for t in terms)
+    for term in terms:
+        assert logs[5.0][f"grad_share/{term}"] == pytest.approx(logs[5.0][f"grad_norm/{term}"] / total)
+    assert logs[10.0]["grad_norm/circuit"] == pytest.approx(2 * logs[5.0]["grad_norm/circuit"], rel=1e-4)  # λ·∇Var
+    assert logs[10.0]["grad_norm/preference"] == pytest.approx(logs[5.0]["grad_norm/preference"], rel=1e-4)
+
+
+def test_drop_features_zeroes_the_given_features_of_the_dropped_rows():
+    from cartrm.capture.hooks import drop_features
+
+    keep = torch.tensor([[True, False], [False, True]])
+    out = drop_features(torch.tensor([1, 3]), keep)(torch.ones(2, 3, 4), torch.ones(2, 3))
+    expected = torch.ones(2, 3, 4)
+    expected[0, :, 3], expected[1, :, 1] = 0, 0
+    torch.testing.assert_close(out, expected)
+
+
+def test_circuit_dropout_drops_whole_circuits_of_tail_pairs_only(planted, planted_circuits_file, tmp_path):
+    data, mask, circuits = planted
+    ids = tuple(c.id for c in circuits.circuits[:2])
+    cart = CartConfig(target_circuits=ids, augmentation=False, circuit_reg=False, circuit_dropout=0.5)
+    model = planted_model()
+    method = get_method("cart", TrainConfig(method="cart", cart=cart))
+    method.setup(model, data, TrainingContext(mask, total_steps=10, output_dir=tmp_path, circuits=circuits))
+    _, chunks = _tail_batch_passes(method, model, data, mask, [0, 1, 2, 170, 171, 172])
+    batch = method.passes(chunks, step=0)[0]
+    is_tail = batch["is_tail"].bool()
+    dropped = []
+    for step in range(200):
+        for site, intervene in method._circuit_dropout(batch, step).items():
+            width = max(int(i.max()) for t in method.targets for i in [t.by_site.get(site, np.zeros(1, int))]) + 1
+            out = intervene(torch.ones(2 * len(is_tail), 2, width), torch.ones(2 * len(is_tail), 2))[:, 0, :]
+            chosen, rejected = out[: len(is_tail)], out[len(is_tail) :]
+            torch.testing.assert_close(chosen, rejected)  # a pair's two texts lose the same circuits
+            assert bool((chosen[~is_tail] == 1).all())  # head pairs are never touched
+            for target in method.targets:
+                if site in target.by_site:
+                    values = chosen[is_tail][:, torch.as_tensor(target.by_site[site])]
+                    assert bool(((values == 0).all(dim=1) | (values == 1).all(dim=1)).all())  # whole circuits
+                    dropped += (values == 0).all(dim=1).tolist()
+    assert 0.45 < np.mean(dropped) < 0.55
+    with pytest.raises(ValueError, match="replaces the circuit regulariser"):
+        CartConfig(circuit_dropout=0.5)
+
+
+def test_cart_trains_with_circuit_dropout_and_random_per_group_augmentations(planted, planted_circuits_file, tmp_path):
+    """Random selection (the control for eq. 10's argmax) and per-group replacement words, with k-means groups
+    on data without a group column; circuit dropout instead of the regulariser."""
+    data, mask, circuits = planted
+    cart = CartConfig(
+        target_circuits=(planted_circuits_file[1],),
+        circuit_reg=False,
+        circuit_dropout=0.3,
+        aug_candidates=3,
+        aug_vocabulary="per_group",
+        aug_selection="random",
+        grad_norm_every=1,
+    )
+    config = TrainConfig(method="cart", max_steps=2, batch_size=16, logging_steps=1, cart=cart)
+    result = train(planted_model(), data, config, tmp_path / "rm", tail=TailSplit(mask, "t"), circuits=circuits)
+    lines = (tmp_path / "rm" / "cart" / "step-0" / "augmented.jsonl").read_text().splitlines()
+    sources = [json.loads(line)["source"] for line in lines]
+    assert set(sources) <= set(np.flatnonzero(mask).tolist()) and len(sources) == len(set(sources))
+    assert all(
+        sum(v for k, v in entry.items() if k.startswith("grad_share/")) == pytest.approx(1.0)
+        for entry in result.history
+    )
+    assert result.tail == "t"

@@ -333,8 +333,12 @@ def test_discover_then_assess_on_a_planted_model(tmp_path):
     planted_model().save(tmp_path / "rm")
     planted_data().save(tmp_path / "data.jsonl")
     common = ["--model", tmp_path / "rm", "--data", tmp_path / "data.jsonl", "--tail-by", "label:is_tail"]
-    result = invoke("discover", *common, "--out", tmp_path / "d", "--top-k", 8, "--patch-pairs", 0)
+    (tmp_path / "discover.yaml").write_text("top_k: 8\npatch_pairs: 0\nn_permutations: 50\n")
+    result = invoke("discover", *common, "--out", tmp_path / "d", "--config", tmp_path / "discover.yaml")
     assert result.exit_code == 0, result.output
+    discovered = json.loads((tmp_path / "d" / "circuits.json").read_text())["config"]
+    assert (discovered["top_k"], discovered["patch_pairs"], discovered["n_permutations"]) == (8, 0, 50)
+    (tmp_path / "assess.yaml").write_text("sensitivity_examples: 8\nweights: [0.2, 0.5, 0.3]\nthreshold: 0.0\n")
     result = invoke(
         "assess",
         *common,
@@ -342,14 +346,15 @@ def test_discover_then_assess_on_a_planted_model(tmp_path):
         tmp_path / "d" / "circuits.json",
         "--out",
         tmp_path / "a",
-        "--sensitivity-examples",
-        8,
-        "--weights",
-        "0.2,0.5,0.3",
+        "--config",
+        tmp_path / "assess.yaml",
+        "--threshold",
+        -1.0,
     )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "a" / "vulnerability.json").read_text())
     assert report["targets"] and report["config"]["weights"] == [0.2, 0.5, 0.3]
+    assert report["config"]["sensitivity_examples"] == 8 and report["config"]["vuln_threshold"] == -1.0
     assert {"consistency", "sensitivity_exact", "sensitivity_first_order", "coverage", "vuln", "rank"} <= set(
         report["circuits"][0]
     )
@@ -357,7 +362,7 @@ def test_discover_then_assess_on_a_planted_model(tmp_path):
     result = invoke(
         "assess", *common, "--circuits", tmp_path / "d" / "circuits.json", "--out", tmp_path / "b", "--weights", "1,2"
     )
-    assert result.exit_code == 1 and "--weights expects 3" in result.output and not (tmp_path / "b").exists()
+    assert result.exit_code == 1 and "invalid option weights" in result.output and not (tmp_path / "b").exists()
 
 
 @pytest.mark.slow

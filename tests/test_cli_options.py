@@ -8,8 +8,12 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from cartrm.benchmarks.longtail import BenchmarkConfig
+from cartrm.circuits.config import DiscoveryConfig
 from cartrm.cli import _run_folder, app
+from cartrm.experiments.config import BoundSweepConfig, EnsembleConfig
 from cartrm.training.config import CartConfig, TrainConfig
+from cartrm.vulnerability.config import AssessConfig
 from tests.helpers import planted_pairs
 
 runner = CliRunner()
@@ -34,10 +38,42 @@ def test_cart_train_has_an_option_for_every_training_and_cart_setting():
         if name == "cart":
             continue
         assert name in options, name
-        if name != "tail_by":  # --tail-by is the input's tail definition, recorded in the config
-            assert options[name].help == (field.description or ""), name
-            assert "--" + name.replace("_", "-") in options[name].opts, name
+        assert options[name].help == (field.description or ""), name
+        assert "--" + name.replace("_", "-") in options[name].opts, name
     assert "--lr" in options["learning_rate"].opts and "--lambda" in options["circuit_reg_weight"].opts
+    assert "tail_by" in options  # the tail is an input of training, not a setting
+
+
+@pytest.mark.parametrize(
+    ("path", "configs"),
+    [
+        (("discover",), [(DiscoveryConfig, ())]),
+        (("assess",), [(AssessConfig, ())]),
+        (("ensemble",), [(EnsembleConfig, ("train",)), (TrainConfig, ("cart", "method", "seed")), (CartConfig, ())]),
+        (("bound",), [(BoundSweepConfig, ("train", "discovery")), (TrainConfig, ("cart", "seed"))]),
+        (("data", "make-benchmark"), [(BenchmarkConfig, ())]),
+    ],
+)
+def test_every_command_has_an_option_per_setting_with_its_description(path, configs):
+    """(The excluded fields are set by the command: the members' method and seeds come from the ensemble's.)"""
+    options = options_of(*path)
+    for config, excluded in configs:
+        for name, field in config.model_fields.items():
+            if name in excluded:
+                continue
+            assert name in options, (path, name)
+            assert field.description and options[name].help == field.description, (path, name)
+            assert "--" + name.replace("_", "-") in options[name].opts, (path, name)
+
+
+def test_generated_defaults_are_the_configs_own():
+    assert options_of("bound")["learning_rate"].default == BoundSweepConfig().train.learning_rate  # not TrainConfig's
+    assert options_of("assess")["weights"].default == ",".join(map(str, AssessConfig().weights))
+    assert "--threshold" in options_of("assess")["vuln_threshold"].opts  # the earlier spelling still works
+
+
+def test_a_config_saved_with_the_recorded_tail_still_loads():
+    assert TrainConfig(tail_by="label:is_tail", max_steps=3) == TrainConfig(max_steps=3)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from transformers import AutoModelForSequenceClassification
 from cartrm.circuits.compare import circuit_overlap, top_tail_neurons
 from cartrm.circuits.result import Circuits
 from cartrm.data import PointwiseDataset
+from cartrm.data.tail import TailSplit
 from cartrm.errors import CartError
 from cartrm.experiments.ensemble import EnsembleConfig, EnsembleResult, member_train_config, train_ensemble
 from cartrm.models import EnsembleRewardModel, RewardModel, is_ensemble_folder, load_reward_model
@@ -201,7 +202,7 @@ def test_split_targets_needs_targets():
 
 def tail_marked_pairs(n, seed):
     data = planted_pairs(n, seed=seed)
-    return data, np.arange(n) % 3 == 0
+    return data, TailSplit(np.arange(n) % 3 == 0, "every third pair")
 
 
 def test_train_ensemble_end_to_end(tmp_path):
@@ -237,7 +238,9 @@ def test_train_ensemble_rejects_an_empty_validation_tail(tmp_path):
     data, tail = tail_marked_pairs(8, seed=0)
     config = EnsembleConfig(members=2, method="bt", train=TrainConfig(max_steps=1, batch_size=4))
     with pytest.raises(CartError, match="no tail examples"):
-        train_ensemble("tiny-bert", data, tail, data, np.zeros(8, dtype=bool), config, tmp_path, progress=False)
+        train_ensemble(
+            "tiny-bert", data, tail, data, TailSplit(np.zeros(8, bool), "none"), config, tmp_path, progress=False
+        )
     with pytest.raises(CartError, match="unknown training method"):
         train_ensemble("tiny-bert", data, tail, data, tail, EnsembleConfig(method="nope"), tmp_path, progress=False)
 
@@ -255,7 +258,7 @@ def test_pointwise_validation_fits_by_squared_error(tmp_path):
         min_tail_to_fit=0,
     )
     result = train_ensemble(
-        "tiny-bert", data, tail, validation, np.ones(8, dtype=bool), config, tmp_path, progress=False
+        "tiny-bert", data, tail, validation, TailSplit(np.ones(8, bool), "all"), config, tmp_path, progress=False
     )
     assert_on_simplex(np.array(result.alpha), 2)
     assert result.member_tail_accuracy is None and result.ensemble_tail_loss <= min(result.member_tail_loss) + 1e-9

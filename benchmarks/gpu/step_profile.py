@@ -38,13 +38,22 @@ def benchmark_data(n_pairs: int):
 
 
 def train_seconds(model_name: str, data, mask, steps: int, work: Path, **overrides) -> float:
+    from cartrm.data.tail import TailSplit
     from cartrm.models import RewardModel
     from cartrm.training import TrainConfig, train
 
     model = RewardModel.load(model_name)
     config = TrainConfig(max_steps=steps, **SETTINGS, **overrides)
     started = time.perf_counter()
-    train(model, data, config, work / f"run-{steps}-{len(overrides)}", tail_mask=mask, progress=False, overwrite=True)
+    train(
+        model,
+        data,
+        config,
+        work / f"run-{steps}-{len(overrides)}",
+        tail=TailSplit(mask, "is_tail"),
+        progress=False,
+        overwrite=True,
+    )
     return time.perf_counter() - started
 
 

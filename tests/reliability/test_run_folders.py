@@ -178,7 +178,7 @@ def analysed(tmp_path_factory):
     circuits = discover(model, data, tail, DiscoveryConfig(top_k=4, patch_pairs=0, n_permutations=10), progress=False)
     assert circuits.circuits, "the planted model must have a tail circuit"
     circuits.save(folder / "circuits.json")
-    assess(model, data, tail.mask, circuits, AssessConfig(max_circuits=1, sensitivity_examples=2), progress=False).save(
+    assess(model, data, tail, circuits, AssessConfig(max_circuits=1, sensitivity_examples=2), progress=False).save(
         folder / "vulnerability.json"
     )
     return folder

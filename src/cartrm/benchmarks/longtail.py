@@ -669,14 +669,16 @@ class BenchmarkConfig(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
-    n_train: int = pydantic.Field(3000, ge=0)
-    n_validation: int = pydantic.Field(500, ge=0)
-    n_test_head: int = pydantic.Field(1100, ge=0)
-    n_test_tail: int = pydantic.Field(1100, ge=0)
-    alpha: float = pydantic.Field(0.9, gt=0.0, lt=1.0)
-    zipf_exponent: float = pydantic.Field(1.0, ge=0.0)
-    label_noise_temperature: float = pydantic.Field(0.6, gt=0.0)
-    seed: int = 0
+    n_train: int = pydantic.Field(3000, ge=0, description="training pairs")
+    n_validation: int = pydantic.Field(500, ge=0, description="validation pairs")
+    n_test_head: int = pydantic.Field(1100, ge=0, description="head pairs in the test split")
+    n_test_tail: int = pydantic.Field(1100, ge=0, description="tail pairs in the test split")
+    alpha: float = pydantic.Field(0.9, gt=0.0, lt=1.0, description="share of head-domain pairs in train/validation")
+    zipf_exponent: float = pydantic.Field(1.0, ge=0.0, description="Zipf exponent of domain frequencies in a group")
+    label_noise_temperature: float = pydantic.Field(
+        0.6, gt=0.0, description="annotator noise: P(label agrees) = sigmoid(gold margin / temperature)"
+    )
+    seed: int = pydantic.Field(0, ge=0, description="generator seed")
 
 
 @dataclass(frozen=True)

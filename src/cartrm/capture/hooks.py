@@ -151,6 +151,18 @@ def patch_response_tokens(indices: torch.Tensor, values: torch.Tensor) -> Interv
     return intervene
 
 
+def drop_features(indices: torch.Tensor, keep: torch.Tensor) -> Intervention:
+    """An intervention zeroing features ``indices`` at every token of the rows where ``keep`` (B, k) is False."""
+
+    def intervene(activations: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        dropped = activations.clone()
+        scale = keep.to(activations.device, activations.dtype).unsqueeze(1)
+        dropped[..., indices.to(activations.device)] = dropped[..., indices.to(activations.device)] * scale
+        return dropped
+
+    return intervene
+
+
 def shift_response_tokens(indices: torch.Tensor, shift: torch.Tensor) -> Intervention:
     """An intervention adding ``shift`` (B, k) to features ``indices`` at every pooled token (differentiable).
 

@@ -11,10 +11,14 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from cartrm.benchmarks.longtail import BenchmarkConfig
+from cartrm.circuits.config import DiscoveryConfig
 from cartrm.cli.options import ConfigFileOption, config_options, settings_of, with_options
 from cartrm.errors import CartError
+from cartrm.experiments.config import BoundSweepConfig, EnsembleConfig
 from cartrm.io import read_yaml_mapping
 from cartrm.training.config import CartConfig, TrainConfig
+from cartrm.vulnerability.config import AssessConfig
 
 app = typer.Typer(
     help="Circuit-Aware Reward Training: train reward models and measure their long-tail robustness.",
@@ -27,6 +31,10 @@ app.add_typer(data_app, name="data")
 ALL_SPLITS = "all"
 CART_PANEL = "CART (--method cart)"
 TRAIN_PANEL = "Training"
+DISCOVERY_PANEL = "Discovery"
+ASSESS_PANEL = "Assessment"
+ENSEMBLE_PANEL = "Ensemble"
+SWEEP_PANEL = "Sweep"
 
 DEBUG = {"enabled": False}
 
@@ -91,7 +99,7 @@ OverwriteOption = Annotated[
 @app.command()
 @_one_line_errors
 @with_options(
-    config_options(TrainConfig, exclude=("cart", "tail_by"), panel=TRAIN_PANEL),
+    config_options(TrainConfig, exclude=("cart",), panel=TRAIN_PANEL),
     config_options(CartConfig, panel=CART_PANEL),
 )
 def train(
@@ -141,7 +149,7 @@ def train(
 
     settings["generator"] = _existing(Path(settings["generator"]) if settings["generator"] else None, "--generator")
     cart = CartConfig(**settings_of(CartConfig, settings))
-    config = TrainConfig(**settings_of(TrainConfig, settings), tail_by=tail_by, cart=cart)
+    config = TrainConfig(**settings_of(TrainConfig, settings), cart=cart)
     found = Circuits.load(circuits) if circuits else None
     report = VulnerabilityReport.load(vulnerability) if vulnerability else None
     dataset, reward_model, tail = _inputs(
@@ -152,7 +160,7 @@ def train(
         dataset,
         config,
         out,
-        tail_mask=tail.mask if tail else None,
+        tail=tail,
         circuits=found,
         vulnerability=report,
         resume=resume,
@@ -167,6 +175,11 @@ def train(
 
 @app.command()
 @_one_line_errors
+@with_options(
+    config_options(EnsembleConfig, exclude=("train",), panel=ENSEMBLE_PANEL),
+    config_options(TrainConfig, exclude=("cart", "method", "seed"), panel=TRAIN_PANEL),
+    config_options(CartConfig, panel=CART_PANEL),
+)
 def ensemble(
     data: Annotated[Path, typer.Option(help="training data (its 'validation' split, or --validation-data, fits α)")],
     out: Annotated[
@@ -174,54 +187,31 @@ def ensemble(
     ],
     tail_by: RequiredTailOption,
     model: Annotated[str, typer.Option(help="base model: built-in name or model folder")] = "minilm",
-    method: Annotated[str, typer.Option(help="members' training method (cart, or bt for the plain ensemble)")] = "cart",
-    members: Annotated[int, typer.Option(help="K: ensemble members (seeds seed … seed+K−1)")] = 3,
-    weighting: Annotated[str, typer.Option(help="fit (α on the simplex, eq. 15) or uniform")] = "fit",
-    min_tail_to_fit: Annotated[
-        int, typer.Option(min=0, help="fit α only with at least this many validation tail pairs (else uniform)")
-    ] = 100,
     validation_data: Annotated[
         Optional[Path], typer.Option(help="held-out pairs for α (default: the 'validation' split of --data)")
     ] = None,
-    circuits: Annotated[Optional[Path], typer.Option(help="[cart] circuits.json; members split its targets")] = None,
-    vulnerability: Annotated[
-        Optional[Path], typer.Option(help="[cart] vulnerability.json with the targets C_v")
+    circuits: Annotated[
+        Optional[Path], typer.Option(help="circuits.json; cart members split its targets", rich_help_panel=CART_PANEL)
     ] = None,
-    epochs: Annotated[float, typer.Option(help="passes over the data per member")] = 1.0,
-    max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps per member (overrides --epochs)")] = None,
-    batch_size: Annotated[int, typer.Option(help="pairs per micro-batch")] = 16,
-    learning_rate: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate")] = 5e-5,
-    max_length: Annotated[Optional[int], typer.Option(help="token limit")] = None,
-    seed: SeedOption = 0,
+    vulnerability: Annotated[
+        Optional[Path],
+        typer.Option(help="vulnerability.json with the targets C_v", rich_help_panel=CART_PANEL),
+    ] = None,
     overwrite: OverwriteOption = False,
     config_file: ConfigFileOption = None,
+    **settings: Any,
 ) -> None:
     """Circuit-aware ensemble (eq. 14-15): K members with different seeds and circuit targets, α fit on held-out tail pairs."""  # noqa: E501
     _check_out(out)
     from cartrm.circuits.result import Circuits
     from cartrm.data import load_dataset, parse_tail_spec
-    from cartrm.experiments.ensemble import EnsembleConfig, train_ensemble
+    from cartrm.experiments.ensemble import train_ensemble
     from cartrm.models import RewardModel
-    from cartrm.training import TrainConfig
     from cartrm.vulnerability.result import VulnerabilityReport
 
-    training = TrainConfig(
-        epochs=epochs,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        max_length=max_length,
-        seed=seed,
-        tail_by=tail_by,
-    )
-    config = EnsembleConfig(
-        members=members,
-        method=method,
-        weighting=weighting,
-        min_tail_to_fit=min_tail_to_fit,
-        seed=seed,
-        train=training,
-    )
+    settings["generator"] = _existing(Path(settings["generator"]) if settings["generator"] else None, "--generator")
+    training = TrainConfig(**settings_of(TrainConfig, settings), cart=CartConfig(**settings_of(CartConfig, settings)))
+    config = EnsembleConfig(**settings_of(EnsembleConfig, settings), train=training)
     everything = load_dataset(data)
     if validation_data is None and not everything.has_column("split"):
         raise CartError(
@@ -230,15 +220,15 @@ def ensemble(
         )
     dataset = everything.split("train") if everything.has_column("split") else everything
     held_out = load_dataset(validation_data) if validation_data else everything.split("validation")
-    probe = RewardModel.load(model, max_length=max_length)
+    probe = RewardModel.load(model, max_length=training.max_length)
     spec = parse_tail_spec(tail_by).fit(dataset, tokenizer=probe.tokenizer, embedder=probe.embed)
     report = VulnerabilityReport.load(vulnerability) if vulnerability else None
     result = train_ensemble(
         model,
         dataset,
-        spec.transform(dataset).mask,
+        spec.transform(dataset),
         held_out,
-        spec.transform(held_out).mask,
+        spec.transform(held_out),
         config,
         out,
         circuits=Circuits.load(circuits) if circuits else None,
@@ -282,27 +272,13 @@ def evaluate(
 
 @app.command()
 @_one_line_errors
+@with_options(config_options(DiscoveryConfig, panel=DISCOVERY_PANEL))
 def discover(
     model: Annotated[str, typer.Option(help="trained reward model folder (or a built-in name)")],
     data: DataOption,
     tail_by: RequiredTailOption,
     out: Annotated[Path, typer.Option(help="output folder: circuits.json, delta_hist.png, coherence_graph.png")],
-    sites: Annotated[str, typer.Option(help="comma-separated site kinds: mlp, attn, resid")] = "mlp",
-    top_k: Annotated[int, typer.Option(help="candidate neurons (largest |effect size| passing FDR)")] = 64,
-    pooling: Annotated[str, typer.Option(help="pool response tokens by mean, max or last")] = "mean",
-    fdr: Annotated[float, typer.Option(help="Benjamini–Hochberg false discovery rate")] = 0.05,
-    mi_estimator: Annotated[str, typer.Option(help="mutual information: binned (Miller–Madow) or gaussian")] = "binned",
-    community: Annotated[str, typer.Option(help="circuits as louvain communities or connected components")] = "louvain",
-    patch_pairs: Annotated[
-        int, typer.Option(help="tail pairs for activation patching (0 skips causal validation)")
-    ] = 16,
-    max_validated: Annotated[int, typer.Option(help="circuits given exact patching with a random-set null")] = 5,
-    n_null: Annotated[int, typer.Option(help="random neuron sets in the null distribution")] = 20,
-    null_mode: Annotated[
-        str, typer.Option(help="patch mode tested against the null: zero, head_mean, resample")
-    ] = "resample",
     max_pairs: MaxPairsOption = None,
-    batch_size: Annotated[int, typer.Option(help="sequences per forward pass")] = 32,
     cache_activations: Annotated[
         bool,
         typer.Option(
@@ -313,31 +289,17 @@ def discover(
         ),
     ] = False,
     split: SplitOption = None,
-    seed: SeedOption = 0,
     config_file: ConfigFileOption = None,
+    **settings: Any,
 ) -> None:
     """Phase 1: find tail-specialised neurons and circuits, test them causally; writes circuits.json and plots."""
     _check_out(out)
-    from cartrm.circuits.discover import DiscoveryConfig
     from cartrm.circuits.discover import discover as run_discovery
     from cartrm.circuits.plots import plot_coherence_graph, plot_delta_histogram
 
-    config = DiscoveryConfig(
-        sites=tuple(sites.split(",")),
-        pooling=pooling,
-        top_k=top_k,
-        fdr=fdr,
-        mi_estimator=mi_estimator,
-        community=community,
-        patch_pairs=patch_pairs,
-        max_validated=max_validated,
-        n_null=n_null,
-        null_mode=null_mode,
-        batch_size=batch_size,
-        seed=seed,
-    )
+    config = DiscoveryConfig(**settings_of(DiscoveryConfig, settings))
     dataset, reward_model, tail = _inputs(
-        data, model, tail_by, split=_split(split, "train"), max_pairs=max_pairs, seed=seed
+        data, model, tail_by, split=_split(split, "train"), max_pairs=max_pairs, seed=config.seed
     )
     circuits = run_discovery(
         reward_model, dataset, tail, config, cache_dir=out / "activations" if cache_activations else None
@@ -346,11 +308,12 @@ def discover(
     plot_delta_histogram(circuits, out / "delta_hist.png")
     plot_coherence_graph(circuits, out / "coherence_graph.png")
     typer.echo(
-        f"{circuits.n_significant} of {circuits.n_features} neurons pass FDR {fdr}; {len(circuits.circuits)} circuits; "
+        f"{circuits.n_significant} of {circuits.n_features} neurons pass FDR {config.fdr}; "
+        f"{len(circuits.circuits)} circuits; "
         f"attribution vs exact patching rank correlation {circuits.attribution_rank_correlation}"
     )
-    for circuit in circuits.circuits[:max_validated]:
-        tested = circuit.patch.get(null_mode)
+    for circuit in circuits.circuits[: config.max_validated]:
+        tested = circuit.patch.get(config.null_mode)
         causal = f", |ΔR| {tested.mean_abs_delta_reward:.3f} (p={tested.p_value:.3f})" if tested else ""
         typer.echo(f"  {circuit.id}: {len(circuit.members)} neurons, tail Δ {circuit.tail_delta:+.3f}{causal}")
     typer.echo(f"wrote {out / 'circuits.json'}")
@@ -358,47 +321,25 @@ def discover(
 
 @app.command()
 @_one_line_errors
+@with_options(config_options(AssessConfig, panel=ASSESS_PANEL))
 def assess(
     model: Annotated[str, typer.Option(help="the reward model circuits.json was made from")],
     circuits: Annotated[Path, typer.Option(help="circuits.json from cart discover")],
     data: DataOption,
     tail_by: RequiredTailOption,
     out: Annotated[Path, typer.Option(help="output folder: vulnerability.json, vulnerability.png")],
-    eps: Annotated[
-        float, typer.Option(help="ball radius as a fraction of the circuit's activation norm on head data")
-    ] = 0.1,
-    norm: Annotated[str, typer.Option(help="l2 or linf ball for the sensitivity (eq. 7)")] = "l2",
-    weights: Annotated[str, typer.Option(help="α,β,γ of eq. 9")] = "0.3333,0.3333,0.3333",
-    groups: Annotated[
-        Optional[str], typer.Option(help="column of semantic group ids (default: k-means of hidden states)")
-    ] = None,
-    top_targets: Annotated[int, typer.Option(help="circuits kept as targets C_v")] = 3,
-    threshold: Annotated[Optional[float], typer.Option(help="also require Vuln ≥ this for a target")] = None,
-    max_circuits: Annotated[int, typer.Option(help="largest circuits assessed")] = 10,
-    sensitivity_examples: Annotated[int, typer.Option(help="tail texts used for sensitivity")] = 32,
     max_pairs: MaxPairsOption = None,
     split: SplitOption = None,
-    seed: SeedOption = 0,
     config_file: ConfigFileOption = None,
+    **settings: Any,
 ) -> None:
     """Phase 2: score each circuit's consistency, sensitivity, coverage and Vuln; pick the targets; bound terms."""
     _check_out(out)
     from cartrm.circuits.result import Circuits
-    from cartrm.vulnerability.assess import AssessConfig
     from cartrm.vulnerability.assess import assess as run_assessment
     from cartrm.vulnerability.plots import plot_vulnerability
 
-    config = AssessConfig(
-        eps=eps,
-        norm=norm,
-        weights=_floats(weights, 3, "--weights"),
-        groups_column=groups,
-        top_targets=top_targets,
-        vuln_threshold=threshold,
-        max_circuits=max_circuits,
-        sensitivity_examples=sensitivity_examples,
-        seed=seed,
-    )
+    config = AssessConfig(**settings_of(AssessConfig, settings))
     found = Circuits.load(circuits)
     dataset, reward_model, tail = _inputs(
         data,
@@ -406,11 +347,11 @@ def assess(
         tail_by,
         split=_split(split, "train"),
         max_pairs=max_pairs,
-        seed=seed,
-        columns=[groups] if groups else [],
+        seed=config.seed,
+        columns=[config.groups_column] if config.groups_column else [],
     )
     report = run_assessment(
-        reward_model, dataset, tail.mask, found, config, cache_dir=circuits.parent / "activations"
+        reward_model, dataset, tail, found, config, cache_dir=circuits.parent / "activations"
     )  # cart discover --cache-activations
     report.save(out / "vulnerability.json")
     plot_vulnerability(report, out / "vulnerability.png")
@@ -428,30 +369,22 @@ def assess(
 
 @app.command()
 @_one_line_errors
+@with_options(
+    config_options(BoundSweepConfig, exclude=("train", "discovery"), panel=SWEEP_PANEL),
+    config_options(TrainConfig, exclude=("cart", "seed"), panel=TRAIN_PANEL, defaults=BoundSweepConfig().train),
+)
 def bound(
     out: Annotated[Path, typer.Option(help="output folder: bound.json, bound.png and one sub-folder per N_tail")],
-    model: Annotated[str, typer.Option(help="base model: built-in name or model folder")] = "minilm",
-    tail_sizes: Annotated[str, typer.Option(help="comma-separated numbers of tail training pairs")] = "25,50,100,200",
-    n_head: Annotated[int, typer.Option(help="head training pairs (the same at every point)")] = 600,
-    n_test_tail: Annotated[int, typer.Option(help="tail pairs in the shared test split")] = 600,
-    epochs: Annotated[float, typer.Option(help="training epochs per point")] = 1.0,
-    seed: SeedOption = 0,
     config_file: ConfigFileOption = None,
+    **settings: Any,
 ) -> None:
     """Sweep N_tail on the embedded benchmark and test whether L_tail − L_head follows the bound's terms (eq. 4–5)."""
     _check_out(out)
-    from cartrm.experiments.sweep import BoundSweepConfig, plot_bound_sweep, run_bound_sweep
-    from cartrm.training import TrainConfig
+    from cartrm.experiments.sweep import plot_bound_sweep, run_bound_sweep
 
-    sizes = tuple(int(v) for v in _floats(tail_sizes, len(tail_sizes.split(",")), "--tail-sizes"))
-    config = BoundSweepConfig(
-        model=model,
-        tail_sizes=sizes,
-        n_head=n_head,
-        n_test_tail=n_test_tail,
-        seed=seed,
-        train=TrainConfig(epochs=epochs, learning_rate=1e-4, max_length=128, seed=seed),
-    )
+    sweep_settings = settings_of(BoundSweepConfig, settings)
+    training = TrainConfig(**settings_of(TrainConfig, settings), seed=sweep_settings["seed"])
+    config = BoundSweepConfig(**sweep_settings, train=training)
     sweep = run_bound_sweep(config, out)
     sweep.save(out / "bound.json")
     plot_bound_sweep(sweep, out / "bound.png")
@@ -627,28 +560,17 @@ def report(
 
 @data_app.command("make-benchmark")
 @_one_line_errors
+@with_options(config_options(BenchmarkConfig, panel="Benchmark"))
 def make_benchmark(
     out: Annotated[Path, typer.Option(help="JSONL file to write (all splits, with a 'split' column)")],
-    n_train: Annotated[int, typer.Option(help="training pairs")] = 3000,
-    n_validation: Annotated[int, typer.Option(help="validation pairs")] = 500,
-    n_test_head: Annotated[int, typer.Option(help="head pairs in the test split")] = 1100,
-    n_test_tail: Annotated[int, typer.Option(help="tail pairs in the test split")] = 1100,
-    alpha: Annotated[float, typer.Option(help="share of head-domain pairs in train/validation")] = 0.9,
-    seed: Annotated[int, typer.Option(min=0, help="generator seed")] = 0,
     config_file: ConfigFileOption = None,
+    **settings: Any,
 ) -> None:
     """Write the embedded long-tail benchmark (TRL columns + domain, is_tail, rule_set, gold_*)."""
     _check_out(out, file=True)
-    from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
+    from cartrm.benchmarks import make_longtail_dataset
 
-    config = BenchmarkConfig(
-        n_train=n_train,
-        n_validation=n_validation,
-        n_test_head=n_test_head,
-        n_test_tail=n_test_tail,
-        alpha=alpha,
-        seed=seed,
-    )
+    config = BenchmarkConfig(**settings_of(BenchmarkConfig, settings))
     dataset = make_longtail_dataset(config)
     dataset.save(out)
     typer.echo(f"wrote {len(dataset)} pairs to {out}")

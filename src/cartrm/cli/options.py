@@ -22,6 +22,8 @@ from cartrm.io import read_yaml_mapping
 
 ALIASES: dict[str, tuple[str, ...]] = {  # earlier spellings of some options, kept working
     "learning_rate": ("--lr",),
+    "groups_column": ("--groups",),
+    "vuln_threshold": ("--threshold",),
     "circuit_reg_weight": ("--lambda",),
     "augmentation": ("--aug/--no-aug",),
     "progressive_eta": ("--eta",),
@@ -31,11 +33,20 @@ OFF_SWITCHES = {"disable_dropout": "--keep-dropout"}  # bools whose "off" reads 
 
 
 def config_options(
-    model: type[BaseModel], *, exclude: Iterable[str] = (), panel: str | None = None
+    model: type[BaseModel],
+    *,
+    exclude: Iterable[str] = (),
+    panel: str | None = None,
+    defaults: BaseModel | None = None,
 ) -> list[inspect.Parameter]:
-    """One keyword-only typer option per field of ``model`` (minus ``exclude``), in field order."""
+    """One keyword-only typer option per field of ``model`` (minus ``exclude``), in field order; the defaults are
+    the fields' own or, given ``defaults`` (an instance, e.g. a nested config's default), its values."""
     skipped = set(exclude)
-    return [_option(name, field, panel) for name, field in model.model_fields.items() if name not in skipped]
+    return [
+        _option(name, field, panel, getattr(defaults, name) if defaults is not None else _default(field))
+        for name, field in model.model_fields.items()
+        if name not in skipped
+    ]
 
 
 def with_options(*groups: list[inspect.Parameter]) -> Callable[[Callable], Callable]:
@@ -93,7 +104,11 @@ ConfigFileOption = Annotated[
 ]
 
 
-def _option(name: str, field: Any, panel: str | None) -> inspect.Parameter:
+def _default(field: Any) -> Any:
+    return field.get_default(call_default_factory=True)
+
+
+def _option(name: str, field: Any, panel: str | None, default: Any) -> inspect.Parameter:
     annotation = _cli_type(field.annotation)
     flag = "--" + name.replace("_", "-")
     if annotation is bool:
@@ -101,9 +116,8 @@ def _option(name: str, field: Any, panel: str | None) -> inspect.Parameter:
     else:
         declarations = (flag,)
     option = typer.Option(*declarations, *ALIASES.get(name, ()), help=field.description or "", rich_help_panel=panel)
-    default = field.get_default(call_default_factory=True)
     if isinstance(default, tuple):
-        default = ",".join(default)
+        default = ",".join(map(str, default))
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, option]
     )

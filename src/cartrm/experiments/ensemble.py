@@ -17,10 +17,9 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from cartrm.circuits.compare import circuit_overlap, top_tail_neurons
 from cartrm.circuits.discover import DiscoveryConfig, balanced_subset, discover
@@ -29,6 +28,7 @@ from cartrm.data.dataset import PointwiseDataset
 from cartrm.data.tail import TailSplit
 from cartrm.errors import CartError
 from cartrm.evaluation.metrics import pairwise_correct
+from cartrm.experiments.config import EnsembleConfig
 from cartrm.io import Artifact
 from cartrm.models.ensemble import ENSEMBLE_SCHEMA_VERSION, EnsembleRewardModel
 from cartrm.models.reward_model import RewardModel
@@ -42,28 +42,6 @@ from cartrm.training.ensemble import (
 )
 from cartrm.training.methods import get_method
 from cartrm.training.trainer import train
-
-
-class EnsembleConfig(BaseModel):
-    """An ensemble run. The ``ensemble-mean`` baseline is ``method="bt", weighting="uniform"``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    members: int = Field(3, ge=2, description="K")
-    method: str = Field("cart", description="training method of every member (any registered method)")
-    weighting: Literal["fit", "uniform"] = Field(
-        "fit", description="fit: α by eq. 15 on the validation tail; uniform: 1/K"
-    )
-    min_tail_to_fit: int = Field(
-        100,
-        ge=0,
-        description="fit α only with at least this many validation tail examples; fewer: uniform weights and a "
-        "warning (an α fit on a handful of pairs picks members by noise)",
-    )
-    seed: int = Field(0, description="member i trains with seed + i")
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    top_neurons: int = Field(64, ge=2, description="strongest tail neurons per member compared by circuit_overlap")
-    discovery_pairs: int = Field(256, ge=2, description="training pairs used to discover each member's tail neurons")
 
 
 class EnsembleResult(Artifact):
@@ -97,9 +75,9 @@ class EnsembleResult(Artifact):
 def train_ensemble(
     base_model: str,
     dataset: Any,
-    tail_mask: np.ndarray,
+    tail: TailSplit,
     validation: Any,
-    validation_tail_mask: np.ndarray,
+    validation_tail: TailSplit,
     config: EnsembleConfig,
     output_dir: str | Path,
     *,
@@ -117,17 +95,17 @@ def train_ensemble(
     """
     started = time.time()
     get_method(config.method, config.train)  # an unknown method fails before any training
-    tail_mask = _mask_for(tail_mask, dataset, "tail_mask")
-    validation_tail = validation.select(
-        np.flatnonzero(_mask_for(validation_tail_mask, validation, "validation_tail_mask"))
+    tail_mask = _mask_for(tail, dataset, "the tail split")
+    validation_tail_pairs = validation.select(
+        np.flatnonzero(_mask_for(validation_tail, validation, "the validation tail split"))
     )
-    if len(validation_tail) == 0:
+    if len(validation_tail_pairs) == 0:
         raise CartError("the validation data has no tail examples to fit and measure the ensemble on (eq. 15)")
     slices = split_targets(list(targets), config.members) if targets and config.method == "cart" else None
     out = Path(output_dir)
     members = [
         _train_member(
-            base_model, dataset, tail_mask, config, i, slices[i] if slices else None, circuits, out, overwrite, progress
+            base_model, dataset, tail, config, i, slices[i] if slices else None, circuits, out, overwrite, progress
         )
         for i in range(config.members)
     ]
@@ -136,8 +114,8 @@ def train_ensemble(
         if isinstance(dataset, PointwiseDataset)
         else circuit_overlap(_tail_neuron_sets(members, dataset, tail_mask, config, out, progress))
     )
-    tail_scores = _TailScores.of(members, validation_tail)
-    weighting = _weighting(config, len(validation_tail))
+    tail_scores = _TailScores.of(members, validation_tail_pairs)
+    weighting = _weighting(config, len(validation_tail_pairs))
     alpha = tail_scores.fit() if weighting == "fit" else np.full(config.members, 1.0 / config.members)
     complementarity = None if overlap is None else 1.0 - overlap
     ensemble = EnsembleRewardModel(
@@ -155,7 +133,7 @@ def train_ensemble(
         target_circuits=[list(s) for s in slices] if slices else None,
         overlap=overlap,
         complementarity=complementarity,
-        n_validation_tail=len(validation_tail),
+        n_validation_tail=len(validation_tail_pairs),
         member_tail_accuracy=[tail_scores.accuracy(e) for e in one_hot] if tail_scores.pairwise else None,
         ensemble_tail_accuracy=tail_scores.accuracy(alpha) if tail_scores.pairwise else None,
         member_tail_loss=[tail_scores.loss(e) for e in one_hot],
@@ -178,8 +156,8 @@ def _weighting(config: EnsembleConfig, n_validation_tail: int) -> str:
     return config.weighting
 
 
-def _mask_for(mask: np.ndarray, dataset: Any, name: str) -> np.ndarray:
-    mask = np.asarray(mask, dtype=bool)
+def _mask_for(split: TailSplit, dataset: Any, name: str) -> np.ndarray:
+    mask = np.asarray(split.mask, dtype=bool)
     if mask.shape != (len(dataset),):
         raise CartError(f"{name} has {mask.size} entries for {len(dataset)} examples")
     return mask
@@ -197,7 +175,7 @@ def member_train_config(config: EnsembleConfig, i: int, targets: tuple[str, ...]
 def _train_member(
     base_model: str,
     dataset: Any,
-    tail_mask: np.ndarray,
+    tail: TailSplit,
     config: EnsembleConfig,
     i: int,
     targets: tuple[str, ...] | None,
@@ -213,7 +191,7 @@ def _train_member(
         dataset,
         member_config,
         out / "members" / f"member-{i}",
-        tail_mask=tail_mask,
+        tail=tail,
         circuits=circuits if config.method == "cart" else None,
         overwrite=overwrite,
         progress=progress,
@@ -226,7 +204,7 @@ def _tail_neuron_sets(
 ) -> list[set[int]]:
     """Each member's strongest tail neurons from a cheap discovery (no patching, no permutations) on the same
     training subset, saved to ``circuits/member-i.json``."""
-    subset = balanced_subset(tail_mask, config.discovery_pairs, config.seed)
+    subset = balanced_subset(tail_mask, config.overlap_pairs, config.seed)
     tail = TailSplit(
         mask=tail_mask[subset], description=f"training tail ({tail_mask[subset].sum()} of {len(subset)} pairs)"
     )

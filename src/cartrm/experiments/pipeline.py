@@ -394,7 +394,7 @@ class SeedRun:
                     self.splits["train"],
                     training,
                     folder,
-                    tail_mask=self.tails["train"].mask,
+                    tail=self.tails["train"],
                     circuits=circuits,
                     vulnerability=report,
                     evaluate=self._learning_curve() if training.eval_steps else None,
@@ -437,7 +437,7 @@ class SeedRun:
                         self.splits["train"],
                         variant_config(training, overrides),
                         variant,
-                        tail_mask=self.tails["train"].mask,
+                        tail=self.tails["train"],
                         circuits=circuits,
                         vulnerability=report,
                         progress=self.progress,
@@ -500,9 +500,9 @@ class SeedRun:
         result = train_ensemble(
             self.config.model,
             self.splits["train"],
-            self.tails["train"].mask,
+            self.tails["train"],
             self.splits["validation"],
-            self.tails["validation"].mask,
+            self.tails["validation"],
             ensemble,
             folder,
             circuits=circuits if member_method == "cart" else None,
@@ -528,13 +528,13 @@ class SeedRun:
         if not _stage_done(folder, key):
             shutil.rmtree(folder, ignore_errors=True)
             baseline = RewardModel.load(self.root / "models" / "bt")
-            data, mask = self._analysis_data()
+            data, tail = self._analysis_data()
             with _activation_cache(folder) as cache:
                 with _logged(f"seed {self.seed}: discovering the baseline's tail circuits"):
                     circuits = discover(
                         baseline,
                         data,
-                        TailSplit(mask, self.tails["train"].description),
+                        tail,
                         self.config.discovery.model_copy(update={"seed": self.seed}),
                         progress=self.progress,
                         cache_dir=cache,
@@ -547,7 +547,7 @@ class SeedRun:
                         report = assess(
                             baseline,
                             data,
-                            mask,
+                            tail,
                             circuits,
                             self.config.assessment.model_copy(update={"seed": self.seed}),
                             progress=self.progress,
@@ -563,9 +563,11 @@ class SeedRun:
         assessed = VulnerabilityReport.load(vulnerability_path) if vulnerability_path.exists() else None
         return Circuits.load(circuits_path), assessed
 
-    def _analysis_data(self):
+    def _analysis_data(self) -> tuple[Any, TailSplit]:
+        """A seeded subset of the training pairs, balanced head/tail, for discovery and assessment."""
         subset = balanced_subset(self.tails["train"].mask, self.config.analysis_pairs, self.seed)
-        return self.splits["train"].select(subset), self.tails["train"].mask[subset]
+        tail = self.tails["train"]
+        return self.splits["train"].select(subset), TailSplit(tail.mask[subset], tail.description)
 
     # -- evaluation ---------------------------------------------------------------------------------------
 
@@ -645,7 +647,7 @@ class SeedRun:
                 baseline_circuits = Circuits.load(self.root / "analysis" / "circuits.json")
                 before = VulnerabilityReport.load(self.root / "analysis" / "vulnerability.json")
                 cart_model = RewardModel.load(self.root / "models" / "cart")
-                data, mask = self._analysis_data()
+                data, tail = self._analysis_data()
                 cheap = self.config.discovery.model_copy(
                     update={"seed": self.seed, "patch_pairs": 0, "top_k": self.config.stability_top_k}
                 )
@@ -653,7 +655,7 @@ class SeedRun:
                     cart_circuits = discover(
                         cart_model,
                         data,
-                        TailSplit(mask, "training tail"),
+                        tail,
                         cheap,
                         progress=self.progress,
                         cache_dir=cache,
@@ -661,7 +663,7 @@ class SeedRun:
                     after = assess(
                         cart_model,
                         data,
-                        mask,
+                        tail,
                         baseline_circuits,
                         self.config.assessment.model_copy(update={"seed": self.seed}),
                         progress=self.progress,

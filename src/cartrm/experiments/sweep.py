@@ -12,31 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
-from cartrm.circuits.discover import DiscoveryConfig, discover
+from cartrm.circuits.discover import discover
 from cartrm.data.tail import parse_tail_spec
+from cartrm.experiments.config import BoundSweepConfig
 from cartrm.io import Artifact
 from cartrm.models import RewardModel
-from cartrm.training import TrainConfig, train
+from cartrm.training import train
 from cartrm.vulnerability.bound import bradley_terry_loss, complexity_term, trend_test
 
 TAIL_SPEC = "label:is_tail"
-
-
-class BoundSweepConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: str = "minilm"
-    tail_sizes: tuple[int, ...] = (25, 50, 100, 200)
-    n_head: int = Field(600, gt=0)
-    n_test_head: int = Field(300, gt=0)
-    n_test_tail: int = Field(600, gt=0)
-    delta: float = Field(0.05, gt=0, lt=1)
-    seed: int = 0
-    train: TrainConfig = TrainConfig(epochs=1, learning_rate=1e-4, max_length=128)
-    discovery: DiscoveryConfig = DiscoveryConfig(patch_pairs=0, n_permutations=0)
 
 
 class BoundPoint(BaseModel):

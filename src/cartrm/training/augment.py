@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -167,6 +168,24 @@ def tail_vocabulary(tail_texts: Iterable[str], head_texts: Iterable[str], size: 
     ratio = {w: math.log((tail[w] + 1) / tail_total) - math.log((head[w] + 1) / head_total) for w in tail}
     ranked = sorted((w for w in ratio if ratio[w] > 0), key=lambda w: (-ratio[w], w))
     return tuple(ranked[:size])
+
+
+def group_vocabularies(
+    pairs: Sequence[RenderedPair], groups: np.ndarray, tail_mask: np.ndarray, size: int = 200
+) -> dict[Any, TailVocabulary]:
+    """Per group of tail pairs, the words frequent in that group's texts against every other pair's (the head's
+    and the other groups'), ranked as in :func:`tail_vocabulary`: a replacement then stays within its source's
+    group (on the benchmark, its domain, whose vocabulary tells which gold rules apply)."""
+    texts = [(p.prompt, p.chosen, p.rejected) for p in pairs]
+    out = {}
+    for group in sorted(set(groups[tail_mask].tolist()), key=str):
+        inside = groups == group
+        out[group] = tail_vocabulary(
+            (t for i in np.flatnonzero(inside & tail_mask) for t in texts[i]),
+            (t for i in np.flatnonzero(~inside) for t in texts[i]),
+            size,
+        )
+    return out
 
 
 # ---- rule-based transformations -------------------------------------------------------------------------
@@ -472,6 +491,21 @@ def select_by_circuits(
     return [candidates[i] for source in sorted(by_source) for i in by_source[source][:keep]]
 
 
+def select_at_random(candidates: Sequence[AugmentedPair], keep: int, seed: int) -> list[AugmentedPair]:
+    """Per source pair, ``keep`` candidates drawn uniformly (seeded by ``seed`` and the source), sources in order:
+    the control for eq. 10's argmax (same candidates, same number kept, no circuit information)."""
+    if keep < 1:
+        raise ValueError(f"keep must be ≥ 1, got {keep}")
+    by_source: dict[int, list[int]] = {}
+    for i, candidate in enumerate(candidates):
+        by_source.setdefault(candidate.source, []).append(i)
+    return [
+        candidates[rows[j]]
+        for source, rows in sorted(by_source.items())
+        for j in np.random.default_rng([seed, source, 1]).permutation(len(rows))[:keep]
+    ]
+
+
 def augment_tail_pairs(
     reward_model: RewardModel,
     dataset,
@@ -485,23 +519,44 @@ def augment_tail_pairs(
     rewriter: LMRewriter | None = None,
     batch_size: int = 32,
     transforms: Sequence[str] | None = None,
+    groups: np.ndarray | None = None,
+    selection: str = "circuits",
 ) -> list[AugmentedPair]:
-    """Eq. 10–11 on a dataset: candidates for every tail pair, the ``keep`` most circuit-activating kept.
+    """Eq. 10–11 on a dataset: candidates for every tail pair, the ``keep`` most circuit-activating kept
+    (``selection="random"``: ``keep`` drawn at random instead).
 
-    The rare-token vocabulary contrasts the tail pairs' texts (prompts and responses) with the head pairs'.
+    The rare-token vocabulary contrasts the tail pairs' texts (prompts and responses) with the head pairs'; with
+    ``groups`` (a label per pair), each tail pair draws from its own group's vocabulary
+    (:func:`group_vocabularies`).
     """
     tail_mask = np.asarray(tail_mask, dtype=bool)
     if len(tail_mask) != len(dataset):
         raise CartError(f"tail mask has {len(tail_mask)} entries for {len(dataset)} pairs")
     if not tail_mask.any():
         raise CartError("no tail pairs to augment: the tail mask selects nothing")
+    if selection not in ("circuits", "random"):
+        raise CartError(f"unknown augmentation selection '{selection}'; choose circuits or random")
     pairs = dataset.render(reward_model.tokenizer)
-    sources, head = np.flatnonzero(tail_mask), np.flatnonzero(~tail_mask)
-    vocabulary = tail_vocabulary(
-        (t for i in sources for t in (pairs[i].prompt, pairs[i].chosen, pairs[i].rejected)),
-        (t for i in head for t in (pairs[i].prompt, pairs[i].chosen, pairs[i].rejected)),
-    )
-    candidates = generate_candidates(
-        [pairs[i] for i in sources], sources, n_candidates, seed, vocabulary, rewriter, transforms
-    )
+    if groups is None:
+        groups = np.zeros(len(pairs), dtype=int)
+        head = np.flatnonzero(~tail_mask)
+        vocabularies = {
+            0: tail_vocabulary(
+                (t for i in np.flatnonzero(tail_mask) for t in (pairs[i].prompt, pairs[i].chosen, pairs[i].rejected)),
+                (t for i in head for t in (pairs[i].prompt, pairs[i].chosen, pairs[i].rejected)),
+            )
+        }
+    else:
+        groups = np.asarray(groups)
+        if len(groups) != len(pairs):
+            raise CartError(f"{len(groups)} group labels for {len(pairs)} pairs")
+        vocabularies = group_vocabularies(pairs, groups, tail_mask)
+    candidates = []
+    for group, vocabulary in vocabularies.items():
+        sources = np.flatnonzero(tail_mask & (groups == group))
+        candidates += generate_candidates(
+            [pairs[i] for i in sources], sources, n_candidates, seed, vocabulary, rewriter, transforms
+        )
+    if selection == "random":
+        return select_at_random(candidates, keep, seed)
     return select_by_circuits(reward_model, candidates, members, feature_index, pooling, keep, batch_size)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cartrm.capture.hooks import ActivationCapture, pooling_mask
+from cartrm.capture.hooks import ActivationCapture, drop_features, pooling_mask
 from cartrm.capture.stream import FeatureIndex
 from cartrm.circuits.result import Circuits, check_circuits_fit
 from cartrm.data.dataset import PreferenceDataset
@@ -39,6 +39,7 @@ from cartrm.vulnerability.result import VulnerabilityReport
 ARTIFACTS = "cart"
 AUGMENTED = "augmented"  # marks L_aug's pass among a batch's passes
 ASSESS_SENSITIVITY_EXAMPLES = 16
+AUG_CLUSTER_SIZE, AUG_MAX_CLUSTERS = 20, 10  # per_group replacement words on data without a group column
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class CircuitAwareTraining(BradleyTerry):
         self.augmented: list[Any] = []
         self.artifacts: str | None = None
         self._last_step = -1
+        self._aug_grad_norm: float | None = None
         if context.circuits is not None:
             circuits = context.circuits
             self._set_targets(circuits, self._target_ids(circuits, context.vulnerability), step=0)
@@ -127,23 +129,65 @@ class CircuitAwareTraining(BradleyTerry):
 
     def loss(self, module: Any, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         cart = self.config.cart
+        measure = bool(cart.grad_norm_every) and (step + 1) % cart.grad_norm_every == 0
         if AUGMENTED in batch:  # eq. 11: the Bradley–Terry loss on the kept augmentations of the batch's tail pairs
             losses, _ = pairwise_losses(reward_forward(module, batch), batch)
             aug_loss = cart.aug_weight * self._augmentation_share(losses, batch, step)
+            if measure:
+                self._aug_grad_norm = _grad_norms(module, {"aug": aug_loss})["aug"]
             return aug_loss, {"aug_loss": losses.mean().item(), "loss": aug_loss.item()}
-        if cart.circuit_reg and self.targets and bool(batch["is_tail"].any()):
-            with ActivationCapture(_unwrap(module), self.sites, self.pooling, keep_grad=True) as capture:
+        tail_rows = bool(batch["is_tail"].any())
+        dropout = self._circuit_dropout(batch, step) if cart.circuit_dropout and self.targets and tail_rows else {}
+        if (cart.circuit_reg and self.targets and tail_rows) or dropout:
+            with ActivationCapture(
+                _unwrap(module), self.sites, self.pooling, keep_grad=True, interventions=dropout
+            ) as capture:
                 capture.set_mask(pooling_mask(batch))
                 rewards = reward_forward(module, batch)
-            variance = self._circuit_term(capture.pooled, batch["is_tail"].to(rewards.device), "score" in batch)
         else:
-            rewards, variance = reward_forward(module, batch), None
+            rewards = reward_forward(module, batch)
+        variance = (
+            self._circuit_term(capture.pooled, batch["is_tail"].to(rewards.device), "score" in batch)
+            if cart.circuit_reg and self.targets and tail_rows
+            else None
+        )
         loss, logs = self.preference_loss(rewards, batch, step)
+        terms = {"preference": loss}
         if variance is not None:
-            loss = loss + cart.circuit_reg_weight * variance
+            terms["circuit"] = cart.circuit_reg_weight * variance
+            loss = loss + terms["circuit"]
             logs["circuit_var"] = variance.item()
+        if measure and tail_rows:
+            logs |= self._gradient_shares(module, terms)
         logs["loss"] = loss.item()
         return loss, logs
+
+    def _gradient_shares(self, module: Any, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Each term's gradient norm (this pass; L_aug's from its own pass of the same step) and its share of
+        their sum: how much of an update each term drives."""
+        norms = _grad_norms(module, terms)
+        if self._aug_grad_norm is not None:
+            norms["aug"], self._aug_grad_norm = self._aug_grad_norm, None
+        total = sum(norms.values()) or 1.0
+        return {f"grad_norm/{k}": v for k, v in norms.items()} | {
+            f"grad_share/{k}": v / total for k, v in norms.items()
+        }
+
+    def _circuit_dropout(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, Any]:
+        """Interventions zeroing each target circuit's neurons in the forward pass of a tail pair's two texts,
+        per (pair, circuit) with probability ``circuit_dropout`` (seeded by the run's seed and the step)."""
+        is_tail = batch["is_tail"].bool()
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        drop = torch.rand(len(is_tail), len(self.targets), generator=generator) < self.config.cart.circuit_dropout
+        drop = drop & is_tail.cpu().unsqueeze(1)
+        drop = torch.cat([drop, drop])  # chosen stacked over rejected: a pair's two texts lose the same circuits
+        interventions = {}
+        for site in self.sites:
+            parts = [(i, t.by_site[site.name]) for i, t in enumerate(self.targets) if site.name in t.by_site]
+            indices = torch.as_tensor(np.concatenate([local for _, local in parts]))
+            keep = torch.cat([(~drop[:, [i]]).expand(-1, len(local)) for i, local in parts], dim=1)
+            interventions[site.name] = drop_features(indices, keep)
+        return interventions
 
     def _augmentation_share(self, losses: torch.Tensor, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         """L_aug before ``aug_weight``: its own mean (``separate_mean``), or each augmented pair weighted like a tail
@@ -284,7 +328,25 @@ class CircuitAwareTraining(BradleyTerry):
             seed=self.config.seed,
             rewriter=rewriter,
             transforms=cart.aug_transforms,
+            groups=self._augmentation_groups() if cart.aug_vocabulary == "per_group" else None,
+            selection=cart.aug_selection,
         )
+
+    def _augmentation_groups(self) -> np.ndarray:
+        """Each pair's group for per_group replacement words: the ``aug_group_column`` value where the data has
+        that column (the benchmark's domain), else the k-means cluster of the tail pair's embedding."""
+        from cartrm.vulnerability.metrics import semantic_groups
+
+        column = self.config.cart.aug_group_column
+        if self.dataset.has_column(column):
+            return np.array([str(v) for v in self.dataset.column(column)], dtype=object)
+        tail = np.flatnonzero(self.context.tail_mask)
+        pairs = self.dataset.render(self.reward_model.tokenizer)
+        embeddings = self.reward_model.embed([pairs[i].prompt + pairs[i].chosen for i in tail])
+        groups = np.full(len(pairs), "head", dtype=object)
+        clusters = semantic_groups(embeddings, AUG_CLUSTER_SIZE, self.config.seed, max_clusters=AUG_MAX_CLUSTERS)
+        groups[tail] = [f"cluster-{c}" for c in clusters]
+        return groups
 
     def _discover(self, step: int) -> None:
         """Discovery + assessment on a seeded subset of the training data, with the model as it is now."""
@@ -294,12 +356,12 @@ class CircuitAwareTraining(BradleyTerry):
 
         cart = self.config.cart
         subset = balanced_subset(self.context.tail_mask, cart.discovery_pairs, self.config.seed + step)
-        data, mask = self.dataset.select(subset), self.context.tail_mask[subset]
+        data, tail = self.dataset.select(subset), TailSplit(self.context.tail_mask[subset], "training tail")
         progress = self.context.progress
         circuits = discover(
             self.reward_model,
             data,
-            TailSplit(mask, "training tail"),
+            tail,
             DiscoveryConfig(patch_pairs=0, seed=self.config.seed),
             progress=progress,
         )
@@ -314,7 +376,7 @@ class CircuitAwareTraining(BradleyTerry):
         report = assess(
             self.reward_model,
             data,
-            mask,
+            tail,
             circuits,
             AssessConfig(
                 top_targets=cart.top_targets, sensitivity_examples=ASSESS_SENSITIVITY_EXAMPLES, seed=self.config.seed
@@ -324,6 +386,16 @@ class CircuitAwareTraining(BradleyTerry):
         folder = Path(self.context.output_dir) / ARTIFACTS / f"step-{step}"
         report.save(folder / "vulnerability.json")
         self._set_targets(circuits, self._target_ids(circuits, report), step)
+
+
+def _grad_norms(module: Any, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The L2 norm of each term's gradient over the trainable parameters (the graph is kept for backward)."""
+    parameters = [p for p in module.parameters() if p.requires_grad]
+    norms = {}
+    for name, term in terms.items():
+        grads = torch.autograd.grad(term, parameters, retain_graph=True, allow_unused=True)
+        norms[name] = float(torch.sqrt(sum(((g.float() ** 2).sum() for g in grads if g is not None), torch.zeros(()))))
+    return norms
 
 
 def _unwrap(module: Any) -> Any:

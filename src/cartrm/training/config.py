@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CPU_BATCH_TOKENS = 2048  # padded tokens per forward pass on a CPU: same speed as one pass, far less memory
 
@@ -40,9 +40,28 @@ class CartConfig(BaseModel):
             "it kept the gold label on only ~71% of benchmark tail pairs"
         ),
     )
+    aug_vocabulary: Literal["pooled", "per_group"] = Field(
+        "pooled",
+        description="where rare_token draws its replacement words: pooled (words of all tail pairs against the "
+        "head's; on the benchmark mostly another tail domain's, whose gold rules may differ) or per_group (words of "
+        "the source pair's own group against every other pair's: its aug_group_column value, else its k-means "
+        "cluster of tail embeddings)",
+    )
+    aug_group_column: str = Field("domain", description="data column naming a pair's group for per_group")
+    aug_selection: Literal["circuits", "random"] = Field(
+        "circuits",
+        description="which candidates are kept: circuits (the largest Σ_c a_c(x'), eq. 10) or random (a seeded "
+        "draw: the control that isolates eq. 10's argmax)",
+    )
     generator: str | None = Field(None, description="local causal LM folder for sampled rewrites")
     circuit_reg: bool = Field(True, description="circuit variance regulariser (eq. 12)")
     circuit_reg_weight: float = Field(1.0, ge=0, description="λ of eq. 12")
+    grad_norm_every: int = Field(
+        0,
+        ge=0,
+        description="every N optimizer steps, log each loss term's gradient norm and its share of their sum "
+        "(grad_norm/*, grad_share/*; costs a backward pass per term on those steps; 0: never)",
+    )
     circuit_reg_form: Literal["pooled", "within_sides"] = Field(
         "pooled",
         description="eq. 12's variance over the batch's tail texts: pooled (chosen and rejected together, as "
@@ -57,6 +76,13 @@ class CartConfig(BaseModel):
         0.5, gt=0, le=1, description="share of training over which tail weights reach w_max"
     )
     w_max: float = Field(1.0, gt=0, description="cap of the tail weight; 1 reproduces the paper")
+    circuit_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="beyond the paper: zero each target circuit's neurons in a tail text's forward pass with this "
+        "probability, so the tail reward cannot rest on the vulnerable circuits alone (0: off)",
+    )
     min_tail_per_batch: int = Field(4, ge=0, description="k: tail pairs guaranteed in every batch")
     tail_sampling: Literal["swap", "add"] = Field(
         "swap",
@@ -68,9 +94,29 @@ class CartConfig(BaseModel):
     discovery_pairs: int = Field(256, ge=16, description="pairs used when discovering / assessing during training")
     top_targets: int = Field(3, ge=1, description="circuits in C_v when training picks the targets itself")
 
+    @model_validator(mode="after")
+    def _dropout_or_regulariser(self) -> CartConfig:
+        if self.circuit_dropout and self.circuit_reg:
+            raise ValueError(
+                "circuit_dropout replaces the circuit regulariser (eq. 12 would read the dropped activations): "
+                "turn circuit_reg off (--no-circuit-reg)"
+            )
+        return self
+
 
 class TrainConfig(BaseModel):
+    """Settings of one training run; its inputs (data, tail split, circuits) are arguments of ``train``."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_recorded_tail(cls, values: Any) -> Any:
+        """Configs saved by earlier versions hold ``tail_by``, a record training never read (the tail is ``train``'s
+        argument now, described in ``train_result.json``): dropped, so earlier runs' config files still load."""
+        if isinstance(values, dict) and "tail_by" in values:
+            return {k: v for k, v in values.items() if k != "tail_by"}
+        return values
 
     method: str = Field("bt", description="training method: bt, label-smoothing, reweight, hidden-reg or cart")
     epochs: float = Field(1.0, gt=0, description="passes over the data; a fraction stops part-way")
@@ -109,7 +155,6 @@ class TrainConfig(BaseModel):
     mixed_precision: Literal["auto", "no", "bf16"] = Field(
         "auto", description="bf16 autocast; auto: on a CUDA GPU with bf16 support, float32 elsewhere"
     )
-    tail_by: str | None = Field(None, description="the tail definition the mask came from (recorded, not read)")
     label_smoothing: float = Field(0.1, ge=0, lt=0.5, description="ε of the label-smoothing baseline")
     tail_weight: float | None = Field(
         None, gt=0, description="reweight baseline: tail weight (default N_head / N_tail)"

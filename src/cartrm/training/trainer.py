@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from cartrm.circuits.result import Circuits
 from cartrm.data.dataset import PointwiseDataset, PreferenceDataset
+from cartrm.data.tail import TailSplit
 from cartrm.errors import CartError
 from cartrm.io import Artifact, write_json_atomic
 from cartrm.models.reward_model import RewardModel, default_device, model_max_positions
@@ -59,6 +60,7 @@ class TrainResult(Artifact):
     curve: list[dict[str, float]] = []  # the evaluation callback's scores at step 0 and every eval_steps
     max_length: int | None = None  # the token limit training used
     truncated: int = 0  # training texts longer than max_length (cut from the left)
+    tail: str | None = None  # how the tail split was made (TailSplit.description)
 
 
 def train(
@@ -67,7 +69,7 @@ def train(
     config: TrainConfig,
     output_dir: str | Path,
     *,
-    tail_mask: np.ndarray | None = None,
+    tail: TailSplit | None = None,
     circuits: Circuits | None = None,
     vulnerability: VulnerabilityReport | None = None,
     resume: bool = False,
@@ -77,9 +79,11 @@ def train(
 ) -> TrainResult:
     """Train ``reward_model`` in place on ``dataset`` and save it to ``output_dir``.
 
-    ``tail_mask`` marks the tail examples; methods that use the head/tail split (``cart``, ``reweight``)
-    require it. ``circuits`` (from :func:`cartrm.discover`) and ``vulnerability`` (from :func:`cartrm.assess`,
-    whose targets are C_v) are CART's inputs; without them CART discovers circuits itself after a warm-up.
+    ``tail`` marks the tail examples (a :class:`TailSplit` of ``dataset``, e.g. from
+    ``parse_tail_spec(...).fit_transform(dataset)``); methods that use the head/tail split (``cart``,
+    ``reweight``) require it; its description is recorded in ``train_result.json``. ``circuits`` (from
+    :func:`cartrm.discover`) and ``vulnerability`` (from :func:`cartrm.assess`, whose targets are C_v) are CART's
+    inputs; without them CART discovers circuits itself after a warm-up.
     ``output_dir`` belongs to this run (:mod:`cartrm.training.run_folder`): ``resume`` continues the run in it
     after checking that settings and inputs match, ``overwrite`` clears a folder that holds another run.
     ``evaluate`` (e.g. accuracies on validation pairs) runs before the first step and every ``config.eval_steps``
@@ -93,8 +97,9 @@ def train(
 
     out = Path(output_dir)
     started = time.time()
+    tail_mask = None if tail is None else np.asarray(tail.mask, dtype=bool)
     if tail_mask is not None and len(tail_mask) != len(dataset):
-        raise CartError(f"tail mask has {len(tail_mask)} entries for {len(dataset)} training examples")
+        raise CartError(f"the tail split has {len(tail_mask)} entries for {len(dataset)} training examples")
     if get_method(config.method, config).needs_tail and tail_mask is None:
         raise CartError(f"method '{config.method}' needs the head/tail split: pass --tail-by")
     on_cpu = default_device().type == "cpu"
@@ -111,7 +116,7 @@ def train(
     identity = run_identity(
         config.model_dump(mode="json"),
         data=digest(dataset.to_records()),
-        tail=None if tail_mask is None else digest(np.asarray(tail_mask, dtype=bool)),
+        tail=None if tail_mask is None else digest(tail_mask),
         model=reward_model.fingerprint(),
         circuits=None if circuits is None else digest(circuits.model_dump(mode="json")),
         vulnerability=None if vulnerability is None else digest(vulnerability.model_dump(mode="json")),
@@ -300,6 +305,7 @@ def train(
             curve=curve,
             max_length=max_length,
             truncated=truncated,
+            tail=None if tail is None else tail.description,
         )
         if accelerator.is_main_process:
             _save_final(reward_model, config, result, out)
