@@ -79,6 +79,7 @@ def _method_results(method: str, outcomes: Sequence) -> MethodResults:
         bon=bon,
         learning_curves=[o.curves[method] for o in outcomes if o.curves.get(method)],
         tuning=[{"seed": o.seed, **o.tuning[method]} for o in outcomes if method in o.tuning],
+        n_pairs={group: [getattr(r, group).n for r in reports] for group in ("head", "tail", "overall")},
     )
 
 

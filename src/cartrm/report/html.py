@@ -165,16 +165,19 @@ def _results_table(results: RunResults) -> str:
     if not results.methods:
         return '<h2>Results</h2>\n<p class="muted">No methods were evaluated.</p>'
     n_seeds = len(results.seeds)
-    caption = f"Mean over {n_seeds} seed{'s' if n_seeds != 1 else ''} [95% t-interval]."
+    caption = f"Mean over {n_seeds} seed{'s' if n_seeds != 1 else ''} [95% t-interval]; n: test pairs per seed."
     parts = [
         f'<h2>Results</h2>\n<p class="muted">{escape(caption)}</p>',
         _method_table(results, _accuracy_columns(results)),
     ]
     bon_columns = _bon_columns(results)
     if bon_columns:
+        config = results.config
         note = (
             "Gold reward of the proxy's pick at its best n and at the largest n; "
-            "gap: proxy − gold gain (in SDs) at the largest n."
+            "gap: proxy − gold gain (in SDs) at the largest n. "
+            f"n = {config.get('bon_prompts', '?')} prompts per group × up to {config.get('bon_candidates', '?')} "
+            "sampled responses, per seed."
         )
         parts += [f'<h3>Best-of-n</h3>\n<p class="muted">{escape(note)}</p>', _method_table(results, bon_columns)]
     return "\n".join(parts)
@@ -187,16 +190,27 @@ def _method_table(results: RunResults, columns: list[Column]) -> str:
 
 def _accuracy_columns(results: RunResults) -> list[Column]:
     columns: list[Column] = [
-        ("head acc", lambda m: fmt_summary(m.head_accuracy)),
-        ("tail acc", lambda m: fmt_summary(m.tail_accuracy)),
-        ("overall acc", lambda m: fmt_summary(m.overall_accuracy)),
+        (f"head acc{n_pairs(results, 'head')}", lambda m: fmt_summary(m.head_accuracy)),
+        (f"tail acc{n_pairs(results, 'tail')}", lambda m: fmt_summary(m.tail_accuracy)),
+        (f"overall acc{n_pairs(results, 'overall')}", lambda m: fmt_summary(m.overall_accuracy)),
     ]
     for group in ("head", "tail"):
         if any(getattr(m, f"{group}_gold_accuracy") for m in results.methods.values()):
-            columns.append((f"{group} gold acc", functools.partial(_gold_accuracy_cell, group)))
+            columns.append(
+                (f"{group} gold acc{n_pairs(results, group)}", functools.partial(_gold_accuracy_cell, group))
+            )
     columns.append(("ECE", lambda m: fmt_summary(m.ece)))
     columns.append(("train s", lambda m: fmt_summary(m.train_seconds, digits=0)))
     return columns
+
+
+def n_pairs(results: RunResults, group: str) -> str:
+    """`` (n = N)``: the test pairs per seed behind a column (a range where seeds differ), "" when unrecorded."""
+    counts = [n for m in results.methods.values() for n in m.n_pairs.get(group, [])]
+    if not counts:
+        return ""
+    low, high = min(counts), max(counts)
+    return f" (n = {low})" if low == high else f" (n = {low}–{high})"
 
 
 def _gold_accuracy_cell(group: str, method: MethodResults) -> str:
