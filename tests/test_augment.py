@@ -332,3 +332,30 @@ def test_random_selection_keeps_seeded_draws_per_source(setting):
         select_at_random(candidates, keep=1, seed=s) != select_at_random(candidates, keep=1, seed=0)
         for s in range(1, 6)
     )
+
+
+def test_domain_from_text_reads_the_domains_own_words():
+    from cartrm.benchmarks.longtail import DOMAIN_WORDS, domain_from_text, foreign_words
+
+    coin, bird = sorted(DOMAIN_WORDS["numismatics"])[0], sorted(DOMAIN_WORDS["falconry"])[0]
+    assert domain_from_text(f"About {coin} and {coin} again.") == "numismatics"
+    assert domain_from_text(f"{coin} {bird}") is None and domain_from_text("Nothing special here.") is None
+    assert foreign_words(f"{coin} {bird}", "numismatics") == {bird}
+
+
+def test_augmentation_audit_recomputes_gold_from_the_edited_text(gold_ordered_tail):
+    from cartrm.benchmarks.longtail import DOMAIN_WORDS, augmentation_audit
+
+    pair, domain = gold_ordered_tail[0]
+    foreign_domain = next(d for d in DOMAIN_WORDS if d != domain)
+    word = sorted(DOMAIN_WORDS[foreign_domain])[0]
+    audit = augmentation_audit(
+        [
+            ("format", pair.prompt, TRANSFORMS["format"](pair, np.random.default_rng(0), ()).chosen, pair.rejected),
+            ("swap", pair.prompt, pair.rejected, pair.chosen),  # the labels reversed: gold disagrees
+            ("swap", pair.prompt + f" {word}", pair.chosen, pair.rejected),
+        ],
+        [domain, domain, domain],
+    )
+    assert audit["format"] == {"n": 1.0, "gold_agreement": 1.0, "foreign_word": 0.0, "domain_changed": 0.0}
+    assert audit["swap"]["n"] == 2 and audit["swap"]["gold_agreement"] == 0.5 and audit["swap"]["foreign_word"] == 0.5

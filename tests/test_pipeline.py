@@ -67,6 +67,26 @@ def test_results_match_the_per_seed_metrics(finished):
     }
     assert results.verdict and results.verdict[0].startswith("cart ")
     assert results.methods["bt"].bon["tail"].curves[0].n[-1] == 8
+    assert results.methods["cart"].n_pairs["tail"] == [24, 24]  # n next to every figure
+
+
+def test_cart_s_kept_augmentations_are_audited_against_the_gold_rules(finished):
+    config, results = finished
+    audits = results.methods["cart"].augmentation
+    kept = [
+        sum(
+            1
+            for path in (config.directory / f"seed-{s}" / "models" / "cart").rglob("augmented.jsonl")
+            for line in path.read_text().splitlines()
+            if line.strip()
+        )
+        for s in (0, 1)
+    ]
+    assert [a["seed"] for a in audits] == [s for s in (0, 1) if kept[s]] and sum(kept) > 0
+    for audit, n in zip(audits, [k for k in kept if k]):
+        assert sum(t["n"] for t in audit["transforms"].values()) == n
+        assert all(0 <= t["gold_agreement"] <= 1 and 0 <= t["foreign_word"] <= 1 for t in audit["transforms"].values())
+    assert "<h2>Augmentations</h2>" in (config.directory / "report.html").read_text()
 
 
 def test_config_yaml_reproduces_the_run_config(finished):

@@ -52,6 +52,12 @@ def _method(name: str, head: list[float], tail: list[float], rng: np.random.Gene
         train_seconds=summarise_seeds([30.0, 34.0]),
         bon={group: _bon(rng, group) for group in ("head", "tail")},
         n_pairs={"head": [400, 400], "tail": [790, 800], "overall": [1190, 1200]},
+        augmentation=[
+            {"seed": s, "transforms": {"rare_token": {"n": 40.0 + s, "gold_agreement": 0.9, "foreign_word": 0.25}}}
+            for s in (0, 1)
+        ]
+        if name == "cart"
+        else [],
     )
 
 
@@ -126,6 +132,7 @@ def test_table_numbers_and_verdict(page, run):
     assert "CART raises tail accuracy over BT (+0.041, p = 0.012) &amp; keeps head accuracy" in page
     assert page.index('class="verdict"') < page.index("<h2>Setup</h2>") < page.index("<h2>Results</h2>")
     assert "1 h 02 min" in page and "c0: 0.800 → 0.500" in page
+    assert '<td class="text">rare_token</td><td>40</td><td>0.900</td><td>0.250</td>' in page
     assert "head acc (n = 400)" in page and "tail gold acc (n = 790–800)" in page  # n next to every figure
 
 

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -978,3 +979,86 @@ def label_agreement(pairs: Sequence[tuple[str, str]], domains: Sequence[str]) ->
     if not pairs:
         raise ValueError("label agreement needs at least one pair")
     return float(np.mean([gold_from_text(c, d) > gold_from_text(r, d) for (c, r), d in zip(pairs, domains)]))
+
+
+# Auditing edited (augmented) pairs: which domain a text now reads as, and whether gold still prefers the chosen.
+
+DOMAIN_WORD = re.compile(r"[A-Za-z]{4,}")
+
+
+TEMPLATES = (
+    PROMPT_QUESTIONS,
+    PROMPT_CONTEXTS,
+    PROMPT_SITUATIONS,
+    ENTHUSIASTIC_OPENERS,
+    PLAIN_OPENERS,
+    RELEVANT_MAINS,
+    GENERIC_MAINS,
+    BASE_SENTENCES,
+    DETAIL_SENTENCES,
+    EXAMPLE_SENTENCES,
+    CAVEAT_SENTENCES,
+    OFF_TOPIC_SENTENCES,
+    ENTHUSIASTIC_CLOSERS,
+    PLAIN_CLOSERS,
+)
+
+
+def _domain_words() -> dict[str, frozenset[str]]:
+    """Per domain, the words (≥ 4 letters, lower case) of its topics, objects, terms and verbs used by no other
+    domain and by no template sentence: the words that tell a reader which domain, so which gold rules, a text
+    belongs to."""
+    shared = {w.lower() for group in TEMPLATES for sentence in group for w in DOMAIN_WORD.findall(sentence)}
+    words = {
+        d.name: {w.lower() for phrase in d.topics + d.objects + d.terms + d.verbs for w in DOMAIN_WORD.findall(phrase)}
+        for d in DOMAINS
+    }
+    return {
+        name: frozenset(own - shared - set().union(*(other for n, other in words.items() if n != name)))
+        for name, own in words.items()
+    }
+
+
+DOMAIN_WORDS = _domain_words()
+
+
+def domain_from_text(text: str) -> str | None:
+    """The domain whose own words occur most often in ``text``; None when none occurs or two domains tie."""
+    found = Counter(w.lower() for w in DOMAIN_WORD.findall(text))
+    hits = {name: sum(found[w] for w in words) for name, words in DOMAIN_WORDS.items()}
+    best = max(hits.values())
+    leaders = [name for name, count in hits.items() if count == best]
+    return leaders[0] if best and len(leaders) == 1 else None
+
+
+def foreign_words(text: str, domain: str) -> set[str]:
+    """Words of ``text`` that belong to another domain's own vocabulary (and not to ``domain``'s)."""
+    present = {w.lower() for w in DOMAIN_WORD.findall(text)}
+    return {w for name, words in DOMAIN_WORDS.items() if name != domain for w in present & words}
+
+
+def augmentation_audit(
+    edited: Sequence[tuple[str, str, str, str]], source_domains: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Per transform, for edited pairs ``(transform, prompt, chosen, rejected)`` of benchmark pairs from
+    ``source_domains``: ``n``; ``gold_agreement``, the share whose gold reward, recomputed from the edited text
+    under the domain the edited text reads as (:func:`domain_from_text`, the source's when undecided), prefers the
+    chosen response; ``foreign_word``, the share holding another domain's word; ``domain_changed``, the share that
+    reads as another domain."""
+    if len(edited) != len(source_domains):
+        raise ValueError(f"{len(edited)} edited pairs but {len(source_domains)} source domains")
+    rows: dict[str, list[tuple[bool, bool, bool]]] = {}
+    for (transform, prompt, chosen, rejected), source in zip(edited, source_domains):
+        text = f"{prompt} {chosen} {rejected}"
+        domain = domain_from_text(text) or source
+        agrees = gold_from_text(chosen, domain) > gold_from_text(rejected, domain)
+        rows.setdefault(transform, []).append((agrees, bool(foreign_words(text, source)), domain != source))
+    return {
+        transform: {
+            "n": float(len(values)),
+            "gold_agreement": float(np.mean([v[0] for v in values])),
+            "foreign_word": float(np.mean([v[1] for v in values])),
+            "domain_changed": float(np.mean([v[2] for v in values])),
+        }
+        for transform, values in sorted(rows.items())
+    }

@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
+from cartrm.benchmarks.longtail import augmentation_audit
 from cartrm.circuits.compare import circuit_overlap, top_tail_neurons
 from cartrm.circuits.discover import DiscoveryConfig, balanced_subset, discover
 from cartrm.circuits.result import Circuits
@@ -274,6 +275,7 @@ class SeedOutcome:
     train_seconds: dict[str, float] = field(default_factory=dict)
     curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
+    augmentation: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     stability: SeedStability | None = None
 
 
@@ -326,6 +328,8 @@ class SeedRun:
             outcome.curves[method] = self._learning_curve_of(method)
             if method in self.config.tune:
                 outcome.tuning[method] = json.loads((self.root / "models" / method / "tuning.json").read_text())
+            if method in CIRCUIT_METHODS and self.config.uses_benchmark:
+                outcome.augmentation[method] = self._augmentation_audit(method)
             outcome.reports[method], outcome.correct[method] = self._evaluated(method, model)
             if self.config.uses_benchmark and self.config.bon_prompts:
                 outcome.bon[method] = self._best_of_n(method, model)
@@ -470,6 +474,21 @@ class SeedRun:
             scores = self._validation_scorer()(RewardModel.load(folder))
         write_json_atomic(path, {"key": key, "scores": scores})
         return scores
+
+    def _augmentation_audit(self, method: str) -> dict[str, dict[str, float]]:
+        """Per transform, the kept augmentations' gold agreement recomputed from their edited text and the share
+        that carry another domain's words (``benchmarks.longtail.augmentation_audit``); {} without any."""
+        kept = [
+            json.loads(line)
+            for path in sorted((self.root / "models" / method).rglob("augmented.jsonl"))
+            for line in path.read_text().splitlines()
+            if line.strip()
+        ]
+        domains = self.splits["train"].column("domain")
+        return augmentation_audit(
+            [(a["transform"], a["prompt"], a["chosen"], a["rejected"]) for a in kept],
+            [domains[a["source"]] for a in kept],
+        )
 
     def _learning_curve_of(self, method: str) -> list[dict[str, float]]:
         """The validation scores a single model recorded while training (empty without ``train.eval_steps``)."""

@@ -80,6 +80,9 @@ def _method_results(method: str, outcomes: Sequence) -> MethodResults:
         learning_curves=[o.curves[method] for o in outcomes if o.curves.get(method)],
         tuning=[{"seed": o.seed, **o.tuning[method]} for o in outcomes if method in o.tuning],
         n_pairs={group: [getattr(r, group).n for r in reports] for group in ("head", "tail", "overall")},
+        augmentation=[
+            {"seed": o.seed, "transforms": o.augmentation[method]} for o in outcomes if o.augmentation.get(method)
+        ],
     )
 
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from html import escape
 from pathlib import Path
 
+import numpy as np
+
 from cartrm.evaluation.statistics import SeedSummary
 from cartrm.io import write_text_atomic
 from cartrm.report.plots import (
@@ -86,6 +88,7 @@ def render_html(results: RunResults, run_dir: str | Path) -> str:
         _results_table(results),
         _comparisons(results),
         _tuning(results),
+        _augmentation(results),
         _stability(results),
         figures,
         _notes(notes),
@@ -253,6 +256,28 @@ def _comparisons(results: RunResults) -> str:
     headers = ["comparison", "metric", "seeds × pairs", "difference [95% CI]", "per seed", "p-value"]
     table = _table(headers, rows, frozenset({1}))
     return f'<h2>Paired comparisons</h2>\n<p class="muted">{escape(note)}</p>\n{table}'
+
+
+def _augmentation(results: RunResults) -> str:
+    """Per CART method and transform: the kept augmentations, mean over seeds."""
+    rows = []
+    for method, record in results.methods.items():
+        transforms = sorted({t for seed in record.augmentation for t in seed["transforms"]})
+        for transform in transforms:
+            stats = [seed["transforms"][transform] for seed in record.augmentation if transform in seed["transforms"]]
+            rows.append(
+                [method, transform, fmt(float(np.mean([s["n"] for s in stats])), 0)]
+                + [fmt(float(np.mean([s[key] for s in stats]))) for key in ("gold_agreement", "foreign_word")]
+            )
+    if not rows:
+        return ""
+    note = (
+        "Kept augmentations (eq. 10) on the benchmark, mean over seeds: pairs kept per seed; the share whose gold "
+        "reward, recomputed from the edited text (under the domain it now reads as), still prefers the chosen "
+        "response; the share carrying another domain's words (whose gold rules may differ)."
+    )
+    headers = ["method", "transform", "kept", "gold agreement", "another domain's word"]
+    return f'<h2>Augmentations</h2>\n<p class="muted">{escape(note)}</p>\n{_table(headers, rows, frozenset({1}))}'
 
 
 def _tuning(results: RunResults) -> str:

@@ -39,6 +39,7 @@ class MethodResults(Record):
     learning_curves: list[list[dict[str, float]]] = []  # per seed: validation scores at steps (train.eval_steps)
     tuning: list[dict[str, Any]] = []  # per seed: the grid, every variant's validation scores, the chosen one
     n_pairs: dict[str, list[int]] = {}  # per group (head, tail, overall): test pairs scored, per seed
+    augmentation: list[dict[str, Any]] = []  # per seed: the kept augmentations' audit per transform (benchmark)
 
 
 class Comparison(Record):
