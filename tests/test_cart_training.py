@@ -434,12 +434,13 @@ def test_gradient_shares_are_each_terms_norm_over_their_sum(planted, planted_cir
         _, chunks = _tail_batch_passes(method, model, data, mask, [0, 1, 2, 170, 171])
         augmented, batch = method.passes(chunks, step=1)
         model.model.zero_grad()
-        aug_loss, _ = method.loss(model.model, augmented, step=1)
-        aug_loss.backward()
-        aug_norm = math.sqrt(sum(float((p.grad**2).sum()) for p in model.model.parameters() if p.grad is not None))
-        _, logs[weight] = method.loss(model.model, batch, step=1)
+        with model.eval_mode():  # no dropout: the same forward every call
+            aug_loss, _ = method.loss(model.model, augmented, step=1)
+            aug_loss.backward()
+            aug_norm = math.sqrt(sum(float((p.grad**2).sum()) for p in model.model.parameters() if p.grad is not None))
+            _, logs[weight] = method.loss(model.model, batch, step=1)
+            assert not any(k.startswith("grad_") for k in method.loss(model.model, batch, step=0)[1])  # not logged
         assert logs[weight]["grad_norm/aug"] == pytest.approx(aug_norm, rel=1e-4)
-        assert not any(k.startswith("grad_") for k in method.loss(model.model, batch, step=0)[1])  # not a step to log
     terms = ("preference", "circuit", "aug")
     total = sum(logs[5.0][f"grad_norm/{t}"] for t in terms)
     for term in terms:
@@ -509,3 +510,39 @@ def test_cart_trains_with_circuit_dropout_and_random_per_group_augmentations(pla
         for entry in result.history
     )
     assert result.tail == "t"
+
+
+def test_circuit_invariance_is_eq_12_s_invariance_form_on_a_known_case():
+    from cartrm.training.cart import circuit_invariance
+
+    pooled = {"s": torch.tensor([[1.0, 4.0], [2.0, 0.0], [0.0, 0.0], [0.0, 2.0]])}  # edited rows, then originals
+    one = TargetCircuit("c0", np.array([0]), {"s": np.array([0])})
+    two = TargetCircuit("c1", np.array([0, 1]), {"s": np.array([0, 1])})
+    assert float(circuit_invariance(pooled, [one])) == pytest.approx((1 + 4) / 2)
+    assert float(circuit_invariance(pooled, [one, two])) == pytest.approx(2.5 + (2.5**2 + 0**2) / 2)
+
+
+def test_the_invariance_form_adds_its_penalty_to_the_augmentation_pass(planted, planted_circuits_file, tmp_path):
+    data, mask, circuits = planted
+    target = planted_circuits_file[1]
+    losses = {}
+    for form, weight in (("pooled", 0.0), ("invariance", 0.0), ("invariance", 3.0)):
+        cart = CartConfig(target_circuits=(target,), aug_candidates=4, circuit_reg_form=form, circuit_reg_weight=weight)
+        model = planted_model()
+        method = get_method("cart", TrainConfig(method="cart", cart=cart))
+        method.setup(model, data, TrainingContext(mask, total_steps=10, output_dir=tmp_path, circuits=circuits))
+        _, chunks = _tail_batch_passes(method, model, data, mask, [0, 1, 2, 170, 171])
+        augmented, batch = method.passes(chunks, step=1)
+        sides = 4 if form == "invariance" else 2
+        assert len(augmented["input_ids"]) == sides * len(augmented["index"])
+        with model.eval_mode():  # no dropout: the same forward every call
+            loss, logs = method.loss(model.model, augmented, step=1)
+            assert ("circuit_var" in method.loss(model.model, batch, step=1)[1]) == (form == "pooled")
+        losses[form, weight] = float(loss), logs.get("circuit_invariance")
+    assert losses["invariance", 0.0][0] == pytest.approx(losses["pooled", 0.0][0], rel=1e-5)  # same L_aug
+    penalty = losses["invariance", 3.0][1]
+    assert penalty > 0 and losses["invariance", 3.0][0] == pytest.approx(
+        losses["pooled", 0.0][0] + 3.0 * penalty, rel=1e-4
+    )
+    with pytest.raises(ValueError, match="turn augmentation on"):
+        CartConfig(circuit_reg_form="invariance", augmentation=False)

@@ -38,6 +38,7 @@ from cartrm.vulnerability.result import VulnerabilityReport
 
 ARTIFACTS = "cart"
 AUGMENTED = "augmented"  # marks L_aug's pass among a batch's passes
+INVARIANCE = "invariance"  # L_aug's pass also holds the source pairs (the invariance form of eq. 12)
 ASSESS_SENSITIVITY_EXAMPLES = 16
 AUG_CLUSTER_SIZE, AUG_MAX_CLUSTERS = 20, 10  # per_group replacement words on data without a group column
 
@@ -93,7 +94,7 @@ class CircuitAwareTraining(BradleyTerry):
         self.augmented: list[Any] = []
         self.artifacts: str | None = None
         self._last_step = -1
-        self._aug_grad_norm: float | None = None
+        self._aug_grad_norms: dict[str, float] = {}
         if context.circuits is not None:
             circuits = context.circuits
             self._set_targets(circuits, self._target_ids(circuits, context.vulnerability), step=0)
@@ -130,15 +131,12 @@ class CircuitAwareTraining(BradleyTerry):
     def loss(self, module: Any, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         cart = self.config.cart
         measure = bool(cart.grad_norm_every) and (step + 1) % cart.grad_norm_every == 0
-        if AUGMENTED in batch:  # eq. 11: the Bradley–Terry loss on the kept augmentations of the batch's tail pairs
-            losses, _ = pairwise_losses(reward_forward(module, batch), batch)
-            aug_loss = cart.aug_weight * self._augmentation_share(losses, batch, step)
-            if measure:
-                self._aug_grad_norm = _grad_norms(module, {"aug": aug_loss})["aug"]
-            return aug_loss, {"aug_loss": losses.mean().item(), "loss": aug_loss.item()}
+        if AUGMENTED in batch:
+            return self._augmentation_loss(module, batch, step, measure)
         tail_rows = bool(batch["is_tail"].any())
         dropout = self._circuit_dropout(batch, step) if cart.circuit_dropout and self.targets and tail_rows else {}
-        if (cart.circuit_reg and self.targets and tail_rows) or dropout:
+        regularise = cart.circuit_reg and cart.circuit_reg_form != "invariance" and bool(self.targets) and tail_rows
+        if regularise or dropout:
             with ActivationCapture(
                 _unwrap(module), self.sites, self.pooling, keep_grad=True, interventions=dropout
             ) as capture:
@@ -148,7 +146,7 @@ class CircuitAwareTraining(BradleyTerry):
             rewards = reward_forward(module, batch)
         variance = (
             self._circuit_term(capture.pooled, batch["is_tail"].to(rewards.device), "score" in batch)
-            if cart.circuit_reg and self.targets and tail_rows
+            if regularise
             else None
         )
         loss, logs = self.preference_loss(rewards, batch, step)
@@ -166,8 +164,8 @@ class CircuitAwareTraining(BradleyTerry):
         """Each term's gradient norm (this pass; L_aug's from its own pass of the same step) and its share of
         their sum: how much of an update each term drives."""
         norms = _grad_norms(module, terms)
-        if self._aug_grad_norm is not None:
-            norms["aug"], self._aug_grad_norm = self._aug_grad_norm, None
+        norms |= self._aug_grad_norms
+        self._aug_grad_norms = {}
         total = sum(norms.values()) or 1.0
         return {f"grad_norm/{k}": v for k, v in norms.items()} | {
             f"grad_share/{k}": v / total for k, v in norms.items()
@@ -188,6 +186,34 @@ class CircuitAwareTraining(BradleyTerry):
             keep = torch.cat([(~drop[:, [i]]).expand(-1, len(local)) for i, local in parts], dim=1)
             interventions[site.name] = drop_features(indices, keep)
         return interventions
+
+    def _augmentation_loss(
+        self, module: Any, batch: dict[str, torch.Tensor], step: int, measure: bool
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """eq. 11: the Bradley–Terry loss on the kept augmentations of the batch's tail pairs; with the invariance
+        form of eq. 12 their source pairs ride along and λ Σ_c mean (a_c(x̃) − a_c(x))² is added."""
+        cart = self.config.cart
+        if INVARIANCE not in batch:
+            losses, _ = pairwise_losses(reward_forward(module, batch), batch)
+            aug_loss = cart.aug_weight * self._augmentation_share(losses, batch, step)
+            if measure:
+                self._aug_grad_norms = _grad_norms(module, {"aug": aug_loss})
+            return aug_loss, {"aug_loss": losses.mean().item(), "loss": aug_loss.item()}
+        with ActivationCapture(_unwrap(module), self.sites, self.pooling, keep_grad=True) as capture:
+            capture.set_mask(pooling_mask(batch))
+            rewards = reward_forward(module, batch)
+        edited = rewards[: len(rewards) // 2]  # augmented chosen, augmented rejected; then their sources' texts
+        losses, _ = pairwise_losses(edited, batch)
+        penalty = circuit_invariance(capture.pooled, self.targets)
+        terms = {
+            "aug": cart.aug_weight * self._augmentation_share(losses, batch, step),
+            "circuit": cart.circuit_reg_weight * penalty,
+        }
+        if measure:
+            self._aug_grad_norms = _grad_norms(module, terms)
+        loss = terms["aug"] + terms["circuit"]
+        logs = {"aug_loss": losses.mean().item(), "circuit_invariance": penalty.item()}
+        return loss, logs | {"loss": loss.item()}
 
     def _augmentation_share(self, losses: torch.Tensor, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         """L_aug before ``aug_weight``: its own mean (``separate_mean``), or each augmented pair weighted like a tail
@@ -237,8 +263,11 @@ class CircuitAwareTraining(BradleyTerry):
         if not rows:
             return None
         n = len(self.augmented)
-        batch = self.reward_model.collate(self.aug_encoded, rows + [r + n for r in rows])
-        return {**batch, "margin": torch.zeros(len(rows)), "index": torch.tensor(rows), AUGMENTED: torch.tensor(True)}
+        invariance = self.config.cart.circuit_reg and self.config.cart.circuit_reg_form == "invariance"
+        sides = 4 if invariance else 2  # augmented chosen, rejected (and their sources' chosen, rejected)
+        batch = self.reward_model.collate(self.aug_encoded, [r + side * n for side in range(sides) for r in rows])
+        flags = {AUGMENTED: torch.tensor(True)} | ({INVARIANCE: torch.tensor(True)} if invariance else {})
+        return {**batch, "margin": torch.zeros(len(rows)), "index": torch.tensor(rows), **flags}
 
     def _target_ids(self, circuits: Circuits, report: VulnerabilityReport | None) -> list[str]:
         cart = self.config.cart
@@ -305,10 +334,14 @@ class CircuitAwareTraining(BradleyTerry):
         for row, pair in enumerate(augmented):
             self.aug_rows.setdefault(pair.source, []).append(row)
         if augmented:
-            prompts = [a.prompt for a in augmented]
-            self.aug_encoded = self.reward_model.encode(
-                prompts * 2, [a.chosen for a in augmented] + [a.rejected for a in augmented]
-            )
+            prompts = [a.prompt for a in augmented] * 2
+            responses = [a.chosen for a in augmented] + [a.rejected for a in augmented]
+            if self.config.cart.circuit_reg and self.config.cart.circuit_reg_form == "invariance":
+                rendered = self.dataset.render(self.reward_model.tokenizer)
+                sources = [rendered[a.source] for a in augmented]
+                prompts += [p.prompt for p in sources] * 2
+                responses += [p.chosen for p in sources] + [p.rejected for p in sources]
+            self.aug_encoded = self.reward_model.encode(prompts, responses)
         self.artifacts = str(folder)
 
     def _augment(self, circuits: Circuits, targets: list[TargetCircuit], features: FeatureIndex) -> list[Any]:
@@ -386,6 +419,17 @@ class CircuitAwareTraining(BradleyTerry):
         folder = Path(self.context.output_dir) / ARTIFACTS / f"step-{step}"
         report.save(folder / "vulnerability.json")
         self._set_targets(circuits, self._target_ids(circuits, report), step)
+
+
+def circuit_invariance(pooled: dict[str, torch.Tensor], targets: list[TargetCircuit]) -> torch.Tensor:
+    """eq. 12, invariance form, without λ: Σ_c mean over text pairs of (a_c(x̃) − a_c(x))², the rows holding
+    edited texts x̃ first and their originals x, in the same order, second."""
+    total = next(iter(pooled.values())).new_zeros(())
+    for target in targets:
+        parts = [pooled[name][:, torch.as_tensor(local)] for name, local in target.by_site.items()]
+        edited, original = torch.cat(parts, dim=1).mean(dim=1).chunk(2)
+        total = total + ((edited - original) ** 2).mean()
+    return total
 
 
 def _grad_norms(module: Any, terms: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -62,11 +62,12 @@ class CartConfig(BaseModel):
         description="every N optimizer steps, log each loss term's gradient norm and its share of their sum "
         "(grad_norm/*, grad_share/*; costs a backward pass per term on those steps; 0: never)",
     )
-    circuit_reg_form: Literal["pooled", "within_sides"] = Field(
+    circuit_reg_form: Literal["pooled", "within_sides", "invariance"] = Field(
         "pooled",
         description="eq. 12's variance over the batch's tail texts: pooled (chosen and rejected together, as "
-        "written; the chosen-rejected gap then counts as variance, so the term fights the preference) or "
-        "within_sides (the mean of the variance over chosen texts and over rejected texts)",
+        "written; the chosen-rejected gap then counts as variance, so the term fights the preference), "
+        "within_sides (the mean of the variance over chosen texts and over rejected texts), or invariance "
+        "(λ Σ_c mean (a_c(x̃) − a_c(x))² between each kept augmentation and its source text; needs augmentation)",
     )
     progressive: bool = Field(True, description="progressive tail weights (eq. 13)")
     progressive_eta: float | None = Field(
@@ -96,6 +97,10 @@ class CartConfig(BaseModel):
 
     @model_validator(mode="after")
     def _dropout_or_regulariser(self) -> CartConfig:
+        if self.circuit_reg and self.circuit_reg_form == "invariance" and not self.augmentation:
+            raise ValueError(
+                "circuit_reg_form invariance compares augmentations with their sources: turn augmentation on"
+            )
         if self.circuit_dropout and self.circuit_reg:
             raise ValueError(
                 "circuit_dropout replaces the circuit regulariser (eq. 12 would read the dropped activations): "
