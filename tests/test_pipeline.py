@@ -322,3 +322,17 @@ def test_a_tuned_method_trains_its_grid_selects_on_validation_and_tests_only_the
     assert "Tuning (validation)" in (config.directory / "report.html").read_text()
     monkeypatch.setattr(pipeline, "train", _no_training)
     assert run_experiment(config, progress=False).methods["reweight"].tuning == results.methods["reweight"].tuning
+
+
+def test_the_documented_tuning_grid_is_a_valid_budget_for_the_standard_preset():
+    from pathlib import Path
+
+    from cartrm.experiments.pipeline import variant_config
+    from cartrm.io import read_yaml_mapping
+
+    grid = read_yaml_mapping(Path(__file__).parents[1] / "docs" / "experiments" / "cart-tuned-grid.yaml", "--tune", "")
+    config = RunConfig.preset("standard", methods=("bt", "reweight", "ensemble-mean", "cart"), tune=grid)
+    assert set(config.tune) == {"bt-continued", "reweight", "cart"} and {len(g) for g in config.tune.values()} == {4}
+    variants = [variant_config(config.train, overrides) for overrides in config.tune["cart"]]
+    assert {v.cart.circuit_reg_form for v in variants} == {"within_sides", "invariance", "pooled"}
+    assert all(v.cart.tail_sampling == "add" and v.cart.aug_vocabulary == "per_group" for v in variants)
