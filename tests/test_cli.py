@@ -367,21 +367,8 @@ def test_discover_then_assess_on_a_planted_model(tmp_path):
 
 @pytest.mark.slow
 def test_bound_sweep_on_a_tiny_model(tmp_path):
-    result = invoke(
-        "bound",
-        "--out",
-        tmp_path / "b",
-        "--model",
-        "tiny-bert",
-        "--tail-sizes",
-        "8,16,32",
-        "--n-head",
-        32,
-        "--n-test-tail",
-        40,
-        "--epochs",
-        1,
-    )
+    (tmp_path / "bound.yaml").write_text("model: tiny-bert\ntail_sizes: [8, 16, 32]\nn_head: 32\nepochs: 1\n")
+    result = invoke("bound", "--out", tmp_path / "b", "--config", tmp_path / "bound.yaml", "--n-test-tail", 40)
     assert result.exit_code == 0, result.output
     sweep = json.loads((tmp_path / "b" / "bound.json").read_text())
     assert [p["n_tail"] for p in sweep["points"]] == [8, 16, 32]
@@ -395,6 +382,10 @@ def test_bound_sweep_on_a_tiny_model(tmp_path):
 def test_ensemble_trains_members_and_saves_a_loadable_ensemble(benchmark_file, tmp_path):
     from cartrm.models import load_reward_model
 
+    settings = (
+        "model: tiny-bert\nmethod: bt\nmembers: 2\nmax_steps: 2\nbatch_size: 8\nmax_length: 32\noverlap_pairs: 16\n"
+    )
+    (tmp_path / "ensemble.yaml").write_text(settings)
     result = invoke(
         "ensemble",
         "--data",
@@ -403,20 +394,12 @@ def test_ensemble_trains_members_and_saves_a_loadable_ensemble(benchmark_file, t
         tmp_path / "e",
         "--tail-by",
         "label:is_tail",
-        "--model",
-        "tiny-bert",
-        "--method",
-        "bt",
-        "--members",
-        2,
-        "--max-steps",
-        2,
-        "--batch-size",
-        8,
-        "--max-length",
-        32,
+        "--config",
+        tmp_path / "ensemble.yaml",
     )
     assert result.exit_code == 0, result.output
+    member = json.loads((tmp_path / "e" / "members" / "member-1" / "train_config.json").read_text())
+    assert (member["max_steps"], member["batch_size"], member["seed"], member["method"]) == (2, 8, 1, "bt")
     ensemble = load_reward_model(tmp_path / "e" / "ensemble")
     assert len(ensemble.members) == 2 and abs(sum(ensemble.alpha) - 1) < 1e-9
     result = invoke(
