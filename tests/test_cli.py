@@ -338,7 +338,7 @@ def test_discover_then_assess_on_a_planted_model(tmp_path):
     assert result.exit_code == 0, result.output
     discovered = json.loads((tmp_path / "d" / "circuits.json").read_text())["config"]
     assert (discovered["top_k"], discovered["patch_pairs"], discovered["n_permutations"]) == (8, 0, 50)
-    (tmp_path / "assess.yaml").write_text("sensitivity_examples: 8\nweights: [0.2, 0.5, 0.3]\nthreshold: 0.0\n")
+    (tmp_path / "assess.yaml").write_text("sensitivity_examples: 8\nweights: [0.2, 0.5, 0.3]\nvuln_threshold: 0.0\n")
     result = invoke(
         "assess",
         *common,

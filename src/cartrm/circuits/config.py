@@ -41,7 +41,7 @@ class DiscoveryConfig(BaseModel):
         "resample", description="patch mode tested against the null: zero, head_mean, resample"
     )
     batch_size: int = Field(32, gt=0, description="sequences per forward pass")
-    seed: int = Field(0, description="fixes the pair subset, permutations, nulls and patching pairs")
+    seed: int = Field(0, ge=0, description="fixes the pair subset, permutations, nulls and patching pairs")
 
     @field_validator("sites")
     @classmethod

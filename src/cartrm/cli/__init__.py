@@ -382,9 +382,8 @@ def bound(
     _check_out(out)
     from cartrm.experiments.sweep import plot_bound_sweep, run_bound_sweep
 
-    sweep_settings = settings_of(BoundSweepConfig, settings)
-    training = TrainConfig(**settings_of(TrainConfig, settings), seed=sweep_settings["seed"])
-    config = BoundSweepConfig(**sweep_settings, train=training)
+    training = TrainConfig(**settings_of(TrainConfig, settings))  # its seed is the sweep's (one --seed)
+    config = BoundSweepConfig(**settings_of(BoundSweepConfig, settings), train=training)
     sweep = run_bound_sweep(config, out)
     sweep.save(out / "bound.json")
     plot_bound_sweep(sweep, out / "bound.png")

@@ -26,7 +26,7 @@ class EnsembleConfig(BaseModel):
         description="fit α only with at least this many validation tail examples; fewer: uniform weights and a "
         "warning (an α fit on a handful of pairs picks members by noise)",
     )
-    seed: int = Field(0, description="member i trains with seed + i")
+    seed: int = Field(0, ge=0, description="member i trains with seed + i")
     train: TrainConfig = Field(default_factory=TrainConfig)
     top_neurons: int = Field(64, ge=2, description="strongest tail neurons per member compared by circuit_overlap")
     overlap_pairs: int = Field(256, ge=2, description="training pairs on which each member's tail neurons are found")
@@ -45,6 +45,6 @@ class BoundSweepConfig(BaseModel):
     n_test_head: int = Field(300, gt=0, description="head pairs in the shared test split")
     n_test_tail: int = Field(600, gt=0, description="tail pairs in the shared test split")
     delta: float = Field(0.05, gt=0, lt=1, description="δ of the bound's complexity term sqrt(|C|·log(1/δ)/N)")
-    seed: int = Field(0, description="benchmark, tail order, training and discovery seed")
+    seed: int = Field(0, ge=0, description="benchmark, tail order, training and discovery seed")
     train: TrainConfig = TrainConfig(epochs=1, learning_rate=1e-4, max_length=128)
     discovery: DiscoveryConfig = DiscoveryConfig(patch_pairs=0, n_permutations=0)
