@@ -1,8 +1,9 @@
 """Activation capture: named sites, hooks that read/write, pooling over response tokens. Submodules load on first use
 (they need torch), so the ``cart`` command starts fast."""
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cartrm.lazy import lazy_attributes
 
 _LAZY = {
     "POOLINGS": "cartrm.capture.hooks",
@@ -44,9 +45,4 @@ if TYPE_CHECKING:
     from cartrm.capture.sites import ARCHITECTURES, SITE_KINDS, Site, list_sites, parse_site_kinds
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'cartrm.capture' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -1,8 +1,9 @@
 """Phase 1 of CART (§3.3): array-level statistics of circuit discovery over streamed, pooled activations. Submodules
 load on first use (they need torch), so the ``cart`` command starts fast."""
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cartrm.lazy import lazy_attributes
 
 _LAZY = {
     "Decomposition": "cartrm.circuits.decomposition",
@@ -76,9 +77,4 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'cartrm.circuits' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
