@@ -190,7 +190,7 @@ def test_run_takes_the_user_split_for_user_data_only(tmp_path, benchmark_file, m
     assert result.exit_code == 1 and "apply to --data" in result.output
 
 
-def test_run_takes_tuning_grids_from_a_yaml_file(tmp_path, monkeypatch):
+def test_run_takes_tuning_grids_and_ablations_from_yaml_files(tmp_path, monkeypatch):
     import cartrm.experiments.pipeline
 
     taken = []
@@ -208,6 +208,13 @@ def test_run_takes_tuning_grids_from_a_yaml_file(tmp_path, monkeypatch):
     grids.write_text("cart:\n  - {cart: {circuit_reg_weight: 0.1}}\n")
     result = invoke("run", "--preset", "standard", "--tune", grids, "--out", tmp_path / "r2")
     assert result.exit_code == 1 and "missing bt-continued" in result.output
+    ablations = tmp_path / "ablations.yaml"
+    ablations.write_text("no-aug: {cart: {augmentation: false}}\ncold: {warm_start: false}\n")
+    result = invoke("run", "--preset", "standard", "--ablate", ablations, "--out", tmp_path / "r3")
+    assert result.exit_code == 0, result.output
+    assert taken[-1].ablated_methods == ("cart-no-aug", "cart-cold")
+    result = invoke("run", "--preset", "standard", "--ablate", tmp_path / "missing.yaml", "--out", tmp_path / "r4")
+    assert result.exit_code == 1 and "--ablate" in result.output and "no such file" in result.output
 
 
 def test_run_rejects_data_without_a_tail_spec(tmp_path, benchmark_file):

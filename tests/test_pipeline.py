@@ -336,3 +336,89 @@ def test_the_documented_tuning_grid_is_a_valid_budget_for_the_standard_preset():
     variants = [variant_config(config.train, overrides) for overrides in config.tune["cart"]]
     assert {v.cart.circuit_reg_form for v in variants} == {"within_sides", "invariance", "pooled"}
     assert all(v.cart.tail_sampling == "add" and v.cart.aug_vocabulary == "per_group" for v in variants)
+
+
+@pytest.mark.slow
+def test_ablations_change_one_setting_of_the_selected_cart_and_start_where_cart_starts(tmp_path, monkeypatch):
+    from cartrm.models import RewardModel
+
+    grid = {
+        "bt-continued": [{"learning_rate": 1e-3}, {"learning_rate": 2e-3}],
+        "cart": [{"cart": {"circuit_reg_weight": 0.5}}, {"cart": {"circuit_reg_weight": 2.0}}],
+    }
+    ablations = {"no-aug": {"cart": {"augmentation": False}}, "same": {}, "cold": {"warm_start": False}}
+    settings = {**TINY, "bon_prompts": 0}
+    config = RunConfig(
+        name="a", out_root=tmp_path, methods=("cart",), continue_steps=3, tune=grid, ablations=ablations, **settings
+    )
+    started = {}
+    original = pipeline.train
+
+    def recording(model, data, training, out, *args, **kwargs):
+        started[out.name] = (model.fingerprint(), training)
+        return original(model, data, training, out, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train", recording)
+    results = run_experiment(config, progress=False)
+    models = config.directory / "seed-0" / "models"
+    chosen = json.loads((models / "cart" / "tuning.json").read_text())["chosen"]
+    cart = started[str(chosen)][1]  # the selected variant's settings
+    bt_start = RewardModel.load(models / "bt").fingerprint()
+    assert cart.cart.circuit_reg_weight == grid["cart"][chosen]["cart"]["circuit_reg_weight"]
+    start, no_aug = started["cart-no-aug"]
+    assert start == bt_start and no_aug.cart.augmentation is False
+    assert no_aug.model_copy(update={"cart": no_aug.cart.model_copy(update={"augmentation": True})}) == cart
+    start, cold = started["cart-cold"]
+    assert start != bt_start and start == RewardModel.load("tiny-bert", seed=0).fingerprint()  # the base model
+    assert cold.max_steps == TINY["train"].max_steps + 3  # bt's steps plus the continued ones
+    assert "cart-same" not in started  # cart's own settings: cart's model, not a retraining
+    assert RewardModel.load(models / "cart-same").fingerprint() == RewardModel.load(models / "cart").fingerprint()
+    assert {"cart-no-aug", "cart-same", "cart-cold"} <= set(results.methods)
+    assert not results.methods["cart-no-aug"].bon and results.methods["cart-no-aug"].n_pairs["tail"] == [24]
+    assert {(c.method, c.baseline) for c in results.comparisons} >= {("cart", "cart-no-aug"), ("cart", "cart-cold")}
+    assert "cart-no-aug" in results.setup["ablations"]
+    monkeypatch.setattr(pipeline, "train", _no_training)
+    assert run_experiment(config, progress=False).methods["cart-cold"] == results.methods["cart-cold"]
+
+
+def test_ablations_are_checked_before_anything_runs():
+    ok = RunConfig(methods=("cart",), continue_steps=2, ablations={"no-aug": {"cart": {"augmentation": False}}})
+    assert ok.ablated_methods == ("cart-no-aug",)
+    with pytest.raises(ValueError, match="add cart"):
+        RunConfig(methods=("bt",), ablations={"no-aug": {"cart": {"augmentation": False}}})
+    with pytest.raises(ValueError, match="not a method's"):
+        RunConfig(methods=("cart",), ablations={"ensemble": {}})  # cart-ensemble is a method
+    with pytest.raises(ValueError, match="not a method's"):
+        RunConfig(methods=("cart",), ablations={"No Aug": {}})
+    with pytest.raises(ValueError, match="warm-started cart"):
+        RunConfig(methods=("cart",), ablations={"cold": {"warm_start": False}})
+    with pytest.raises(ValueError, match="true or false"):
+        RunConfig(methods=("cart",), continue_steps=2, ablations={"cold": {"warm_start": "no"}})
+    with pytest.raises(ValueError, match="augmentaton"):
+        RunConfig(methods=("cart",), ablations={"typo": {"cart": {"augmentaton": False}}})
+    invariance = [{"cart": {"circuit_reg_form": "invariance"}}]
+    with pytest.raises(ValueError, match="turn augmentation on"):  # checked against every variant cart may select
+        RunConfig(
+            methods=("cart",),
+            continue_steps=2,
+            tune={"bt-continued": [{}], "cart": invariance},
+            ablations={"no-aug": {"cart": {"augmentation": False}}},
+        )
+
+
+def test_the_documented_ablations_each_change_the_tuned_cart(tmp_path):
+    from pathlib import Path
+
+    from cartrm.experiments.pipeline import variant_config
+    from cartrm.io import read_yaml_mapping
+
+    docs = Path(__file__).parents[1] / "docs" / "experiments"
+    grid = read_yaml_mapping(docs / "cart-tuned-grid.yaml", "--tune", "")
+    ablations = read_yaml_mapping(docs / "cart-ablations.yaml", "--ablate", "")
+    config = RunConfig.preset("standard", tune=grid, methods=("bt", "reweight", "cart"), ablations=ablations)
+    variants = [variant_config(config.train, overrides) for overrides in grid["cart"]]  # each valid (RunConfig)
+    for name, change in ablations.items():
+        if name == "cold":
+            assert change == {"warm_start": False}
+            continue
+        assert any(variant_config(v, change) != v for v in variants), name  # removes something some variant has

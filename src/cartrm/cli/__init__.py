@@ -457,6 +457,14 @@ def run(
             "each variant is trained and scored on validation, the test split scores only the selected one"
         ),
     ] = None,
+    ablate: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="YAML of ablations, name: {TrainConfig overrides} on top of cart's (selected) settings, or "
+            "'warm_start: false'; each runs as cart-NAME, tested and compared with cart "
+            "(docs/experiments/cart-ablations.yaml)"
+        ),
+    ] = None,
     test_share: Annotated[
         Optional[float],
         typer.Option(min=0.01, max=0.9, help="with --data: share of head and of tail pairs held out for test (0.1)"),
@@ -492,6 +500,8 @@ def run(
             overrides["seeds"] = tuple(int(v) for v in _floats(seeds, len(seeds.split(",")), "--seeds"))
         if tune is not None:
             overrides["tune"] = read_yaml_mapping(tune, "--tune", "method names to lists of settings")
+        if ablate is not None:
+            overrides["ablations"] = read_yaml_mapping(ablate, "--ablate", "ablation names to settings")
         split = {"test_share": test_share, "min_tail_test": min_tail_test}
         if data is not None:
             overrides |= {"data": _existing(data, "--data"), "tail_by": tail_by}

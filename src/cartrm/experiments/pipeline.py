@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import time
@@ -69,6 +70,7 @@ CIRCUIT_METHODS = ("cart", "cart-ensemble")
 CONTROLS = {"bt-continued": "bt"}  # method name -> the training method it runs (from the seed's trained bt model)
 WARM_STARTED = ("bt-continued", "cart")  # continue from bt when RunConfig.continue_steps > 0
 STAGE_MARKER = ".stage.json"
+ABLATION_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 SPLITS = ("train", "validation", "test")
 log = logging.getLogger("cartrm.run")
 
@@ -130,6 +132,14 @@ class RunConfig(BaseModel):
         "whose head accuracy is within this of the compute-matched control's",
     )
 
+    ablations: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="CART with one component changed: per name, TrainConfig overrides (a nested 'cart:' allowed) "
+        "applied on top of cart's settings (the selected variant's when cart is tuned); 'warm_start: false' trains "
+        "from the base model for bt's steps plus continue_steps instead. Each runs as the method cart-NAME from "
+        "cart's start and data, is scored on the test split (no best-of-n) and compared with cart",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _add_matched_control(cls, values: Any) -> Any:
@@ -188,8 +198,31 @@ class RunConfig(BaseModel):
                 variant_config(self.train, overrides)
         return self
 
+    @model_validator(mode="after")
+    def _valid_ablations(self) -> RunConfig:
+        if self.ablations and "cart" not in self.methods:
+            raise ValueError("ablations change cart's settings: add cart to the methods")
+        for name, overrides in self.ablations.items():
+            label = f"cart-{name}"
+            if not ABLATION_NAME.fullmatch(name) or label in METHODS or label in ENSEMBLES:
+                raise ValueError(
+                    f"ablation '{name}': use lower-case letters, digits and '-' in a name that is not a method's"
+                )
+            if not isinstance(overrides.get("warm_start", True), bool):
+                raise ValueError(f"ablation '{name}': warm_start is true or false")
+            if overrides.get("warm_start") is False and not self.continue_steps:
+                raise ValueError(f"ablation '{name}': warm_start: false needs a warm-started cart (continue_steps > 0)")
+            for cart in self.tune.get("cart", [{}]):  # any variant may be the selected one
+                variant_config(variant_config(self.train, cart), _without_start(overrides))
+        return self
+
     def warm_started(self, method: str) -> bool:
         return method in WARM_STARTED and self.continue_steps > 0
+
+    @property
+    def ablated_methods(self) -> tuple[str, ...]:
+        """The methods the ablations run as: cart-NAME per ablation."""
+        return tuple(f"cart-{name}" for name in self.ablations)
 
     @classmethod
     def preset(cls, kind: str, /, **overrides) -> RunConfig:
@@ -333,6 +366,12 @@ class SeedRun:
             outcome.reports[method], outcome.correct[method] = self._evaluated(method, model)
             if self.config.uses_benchmark and self.config.bon_prompts:
                 outcome.bon[method] = self._best_of_n(method, model)
+        for name, overrides in self.config.ablations.items():
+            label = f"cart-{name}"
+            model, outcome.train_seconds[label] = self._ablated(label, overrides)
+            if self.config.uses_benchmark:
+                outcome.augmentation[label] = self._augmentation_audit(label)
+            outcome.reports[label], outcome.correct[label] = self._evaluated(label, model)
         if "cart" in self.config.methods and (self.root / "analysis" / "vulnerability.json").exists():
             outcome.stability = self._stability()
         return outcome
@@ -357,13 +396,17 @@ class SeedRun:
 
     # -- training -----------------------------------------------------------------------------------------
 
+    def _training_of(self, method: str) -> TrainConfig:
+        """The run's training settings as ``method`` uses them (before tuning)."""
+        return self.train_config.model_copy(
+            update={"method": CONTROLS.get(method, method)}
+            | ({"max_steps": self.config.continue_steps} if self.config.warm_started(method) else {})
+        )
+
     def _trained(self, method: str) -> tuple[RewardModel | EnsembleRewardModel, float]:
         folder = self.root / "models" / method
         warm = self.config.warm_started(method)
-        training = self.train_config.model_copy(
-            update={"method": CONTROLS.get(method, method)}
-            | ({"max_steps": self.config.continue_steps} if warm else {})
-        )
+        training = self._training_of(method)
         circuits, report = self._analysis() if method in CIRCUIT_METHODS else (None, None)
         upstream = _stage_key(self.root / "analysis") if method in CIRCUIT_METHODS else None  # circuits are inputs too
         key = _digest(
@@ -461,6 +504,50 @@ class SeedRun:
         _stage_finish(folder, key, seconds=seconds)
         return RewardModel.load(folder), seconds
 
+    def _ablated(self, label: str, overrides: dict[str, Any]) -> tuple[RewardModel, float]:
+        """CART with one component changed (:attr:`RunConfig.ablations`): cart's settings, the selected
+        variant's when cart is tuned, with ``overrides``, trained from cart's start on the same data and circuits.
+        Settings identical to cart's reuse cart's model (training is seeded, so it would be the same model)."""
+        cart, folder = self._cart_as_trained(), self.root / "models" / label
+        warm = overrides.get("warm_start", True) and self.config.warm_started("cart")
+        training = variant_config(cart, _without_start(overrides))
+        if not warm and self.config.warm_started("cart"):
+            steps = json.loads((self.root / "models" / "bt" / "train_result.json").read_text())["global_step"]
+            training = training.model_copy(update={"max_steps": steps + self.config.continue_steps})
+        key = _digest(_stage_key(self.root / "models" / "cart"), training, warm)
+        if _stage_done(folder, key):
+            log.info("seed %d: %s already trained, skipping", self.seed, label)
+            return RewardModel.load(folder), json.loads((folder / STAGE_MARKER).read_text())["seconds"]
+        shutil.rmtree(folder, ignore_errors=True)
+        started = time.time()
+        if warm and training == cart:
+            log.info("seed %d: %s has cart's settings; cart's model is reused", self.seed, label)
+            shutil.copytree(self.root / "models" / "cart", folder, ignore=shutil.ignore_patterns("variants"))
+        else:
+            circuits, report = self._analysis()
+            with _logged(f"seed {self.seed}: training {label}"):
+                model = RewardModel.load(self.root / "models" / "bt" if warm else self.config.model, seed=self.seed)
+                train(
+                    model,
+                    self.splits["train"],
+                    training,
+                    folder,
+                    tail=self.tails["train"],
+                    circuits=circuits,
+                    vulnerability=report,
+                    progress=self.progress,
+                )
+        _stage_finish(folder, key, seconds=time.time() - started)
+        return RewardModel.load(folder), json.loads((folder / STAGE_MARKER).read_text())["seconds"]
+
+    def _cart_as_trained(self) -> TrainConfig:
+        """cart's training settings in this seed: the selected variant's when cart is tuned."""
+        training = self._training_of("cart")
+        if "cart" not in self.config.tune:
+            return training
+        chosen = json.loads((self.root / "models" / "cart" / "tuning.json").read_text())["chosen"]
+        return variant_config(training, self.config.tune["cart"][chosen])
+
     def _validation_scorer(self):
         return accuracy_scorer(self.splits["validation"], self.tails["validation"].mask)
 
@@ -478,9 +565,12 @@ class SeedRun:
     def _augmentation_audit(self, method: str) -> dict[str, dict[str, float]]:
         """Per transform, the kept augmentations' gold agreement recomputed from their edited text and the share
         that carry another domain's words (``benchmarks.longtail.augmentation_audit``); {} without any."""
+        folder = self.root / "models" / method
+        if (folder / "tuning.json").exists():  # the tested model's augmentations, not every variant's
+            folder = folder / "variants" / str(json.loads((folder / "tuning.json").read_text())["chosen"])
         kept = [
             json.loads(line)
-            for path in sorted((self.root / "models" / method).rglob("augmented.jsonl"))
+            for path in sorted(folder.rglob("augmented.jsonl"))
             for line in path.read_text().splitlines()
             if line.strip()
         ]
@@ -711,6 +801,11 @@ def variant_config(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     for name, value in overrides.items():
         values[name] = {**values[name], **value} if name == "cart" and isinstance(value, dict) else value
     return TrainConfig.model_validate(values)
+
+
+def _without_start(overrides: dict[str, Any]) -> dict[str, Any]:
+    """An ablation's TrainConfig overrides: all but its ``warm_start`` switch."""
+    return {k: v for k, v in overrides.items() if k != "warm_start"}
 
 
 def select_variant(scores: list[dict[str, float]], control: dict[str, float], tolerance: float) -> int:

@@ -24,8 +24,9 @@ PHASE_PLOTS = {
 
 
 def aggregate(config, outcomes: Sequence, total_seconds: float) -> RunResults:
-    methods = {m: _method_results(m, outcomes) for m in config.methods}
-    comparisons = _comparisons(config.methods, outcomes)
+    labels = (*config.methods, *config.ablated_methods)
+    methods = {m: _method_results(m, outcomes) for m in labels}
+    comparisons = _comparisons(labels, outcomes)
     first = config.directory / f"seed-{outcomes[0].seed}"
     artifacts = {
         name: str(Path(first.name) / "analysis" / file)
@@ -218,7 +219,15 @@ def _setup(config) -> dict[str, str]:
         if config.uses_benchmark and config.bon_prompts
         else "skipped",
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
-    }
+    } | _ablations(config)
+
+
+def _ablations(config) -> dict[str, str]:
+    """What each ablation changes in cart; the comparison cart − cart-NAME is what that change costs CART."""
+    if not config.ablations:
+        return {}
+    changes = "; ".join(f"cart-{name}: {overrides}" for name, overrides in config.ablations.items())
+    return {"ablations": f"{changes} (on cart's selected settings; cart − cart-NAME is what the change costs)"}
 
 
 def _notes(config, outcomes: Sequence, comparisons: Sequence[Comparison]) -> list[str]:
