@@ -435,18 +435,7 @@ class SeedRun:
                 model = self._train_ensemble(method, training, folder, circuits, report)
             else:
                 start = self.root / "models" / "bt" if warm else self.config.model
-                model = single = RewardModel.load(start, seed=self.seed)
-                train(
-                    single,
-                    self.splits["train"],
-                    training,
-                    folder,
-                    tail=self.tails["train"],
-                    circuits=circuits,
-                    vulnerability=report,
-                    evaluate=self._learning_curve() if training.eval_steps else None,
-                    progress=self.progress,
-                )
+                model = self._train_one(start, training, folder, circuits, report)
         seconds = time.time() - started
         _stage_finish(folder, key, seconds=seconds)
         return model, seconds
@@ -469,7 +458,7 @@ class SeedRun:
         if _stage_done(folder, key):
             log.info("seed %d: %s already tuned, skipping", self.seed, method)
             return RewardModel.load(folder), json.loads((folder / STAGE_MARKER).read_text())["seconds"]
-        start = self.root / "models" / "bt" if self.config.warm_started(method) else self.config.model
+        start: str | Path = self.root / "models" / "bt" if self.config.warm_started(method) else self.config.model
         variants = []
         for i, overrides in enumerate(grid):
             variant = folder / "variants" / str(i)
@@ -478,17 +467,7 @@ class SeedRun:
                 shutil.rmtree(variant, ignore_errors=True)
                 started = time.time()
                 with _logged(f"seed {self.seed}: tuning {method}, variant {i + 1} of {len(grid)}: {overrides}"):
-                    model = RewardModel.load(start, seed=self.seed)
-                    train(
-                        model,
-                        self.splits["train"],
-                        variant_config(training, overrides),
-                        variant,
-                        tail=self.tails["train"],
-                        circuits=circuits,
-                        vulnerability=report,
-                        progress=self.progress,
-                    )
+                    model = self._train_one(start, variant_config(training, overrides), variant, circuits, report)
                     scores = self._validation_scorer()(model)
                 _stage_finish(variant, variant_key, seconds=time.time() - started, validation=scores)
             marker = json.loads((variant / STAGE_MARKER).read_text())
@@ -503,6 +482,30 @@ class SeedRun:
         seconds = float(sum(v["seconds"] for v in variants))
         _stage_finish(folder, key, seconds=seconds)
         return RewardModel.load(folder), seconds
+
+    def _train_one(
+        self,
+        start: str | Path,
+        training: TrainConfig,
+        folder: Path,
+        circuits: Circuits | None,
+        report: VulnerabilityReport | None,
+    ) -> RewardModel:
+        """One model from ``start`` (the base model or a trained one) on the seed's training split into ``folder``,
+        with its validation learning curve when ``training.eval_steps`` is set."""
+        model = RewardModel.load(start, seed=self.seed)
+        train(
+            model,
+            self.splits["train"],
+            training,
+            folder,
+            tail=self.tails["train"],
+            circuits=circuits,
+            vulnerability=report,
+            evaluate=self._learning_curve() if training.eval_steps else None,
+            progress=self.progress,
+        )
+        return model
 
     def _ablated(self, label: str, overrides: dict[str, Any]) -> tuple[RewardModel, float]:
         """CART with one component changed (:attr:`RunConfig.ablations`): cart's settings, the selected
@@ -526,17 +529,8 @@ class SeedRun:
         else:
             circuits, report = self._analysis()
             with _logged(f"seed {self.seed}: training {label}"):
-                model = RewardModel.load(self.root / "models" / "bt" if warm else self.config.model, seed=self.seed)
-                train(
-                    model,
-                    self.splits["train"],
-                    training,
-                    folder,
-                    tail=self.tails["train"],
-                    circuits=circuits,
-                    vulnerability=report,
-                    progress=self.progress,
-                )
+                start = self.root / "models" / "bt" if warm else self.config.model
+                self._train_one(start, training, folder, circuits, report)
         _stage_finish(folder, key, seconds=time.time() - started)
         return RewardModel.load(folder), json.loads((folder / STAGE_MARKER).read_text())["seconds"]
 
