@@ -422,3 +422,32 @@ def test_the_documented_ablations_each_change_the_tuned_cart(tmp_path):
             assert change == {"warm_start": False}
             continue
         assert any(variant_config(v, change) != v for v in variants), name  # removes something some variant has
+
+
+def test_a_tuned_cart_s_audit_reads_the_selected_variant_s_augmentations(tmp_path):
+    from types import SimpleNamespace
+
+    data = make_longtail_dataset(BenchmarkConfig(n_train=20, n_validation=4, n_test_head=4, n_test_tail=4))
+    train = data.split("train")
+    folder = tmp_path / "models" / "cart"
+    for variant, rows in (("0", [0, 1, 2]), ("1", [3])):
+        step = folder / "variants" / variant / "cart" / "step-0"
+        step.mkdir(parents=True)
+        pairs = train.render(None)
+        lines = [
+            json.dumps(
+                {
+                    "transform": "rare_token",
+                    "prompt": pairs[i].prompt,
+                    "chosen": pairs[i].chosen,
+                    "rejected": pairs[i].rejected,
+                    "source": i,
+                }
+            )
+            for i in rows
+        ]
+        (step / "augmented.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "tuning.json").write_text(json.dumps({"chosen": 1}))
+    seed = SimpleNamespace(root=tmp_path, splits={"train": train})
+    audit = pipeline.SeedRun._augmentation_audit(seed, "cart")
+    assert sum(t["n"] for t in audit.values()) == 1  # variant 1's one augmentation, not all four
