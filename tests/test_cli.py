@@ -212,7 +212,7 @@ def test_run_takes_tuning_grids_and_ablations_from_yaml_files(tmp_path, monkeypa
     ablations.write_text("no-aug: {cart: {augmentation: false}}\ncold: {warm_start: false}\n")
     result = invoke("run", "--preset", "standard", "--ablate", ablations, "--out", tmp_path / "r3")
     assert result.exit_code == 0, result.output
-    assert taken[-1].ablated_methods == ("cart-no-aug", "cart-cold")
+    assert list(taken[-1].ablated_methods) == ["cart-no-aug", "cart-cold"]
     result = invoke("run", "--preset", "standard", "--ablate", tmp_path / "missing.yaml", "--out", tmp_path / "r4")
     assert result.exit_code == 1 and "--ablate" in result.output and "no such file" in result.output
 

@@ -383,7 +383,7 @@ def test_ablations_change_one_setting_of_the_selected_cart_and_start_where_cart_
 
 def test_ablations_are_checked_before_anything_runs():
     ok = RunConfig(methods=("cart",), continue_steps=2, ablations={"no-aug": {"cart": {"augmentation": False}}})
-    assert ok.ablated_methods == ("cart-no-aug",)
+    assert ok.ablated_methods == {"cart-no-aug": {"cart": {"augmentation": False}}}
     with pytest.raises(ValueError, match="add cart"):
         RunConfig(methods=("bt",), ablations={"no-aug": {"cart": {"augmentation": False}}})
     with pytest.raises(ValueError, match="not a method's"):

@@ -220,9 +220,9 @@ class RunConfig(BaseModel):
         return method in WARM_STARTED and self.continue_steps > 0
 
     @property
-    def ablated_methods(self) -> tuple[str, ...]:
-        """The methods the ablations run as: cart-NAME per ablation."""
-        return tuple(f"cart-{name}" for name in self.ablations)
+    def ablated_methods(self) -> dict[str, dict[str, Any]]:
+        """The methods the ablations run as, cart-NAME, with their overrides."""
+        return {f"cart-{name}": overrides for name, overrides in self.ablations.items()}
 
     @classmethod
     def preset(cls, kind: str, /, **overrides) -> RunConfig:
@@ -366,8 +366,7 @@ class SeedRun:
             outcome.reports[method], outcome.correct[method] = self._evaluated(method, model)
             if self.config.uses_benchmark and self.config.bon_prompts:
                 outcome.bon[method] = self._best_of_n(method, model)
-        for name, overrides in self.config.ablations.items():
-            label = f"cart-{name}"
+        for label, overrides in self.config.ablated_methods.items():
             model, outcome.train_seconds[label] = self._ablated(label, overrides)
             if self.config.uses_benchmark:
                 outcome.augmentation[label] = self._augmentation_audit(label)
@@ -531,8 +530,9 @@ class SeedRun:
             with _logged(f"seed {self.seed}: training {label}"):
                 start = self.root / "models" / "bt" if warm else self.config.model
                 self._train_one(start, training, folder, circuits, report)
-        _stage_finish(folder, key, seconds=time.time() - started)
-        return RewardModel.load(folder), json.loads((folder / STAGE_MARKER).read_text())["seconds"]
+        seconds = time.time() - started
+        _stage_finish(folder, key, seconds=seconds)
+        return RewardModel.load(folder), seconds
 
     def _cart_as_trained(self) -> TrainConfig:
         """cart's training settings in this seed: the selected variant's when cart is tuned."""

@@ -226,7 +226,7 @@ def _ablations(config) -> dict[str, str]:
     """What each ablation changes in cart; the comparison cart − cart-NAME is what that change costs CART."""
     if not config.ablations:
         return {}
-    changes = "; ".join(f"cart-{name}: {overrides}" for name, overrides in config.ablations.items())
+    changes = "; ".join(f"{label}: {overrides}" for label, overrides in config.ablated_methods.items())
     return {"ablations": f"{changes} (on cart's selected settings; cart − cart-NAME is what the change costs)"}
 
 
