@@ -177,9 +177,50 @@ def test_verdict_notes_that_several_comparisons_are_not_adjusted_for_multiple_te
             for m in ("tail_accuracy", "head_accuracy")
         ]
 
-    assert _notes(config, seeds, comparisons("bt")) == []
-    [note] = _notes(config, seeds, comparisons("bt", "reweight", "hidden-reg"))
+    assert _notes(config, seeds, comparisons("bt"), None) == []
+    [note] = _notes(config, seeds, comparisons("bt", "reweight", "hidden-reg"), None)
     assert "reads 1 comparison(s)" in note and "holds 6 tests" in note and "about 0.3 of them" in note
+
+
+def test_circuit_effects_are_read_against_the_baselines_tail_margin():
+    from cartrm.circuits.result import CircuitRecord, Circuits
+    from cartrm.report.aggregate import _circuit_effect
+    from cartrm.report.results import SeedStability, Stability
+
+    def record(id_, effect):
+        return CircuitRecord(
+            id=id_,
+            members=[],
+            coherence=0,
+            tail_delta=0,
+            tail_effect_size=0,
+            divergence=0,
+            decomposition_weight=0,
+            patch_effect=effect,
+        )
+
+    circuits = Circuits.model_construct(circuits=[record("c0", 0.02), record("c1", None), record("c2", 0.5)])
+    assert circuits.effect_share(["c0", "c1", "c2"], margin=2.0) == {"c0": 0.01, "c2": 0.25}  # c1 was not patched
+    assert circuits.effect_share(["c0"], margin=2.0) == {"c0": 0.01}
+    assert circuits.effect_share(["c0"], margin=0.0) == {}
+
+    def seed(s, share):
+        return SeedStability(
+            seed=s,
+            top_k=4,
+            baseline_vs_cart_jaccard=0.5,
+            targets=list(share),
+            vuln_before={},
+            vuln_after={},
+            effect_share=share,
+        )
+
+    def stability(*seeds):
+        return Stability(top_k=4, across_seeds_neuron_jaccard=None, across_seeds_circuit_jaccard=None, per_seed=seeds)
+
+    [note] = _circuit_effect(stability(seed(0, {"c0": 0.01, "c2": 0.25}), seed(1, {"c1": 0.03})))
+    assert "by 1.0–25.0% (median 3.0%)" in note and "(3 targets over 2 seed(s))" in note
+    assert _circuit_effect(None) == [] and _circuit_effect(stability(seed(0, {}))) == []
 
 
 def test_the_verdict_reads_each_cart_method_against_its_compute_matched_control():

@@ -8,6 +8,7 @@ import pytest
 
 import cartrm.experiments.pipeline as pipeline
 from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
+from cartrm.circuits.result import Circuits
 from cartrm.experiments.pipeline import RunConfig, run_experiment
 from cartrm.report.results import RunResults
 from cartrm.training import TrainConfig
@@ -229,7 +230,7 @@ def test_cart_stage_on_planted_circuits_records_stability(tmp_path):
     config = RunConfig(
         name="p",
         out_root=tmp_path,
-        methods=("cart",),
+        methods=("bt", "cart"),
         data=str(path),
         tail_by="label:is_tail",
         analysis_pairs=180,
@@ -239,6 +240,13 @@ def test_cart_stage_on_planted_circuits_records_stability(tmp_path):
     seed = results.stability.per_seed[0]
     assert seed.targets and set(seed.vuln_before) == set(seed.targets) == set(seed.vuln_after)
     assert 0.0 <= seed.baseline_vs_cart_jaccard <= 1.0
+    patched = {
+        c.id
+        for c in Circuits.load(config.directory / "seed-0" / "analysis" / "circuits.json").circuits
+        if c.patch_effect is not None
+    }
+    assert seed.effect_share and set(seed.effect_share) == patched & set(seed.targets)
+    assert all(share > 0 for share in seed.effect_share.values())
     assert (config.directory / "seed-0" / "models" / "cart" / "cart" / "step-0" / "augmented.jsonl").exists()
     assert not list(config.directory.rglob(".activations*"))  # the scratch activation caches are removed
 

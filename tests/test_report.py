@@ -79,6 +79,7 @@ def make_results(run_dir: Path) -> RunResults:
                 targets=["c0", "c2"],
                 vuln_before={"c0": 0.8, "c1": 0.3, "c2": 0.6},
                 vuln_after={"c0": 0.5 - 0.1 * s, "c2": 0.45},
+                effect_share={"c0": 0.007, "c2": 0.0123},
             )
             for s in SEEDS
         ],
@@ -131,7 +132,7 @@ def test_table_numbers_and_verdict(page, run):
     assert "cart − bt" in page
     assert "CART raises tail accuracy over BT (+0.041, p = 0.012) &amp; keeps head accuracy" in page
     assert page.index('class="verdict"') < page.index("<h2>Setup</h2>") < page.index("<h2>Results</h2>")
-    assert "1 h 02 min" in page and "c0: 0.800 → 0.500" in page
+    assert "1 h 02 min" in page and "c0: 0.800 → 0.500" in page and "c0: 0.7%; c2: 1.2%" in page
     assert '<td class="text">rare_token</td><td>40</td><td>0.900</td><td>0.250</td>' in page
     assert "head acc (n = 400)" in page and "tail gold acc (n = 790–800)" in page  # n next to every figure
 

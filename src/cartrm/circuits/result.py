@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from cartrm.circuits.config import DiscoveryConfig
@@ -98,6 +99,13 @@ class Circuits(Artifact):
     decomposition: DecompositionRecord | None
     null_mode: str
     attribution_rank_correlation: float | None
+
+    def effect_share(self, ids: Collection[str], margin: float) -> dict[str, float]:
+        """Each listed circuit's patch effect (mean |ΔR| per tail text) over ``margin``, a reward scale such as the
+        model's mean |reward margin| on tail pairs; circuits that were not patched are left out."""
+        if not margin > 0:
+            return {}
+        return {c.id: c.patch_effect / margin for c in self.circuits if c.id in ids and c.patch_effect is not None}
 
 
 def check_circuits_fit(circuits: Circuits, model: Any, source: str = "circuits.json") -> FeatureIndex:

@@ -310,6 +310,7 @@ class SeedOutcome:
     tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
     augmentation: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     stability: SeedStability | None = None
+    tail_margin: float | None = None  # bt's mean |reward margin| on the test split's tail pairs
 
 
 def run_experiment(config: RunConfig, progress: bool = True) -> RunResults:
@@ -373,6 +374,8 @@ class SeedRun:
             outcome.reports[label], outcome.correct[label] = self._evaluated(label, model)
         if "cart" in self.config.methods and (self.root / "analysis" / "vulnerability.json").exists():
             outcome.stability = self._stability()
+        if "bt" in self.config.methods:
+            outcome.tail_margin = self._tail_margin("bt")
         return outcome
 
     # -- data ---------------------------------------------------------------------------------------------
@@ -702,6 +705,13 @@ class SeedRun:
         return EvaluationReport.load(folder / "metrics.json"), self._correctness(
             np.array(scores["chosen"]), np.array(scores["rejected"])
         )
+
+    def _tail_margin(self, method: str) -> float:
+        """``method``'s mean |reward margin| over the test split's tail pairs: the reward scale that a circuit's
+        patch effect is read against."""
+        scores = json.loads((self.root / "eval" / method / "scores.json").read_text())
+        margins = np.abs(np.array(scores["chosen"]) - np.array(scores["rejected"]))
+        return float(margins[self.tails["test"].mask].mean())
 
     def _correctness(self, chosen: np.ndarray, rejected: np.ndarray) -> dict[str, np.ndarray]:
         from cartrm.evaluation.metrics import pairwise_correct

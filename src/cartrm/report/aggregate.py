@@ -35,6 +35,7 @@ def aggregate(config, outcomes: Sequence, total_seconds: float) -> RunResults:
     }
     if (config.directory / "bound" / "bound.png").exists():
         artifacts["bound"] = "bound/bound.png"
+    stability = _stability(config, outcomes)
     return RunResults(
         name=config.name,
         config=config.model_dump(mode="json"),
@@ -42,9 +43,9 @@ def aggregate(config, outcomes: Sequence, total_seconds: float) -> RunResults:
         seeds=list(config.seeds),
         methods=methods,
         comparisons=comparisons,
-        stability=_stability(config, outcomes),
+        stability=stability,
         verdict=verdict(comparisons),
-        notes=_notes(config, outcomes, comparisons),
+        notes=_notes(config, outcomes, comparisons, stability),
         artifacts=artifacts,
         total_seconds=total_seconds,
     )
@@ -175,8 +176,16 @@ def _stability(config, outcomes: Sequence) -> Stability | None:
         top_k=k,
         across_seeds_neuron_jaccard=circuit_overlap([top_tail_neurons(c, k) for c in circuits]) if multi else None,
         across_seeds_circuit_jaccard=_circuit_matching(circuits) if multi else None,
-        per_seed=[o.stability for o in outcomes if o.stability],
+        per_seed=[_with_effect_share(o, found) for o, found in zip(outcomes, circuits) if o.stability],
     )
+
+
+def _with_effect_share(outcome, circuits: Circuits):
+    """The seed's stability record with its targets' patch effects read against bt's tail margins."""
+    if outcome.tail_margin is None:
+        return outcome.stability
+    share = circuits.effect_share(outcome.stability.targets, outcome.tail_margin)
+    return outcome.stability.model_copy(update={"effect_share": share})
 
 
 def _circuit_matching(circuits: Sequence[Circuits], largest: int = 10) -> float:
@@ -230,7 +239,7 @@ def _ablations(config) -> dict[str, str]:
     return {"ablations": f"{changes} (on cart's selected settings; cart − cart-NAME is what the change costs)"}
 
 
-def _notes(config, outcomes: Sequence, comparisons: Sequence[Comparison]) -> list[str]:
+def _notes(config, outcomes: Sequence, comparisons: Sequence[Comparison], stability: Stability | None) -> list[str]:
     notes = []
     lines, tests = len({c.method for c in comparisons}), len(comparisons)
     if tests > 2:
@@ -240,6 +249,7 @@ def _notes(config, outcomes: Sequence, comparisons: Sequence[Comparison]) -> lis
             f"by chance alone about {SIGNIFICANCE * tests:.1f} of them would reach p < {SIGNIFICANCE}."
         )
     notes.extend(_power(comparisons))
+    notes.extend(_circuit_effect(stability))
     if not config.uses_benchmark:
         notes.append("User data: no gold reward and no response sampler, so gold accuracy and best-of-n are skipped.")
     if len(outcomes) == 1:
@@ -248,6 +258,19 @@ def _notes(config, outcomes: Sequence, comparisons: Sequence[Comparison]) -> lis
             "so they leave out how much a method varies from one training run to the next."
         )
     return notes
+
+
+def _circuit_effect(stability: Stability | None) -> list[str]:
+    """How large the targeted circuits' causal effect is next to the rewards' own scale, over every seed."""
+    shares = [share for seed in stability.per_seed for share in seed.effect_share.values()] if stability else []
+    if stability is None or not shares:
+        return []
+    return [
+        f"Patching a targeted circuit moves bt's reward of a tail text by {100 * min(shares):.1f}–"
+        f"{100 * max(shares):.1f}% (median {100 * float(np.median(shares)):.1f}%) of bt's mean |reward margin| on "
+        f"the tail test pairs ({len(shares)} targets over {len(stability.per_seed)} seed(s)): that is how much of "
+        "what decides a tail preference the circuit terms of CART act on."
+    ]
 
 
 def _power(comparisons: Sequence[Comparison]) -> list[str]:

@@ -322,11 +322,18 @@ def _stability(results: RunResults) -> str:
             fmt(s.baseline_vs_cart_jaccard),
             ", ".join(s.targets) or "–",
             "; ".join(f"{t}: {fmt(s.vuln_before.get(t))} → {fmt(s.vuln_after.get(t))}" for t in s.targets) or "–",
+            "; ".join(f"{t}: {100 * share:.1f}%" for t, share in s.effect_share.items()) or "–",
         ]
         for s in stability.per_seed
     ]
-    header = ["seed", f"top-{stability.top_k} Jaccard baseline vs CART", "targets", "Vuln before → after"]
-    table = _table(header, rows, frozenset({2, 3}))
+    header = [
+        "seed",
+        f"top-{stability.top_k} Jaccard baseline vs CART",
+        "targets",
+        "Vuln before → after",
+        "patch |ΔR| / bt's mean tail |margin|",
+    ]
+    table = _table(header, rows, frozenset({2, 3, 4}))
     return f"<h2>Stability</h2>\n<p>{escape(summary)}</p>\n{table}"
 
 

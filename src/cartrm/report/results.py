@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from cartrm.evaluation.bon import BoNCurve
 from cartrm.evaluation.statistics import PairedComparison, SeedSummary
 from cartrm.io import Artifact, Record
@@ -63,6 +65,12 @@ class SeedStability(Artifact):
     targets: list[str]
     vuln_before: dict[str, float]
     vuln_after: dict[str, float]
+    effect_share: dict[str, float] = Field(
+        default_factory=dict,
+        description="each target's patch effect (mean |ΔR| over tail texts, discovery's null mode) over the "
+        "baseline's mean |reward margin| on the test split's tail pairs: how much of what decides a tail preference "
+        "the targeted circuits carry (empty when the baseline was not scored on the test split)",
+    )
 
 
 class Stability(Record):
