@@ -346,6 +346,18 @@ def test_the_documented_tuning_grid_is_a_valid_budget_for_the_standard_preset():
     assert all(v.cart.tail_sampling == "add" and v.cart.aug_vocabulary == "per_group" for v in variants)
 
 
+def test_the_documented_real_text_grid_is_the_benchmark_grids_first_variant_for_each_method():
+    from pathlib import Path
+
+    from cartrm.io import read_yaml_mapping
+
+    docs = Path(__file__).parents[1] / "docs" / "experiments"
+    hh = read_yaml_mapping(docs / "cart-hh.yaml", "--tune", "")
+    benchmark = read_yaml_mapping(docs / "cart-tuned-grid.yaml", "--tune", "")
+    config = RunConfig.preset("standard", methods=("bt", "bt-continued", "cart"), tune=hh)
+    assert dict(config.tune) == {m: benchmark[m][:1] for m in hh}
+
+
 @pytest.mark.slow
 def test_ablations_change_one_setting_of_the_selected_cart_and_start_where_cart_starts(tmp_path, monkeypatch):
     from cartrm.models import RewardModel
