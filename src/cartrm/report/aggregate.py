@@ -262,8 +262,10 @@ def _notes(config, outcomes: Sequence, comparisons: Sequence[Comparison], stabil
 
 def _circuit_effect(stability: Stability | None) -> list[str]:
     """How large the targeted circuits' causal effect is next to the rewards' own scale, over every seed."""
-    shares = [share for seed in stability.per_seed for share in seed.effect_share.values()] if stability else []
-    if stability is None or not shares:
+    if stability is None:
+        return []
+    shares = [share for seed in stability.per_seed for share in seed.effect_share.values()]
+    if not shares:
         return []
     return [
         f"Patching a targeted circuit moves bt's reward of a tail text by {100 * min(shares):.1f}–"
