@@ -230,6 +230,8 @@ def test_the_verdict_reads_each_cart_method_against_its_compute_matched_control(
     assert matched_control("cart", ["bt", "reweight"]) == "bt"
     assert matched_control("cart", ["bt", "bt-continued", "reweight"]) == "bt-continued"
     assert matched_control("cart-ensemble", ["bt", "ensemble-mean"]) == "ensemble-mean"
+    assert matched_control("reweight-continued", ["bt", "bt-continued"]) == "bt-continued"
+    assert matched_control("reweight", ["bt", "bt-continued"]) == "bt"
     better, same = paired(np.ones(10), np.zeros(10)), paired(np.ones(10), np.ones(10))
     comparisons = [
         Comparison(method="cart", baseline=baseline, metric=metric, paired=better if baseline == "bt" else same)

@@ -189,17 +189,22 @@ def test_unknown_methods_are_refused():
 def test_a_warm_started_cart_brings_its_compute_matched_control():
     assert RunConfig(methods=("cart",), continue_steps=5).methods == ("bt", "bt-continued", "cart")
     with_reweight = RunConfig(methods=("reweight", "cart"), continue_steps=5)
-    assert with_reweight.methods == ("bt", "reweight", "bt-continued", "cart")
+    assert with_reweight.methods == ("bt", "bt-continued", "reweight", "cart")
+    continued = RunConfig(methods=("reweight-continued",), continue_steps=5)
+    assert continued.methods == ("bt", "bt-continued", "reweight-continued")
+    assert continued.warm_started("reweight-continued") and not with_reweight.warm_started("reweight")
     assert RunConfig(methods=("cart",)).methods == ("bt", "cart")  # cold: bt is the control
-    with pytest.raises(ValueError, match="continue_steps > 0"):
-        RunConfig(methods=("bt", "bt-continued"))
+    for control in ("bt-continued", "reweight-continued"):
+        with pytest.raises(ValueError, match=f"{control} continue bt .* continue_steps > 0"):
+            RunConfig(methods=("bt", control))
 
 
-def test_bt_continued_starts_from_the_seed_s_bt_model_for_continue_steps(tmp_path, monkeypatch):
+def test_the_continued_controls_start_from_the_seed_s_bt_model_for_continue_steps(tmp_path, monkeypatch):
     from cartrm.models import RewardModel
 
     settings = {**TINY, "bon_prompts": 0}
-    config = RunConfig(name="w", out_root=tmp_path, methods=("bt-continued",), continue_steps=3, **settings)
+    methods = ("bt-continued", "reweight-continued")
+    config = RunConfig(name="w", out_root=tmp_path, methods=methods, continue_steps=3, **settings)
     started = {}
     original = pipeline.train
 
@@ -211,9 +216,11 @@ def test_bt_continued_starts_from_the_seed_s_bt_model_for_continue_steps(tmp_pat
     run_experiment(config, progress=False)
     models = config.directory / "seed-0" / "models"
     assert started["bt"][1:] == ("bt", TINY["train"].max_steps)
-    assert started["bt-continued"] == (RewardModel.load(models / "bt").fingerprint(), "bt", 3)
-    result = json.loads((models / "bt-continued" / "train_result.json").read_text())
-    assert result["global_step"] == 3
+    bt = RewardModel.load(models / "bt").fingerprint()
+    assert started["bt-continued"] == (bt, "bt", 3)
+    assert started["reweight-continued"] == (bt, "reweight", 3)
+    for method in methods:
+        assert json.loads((models / method / "train_result.json").read_text())["global_step"] == 3
 
 
 def test_cart_stage_on_planted_circuits_records_stability(tmp_path):
@@ -339,8 +346,9 @@ def test_the_documented_tuning_grid_is_a_valid_budget_for_the_standard_preset():
     from cartrm.io import read_yaml_mapping
 
     grid = read_yaml_mapping(Path(__file__).parents[1] / "docs" / "experiments" / "cart-tuned-grid.yaml", "--tune", "")
-    config = RunConfig.preset("standard", methods=("bt", "reweight", "ensemble-mean", "cart"), tune=grid)
-    assert set(config.tune) == {"bt-continued", "reweight", "cart"} and {len(g) for g in config.tune.values()} == {4}
+    config = RunConfig.preset("standard", methods=("bt", "reweight-continued", "ensemble-mean", "cart"), tune=grid)
+    assert set(config.tune) == {"bt-continued", "reweight-continued", "cart"}
+    assert {len(g) for g in config.tune.values()} == {4}
     variants = [variant_config(config.train, overrides) for overrides in config.tune["cart"]]
     assert {v.cart.circuit_reg_form for v in variants} == {"within_sides", "invariance", "pooled"}
     assert all(v.cart.tail_sampling == "add" and v.cart.aug_vocabulary == "per_group" for v in variants)
@@ -435,7 +443,7 @@ def test_the_documented_ablations_each_change_the_tuned_cart(tmp_path):
     docs = Path(__file__).parents[1] / "docs" / "experiments"
     grid = read_yaml_mapping(docs / "cart-tuned-grid.yaml", "--tune", "")
     ablations = read_yaml_mapping(docs / "cart-ablations.yaml", "--ablate", "")
-    config = RunConfig.preset("standard", tune=grid, methods=("bt", "reweight", "cart"), ablations=ablations)
+    config = RunConfig.preset("standard", tune=grid, methods=("bt", "reweight-continued", "cart"), ablations=ablations)
     variants = [variant_config(config.train, overrides) for overrides in grid["cart"]]  # each valid (RunConfig)
     for name, change in ablations.items():
         if name == "cold":

@@ -422,8 +422,9 @@ def run(
         Optional[str],
         typer.Option(
             help="quick, standard or full (--quick and --full are short for the first and the last); standard: bt "
-            "trained until it has learned the head, cart warm-started from it against bt-continued, reweight and "
-            "ensemble-mean, 5 seeds, sized for the effect looked for (docs/results.md)"
+            "trained until it has learned the head, cart warm-started from it against bt-continued (add "
+            "reweight-continued and ensemble-mean with --methods), 5 seeds, sized for the effect looked for "
+            "(docs/results.md)"
         ),
     ] = None,
     config: Annotated[

@@ -67,8 +67,8 @@ QUICK_METHODS = ("bt", "cart")
 STANDARD_METHODS = ("bt", "bt-continued", "cart")  # add reweight,ensemble-mean with --methods (docs/results.md)
 STANDARD_TRAIN_PAIRS, STANDARD_BT_STEPS, STANDARD_CONTINUE_STEPS = 1600, 100, 50  # docs/results.md: sizing
 CIRCUIT_METHODS = ("cart", "cart-ensemble")
-CONTROLS = {"bt-continued": "bt"}  # method name -> the training method it runs (from the seed's trained bt model)
-WARM_STARTED = ("bt-continued", "cart")  # continue from bt when RunConfig.continue_steps > 0
+CONTROLS = {"bt-continued": "bt", "reweight-continued": "reweight"}  # name -> the method it runs from the trained bt
+WARM_STARTED = (*CONTROLS, "cart")  # continue from bt when RunConfig.continue_steps > 0
 STAGE_MARKER = ".stage.json"
 ABLATION_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 SPLITS = ("train", "validation", "test")
@@ -143,14 +143,14 @@ class RunConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _add_matched_control(cls, values: Any) -> Any:
-        """A warm-started cart brings its compute-matched control, as a circuit method brings bt."""
+        """A warm-started cart (or reweight-continued) brings its compute-matched control, as a circuit method
+        brings bt."""
         if isinstance(values, dict) and values.get("continue_steps"):
             methods = list(values.get("methods", QUICK_METHODS))
-            if "cart" in methods and "bt-continued" not in methods:
-                values = {
-                    **values,
-                    "methods": (*methods[: methods.index("cart")], "bt-continued", *methods[methods.index("cart") :]),
-                }
+            warm = [m for m in methods if matched_control(m, ("bt-continued",)) == "bt-continued"]
+            if warm and "bt-continued" not in methods:
+                first = methods.index(warm[0])
+                values = {**values, "methods": (*methods[:first], "bt-continued", *methods[first:])}
         return values
 
     @field_validator("methods")
@@ -165,12 +165,14 @@ class RunConfig(BaseModel):
             )
         needs_baseline = any(m in CIRCUIT_METHODS or m in CONTROLS for m in methods) and "bt" not in methods
         ordered = (("bt",) if needs_baseline else ()) + tuple(dict.fromkeys(methods))
-        return tuple(sorted(ordered, key=lambda m: m != "bt"))  # the baseline first: CART reads its circuits
+        # bt first (CART reads its circuits), then bt-continued (warm-started methods are selected against it)
+        return tuple(sorted(ordered, key=lambda m: (m != "bt", m != "bt-continued")))
 
     @model_validator(mode="after")
     def _control_needs_steps(self) -> RunConfig:
-        if "bt-continued" in self.methods and not self.continue_steps:
-            raise ValueError("bt-continued continues bt for continue_steps steps: set continue_steps > 0")
+        continued = [m for m in self.methods if m in CONTROLS]
+        if continued and not self.continue_steps:
+            raise ValueError(f"{', '.join(continued)} continue bt for continue_steps steps: set continue_steps > 0")
         return self
 
     @model_validator(mode="after")

@@ -113,9 +113,9 @@ def _comparisons(methods: Sequence[str], outcomes: Sequence) -> list[Comparison]
 
 def matched_control(method: str, methods: Collection[str]) -> str:
     """The compute-matched control a method is read (and tuned) against: the same start, steps and data. A
-    warm-started cart continues bt, so its control is bt-continued; a cold cart and the other single-model methods
-    train like bt; cart-ensemble trains as many members as ensemble-mean."""
-    if method == "cart":
+    warm-started cart (or reweight-continued) continues bt, so its control is bt-continued; a cold cart and the
+    other single-model methods train like bt; cart-ensemble trains as many members as ensemble-mean."""
+    if method in ("cart", "reweight-continued"):
         return "bt-continued" if "bt-continued" in methods else "bt"
     if method in CHALLENGERS:
         [control] = CHALLENGERS[method] or ("bt",)
