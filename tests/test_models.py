@@ -5,6 +5,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from cartrm.errors import CartError
 from cartrm.models import RewardModel
+from cartrm.models.reward_model import DEFAULT_MAX_LENGTH, model_max_positions
 
 FAMILIES = ["tiny-bert", "tiny-gpt2", "tiny-llama"]
 PROMPTS = ["What is a river?\n", "Name a fruit.\n", "Tell me something long.\n"]
@@ -25,6 +26,25 @@ def test_saved_model_loads_with_plain_transformers_and_scores_the_same(name, tmp
             assert plain(**ids).logits.item() == pytest.approx(reward, abs=1e-5)
     reloaded = RewardModel.load(tmp_path / "rm").score(PROMPTS, RESPONSES)
     np.testing.assert_allclose(reloaded, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_saved_model_scores_at_the_length_it_was_saved_with(name, tmp_path):
+    """A model trained at a short max_length (the trainer sets it) scores long texts after saving as before."""
+    model = RewardModel.load(name, seed=1, max_length=8)
+    expected = model.score(PROMPTS, RESPONSES)
+    model.save(tmp_path / "rm")
+    reloaded = RewardModel.load(tmp_path / "rm")
+    assert reloaded.max_length == 8
+    np.testing.assert_allclose(reloaded.score(PROMPTS, RESPONSES), expected, atol=1e-6)
+    longer = RewardModel.load(tmp_path / "rm", max_length=64)  # an explicit limit still wins
+    assert longer.max_length == 64 and not np.allclose(longer.score(PROMPTS, RESPONSES), expected, rtol=0, atol=1e-6)
+
+
+def test_a_tokenizer_without_a_limit_leaves_the_default():
+    model = RewardModel.load("tiny-gpt2")
+    assert model.tokenizer.model_max_length > 10**9  # transformers' "no limit"
+    assert model.max_length == min(DEFAULT_MAX_LENGTH, model_max_positions(model.model))
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -221,6 +221,7 @@ def test_the_continued_controls_start_from_the_seed_s_bt_model_for_continue_step
     assert started["reweight-continued"] == (bt, "reweight", 3)
     for method in methods:
         assert json.loads((models / method / "train_result.json").read_text())["global_step"] == 3
+        assert RewardModel.load(models / method).max_length == TINY["train"].max_length  # scored as trained
 
 
 def test_cart_stage_on_planted_circuits_records_stability(tmp_path):

@@ -70,6 +70,7 @@ CIRCUIT_METHODS = ("cart", "cart-ensemble")
 CONTROLS = {"bt-continued": "bt", "reweight-continued": "reweight"}  # name -> the method it runs from the trained bt
 WARM_STARTED = (*CONTROLS, "cart")  # continue from bt when RunConfig.continue_steps > 0
 STAGE_MARKER = ".stage.json"
+SCORING_VERSION = 2  # in the keys of stages that score saved models; 2: at their trained max length (1: up to 512)
 ABLATION_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 SPLITS = ("train", "validation", "test")
 log = logging.getLogger("cartrm.run")
@@ -553,7 +554,7 @@ class SeedRun:
     def _validation_of(self, method: str) -> dict[str, float]:
         """``method``'s validation scores, kept beside its model and recomputed when the model changed."""
         folder = self.root / "models" / method
-        path, key = folder / "validation.json", _stage_key(folder)
+        path, key = folder / "validation.json", _digest(_stage_key(folder), SCORING_VERSION)
         if path.exists() and json.loads(path.read_text())["key"] == key:
             return json.loads(path.read_text())["scores"]
         with _logged(f"seed {self.seed}: scoring {method} on the validation split"):
@@ -682,7 +683,7 @@ class SeedRun:
     def _evaluated(self, method: str, model) -> tuple[EvaluationReport, dict[str, np.ndarray]]:
         """The test report and per-pair correctness (label and gold) for the paired comparisons."""
         folder = self.root / "eval" / method
-        key = _digest(_stage_key(self.root / "models" / method), "eval")
+        key = _digest(_stage_key(self.root / "models" / method), "eval", SCORING_VERSION)
         if not _stage_done(folder, key):
             shutil.rmtree(folder, ignore_errors=True)
             test = self.splits["test"]
@@ -731,7 +732,12 @@ class SeedRun:
         from cartrm.benchmarks.best_of_n import best_of_n_by_group, candidate_pool
 
         folder = self.root / "bon" / method
-        key = _digest(_stage_key(self.root / "models" / method), self.config.bon_prompts, self.config.bon_candidates)
+        key = _digest(
+            _stage_key(self.root / "models" / method),
+            self.config.bon_prompts,
+            self.config.bon_candidates,
+            SCORING_VERSION,
+        )
         path = folder / "curves.json"
         if not _stage_done(folder, key):
             shutil.rmtree(folder, ignore_errors=True)
@@ -755,7 +761,7 @@ class SeedRun:
         """CART's top tail neurons vs the baseline's, and Vuln of the targeted circuits after CART."""
 
         folder = self.root / "stability"
-        key = _digest(_stage_key(self.root / "models" / "cart"), self.config.stability_top_k)
+        key = _digest(_stage_key(self.root / "models" / "cart"), self.config.stability_top_k, SCORING_VERSION)
         if not _stage_done(folder, key):
             shutil.rmtree(folder, ignore_errors=True)
             with _logged(f"seed {self.seed}: circuit stability before/after CART"):

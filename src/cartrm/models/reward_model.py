@@ -27,6 +27,7 @@ from cartrm.io import atomic_directory
 from cartrm.models.builtin import BUILTIN_NAMES, TINY_CHAT_TEMPLATE, minilm_path, tiny_config
 
 DEFAULT_MAX_LENGTH = 512
+SENTINEL_MAX_LENGTH = 10**9  # transformers' "no limit" model_max_length is int(1e30)
 ENCODE_CHUNK = 256
 UNFINGERPRINTED_CONFIG_KEYS = {"_name_or_path", "transformers_version"}  # where/by what it was saved, not what it is
 
@@ -69,7 +70,7 @@ class RewardModel:
                     f"model '{name}' is neither a built-in ({', '.join(BUILTIN_NAMES)}) nor a local model folder"
                 )
             model, tokenizer = _from_pretrained(path, quiet=name == "minilm")
-        limit = max_length or min(DEFAULT_MAX_LENGTH, model_max_positions(model))
+        limit = max_length or min(DEFAULT_MAX_LENGTH, model_max_positions(model), _saved_max_length(tokenizer))
         return cls(model.to(default_device()), tokenizer, max_length=limit, name=name)
 
     @property
@@ -298,6 +299,14 @@ def _decoder_tokenizer(tokenizer: Any) -> Any:
         unk_token=tokenizer.unk_token,
         model_input_names=["input_ids", "attention_mask"],
     )
+
+
+def _saved_max_length(tokenizer: Any) -> int:
+    """The tokenizer's ``model_max_length`` where it names a real limit: :meth:`RewardModel.save` writes the
+    length a model was trained at there, so a saved model scores as it was trained (HF writes a huge sentinel
+    when a tokenizer has no limit)."""
+    value = getattr(tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and 0 < value < SENTINEL_MAX_LENGTH else DEFAULT_MAX_LENGTH
 
 
 def model_max_positions(model: Any) -> int:
