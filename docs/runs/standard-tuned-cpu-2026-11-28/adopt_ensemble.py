@@ -25,8 +25,8 @@ METHOD = "ensemble-mean"
 
 
 def same_bt(old: Path, new: Path) -> bool:
-    pairs = [("data/benchmark.jsonl",) * 2, ("models/bt/model.safetensors",) * 2, ("eval/bt/scores.json",) * 2]
-    return all(filecmp.cmp(old / a, new / b, shallow=False) for a, b in pairs)
+    files = ("data/benchmark.jsonl", "models/bt/model.safetensors")
+    return all(filecmp.cmp(old / name, new / name, shallow=False) for name in files)
 
 
 def copy_ensemble(old: Path, new: Path) -> None:
