@@ -50,7 +50,7 @@ from cartrm.evaluation.metrics import accuracy_scorer, gold_margin_of
 from cartrm.experiments.ensemble import EnsembleConfig, train_ensemble
 from cartrm.io import read_yaml_mapping, versions, write_json_atomic, write_text_atomic
 from cartrm.models import EnsembleRewardModel, RewardModel
-from cartrm.report.aggregate import aggregate, matched_control
+from cartrm.report.aggregate import CONTROLS, WARM_STARTED, aggregate, matched_control
 from cartrm.report.html import write_report
 from cartrm.report.results import RunResults, SeedStability
 from cartrm.training import METHODS, TrainConfig, get_method, train
@@ -67,8 +67,6 @@ QUICK_METHODS = ("bt", "cart")
 STANDARD_METHODS = ("bt", "bt-continued", "cart")  # add reweight,ensemble-mean with --methods (docs/results.md)
 STANDARD_TRAIN_PAIRS, STANDARD_BT_STEPS, STANDARD_CONTINUE_STEPS = 1600, 100, 50  # docs/results.md: sizing
 CIRCUIT_METHODS = ("cart", "cart-ensemble")
-CONTROLS = {"bt-continued": "bt", "reweight-continued": "reweight"}  # name -> the method it runs from the trained bt
-WARM_STARTED = (*CONTROLS, "cart")  # continue from bt when RunConfig.continue_steps > 0
 STAGE_MARKER = ".stage.json"
 SCORING_VERSION = 2  # in the keys of stages that score saved models; 2: at their trained max length (1: up to 512)
 ABLATION_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -148,7 +146,7 @@ class RunConfig(BaseModel):
         brings bt."""
         if isinstance(values, dict) and values.get("continue_steps"):
             methods = list(values.get("methods", QUICK_METHODS))
-            warm = [m for m in methods if matched_control(m, ("bt-continued",)) == "bt-continued"]
+            warm = [m for m in methods if m in WARM_STARTED and m != "bt-continued"]
             if warm and "bt-continued" not in methods:
                 first = methods.index(warm[0])
                 values = {**values, "methods": (*methods[:first], "bt-continued", *methods[first:])}

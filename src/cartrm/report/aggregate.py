@@ -15,6 +15,9 @@ from cartrm.report.results import BoNSummary, Comparison, MethodResults, RunResu
 
 COMPARED_METRICS = ("tail_accuracy", "head_accuracy", "tail_gold_accuracy", "head_gold_accuracy")
 CHALLENGERS = {"cart": None, "cart-ensemble": ("ensemble-mean",)}  # None: against every non-CART method
+# Controls run from the trained bt: name -> the method they run (a run's continue_steps more steps, bt's batches)
+CONTROLS = {"bt-continued": "bt", "reweight-continued": "reweight"}
+WARM_STARTED = (*CONTROLS, "cart")  # the methods that continue bt when a run has continue_steps > 0
 SIGNIFICANCE = 0.05
 PHASE_PLOTS = {
     "delta_hist": "delta_hist.png",
@@ -115,7 +118,7 @@ def matched_control(method: str, methods: Collection[str]) -> str:
     """The compute-matched control a method is read (and tuned) against: the same start, steps and data. A
     warm-started cart (or reweight-continued) continues bt, so its control is bt-continued; a cold cart and the
     other single-model methods train like bt; cart-ensemble trains as many members as ensemble-mean."""
-    if method in ("cart", "reweight-continued"):
+    if method in WARM_STARTED and method != "bt-continued":
         return "bt-continued" if "bt-continued" in methods else "bt"
     if method in CHALLENGERS:
         [control] = CHALLENGERS[method] or ("bt",)
