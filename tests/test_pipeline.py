@@ -153,6 +153,38 @@ def test_user_data_without_gold_runs_and_skips_gold_parts(tmp_path):
     assert results.methods["bt"].tail_accuracy.n_seeds == 1
 
 
+def test_a_density_tail_embeds_each_text_once_across_seeds(tmp_path, monkeypatch):
+    """Every seed splits the same data by the tail and refits it on its training split: the base model is loaded
+    once and each text embedded once, and the splits are as with a fresh embedder per call."""
+    from cartrm.models import RewardModel
+
+    records = make_longtail_dataset(BenchmarkConfig(n_train=60, n_validation=0, n_test_head=0, n_test_tail=0))
+    path = tmp_path / "mine.jsonl"
+    rows = ({k: r[k] for k in ("prompt", "chosen", "rejected")} for r in records.to_records())
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = RunConfig(name="d", out_root=tmp_path, methods=("bt",), data=str(path), tail_by="density:0.2", **TINY)
+    embedded: list[str] = []
+    embed = RewardModel.embed
+
+    def recorded(self, texts, **kwargs):
+        embedded.extend(texts)
+        return embed(self, texts, **kwargs)
+
+    monkeypatch.setattr(RewardModel, "embed", recorded)
+    pipeline._tail_probe.cache_clear()
+    memo_splits = [pipeline.SeedRun(config.model_copy(update={"seeds": (s,)}), s, False) for s in (0, 1)]
+    assert pipeline._tail_probe.cache_info().misses == 1
+    assert sorted(embedded) == sorted(set(records.plain_texts()))
+    monkeypatch.setattr(pipeline, "memoised", lambda embedder: embedder)
+    pipeline._tail_probe.cache_clear()
+    for seed, run in enumerate(memo_splits):
+        fresh = pipeline.SeedRun(config, seed, False)
+        for name in pipeline.SPLITS:
+            assert fresh.splits[name].to_records() == run.splits[name].to_records()
+            assert fresh.tails[name].mask.tolist() == run.tails[name].mask.tolist()
+    pipeline._tail_probe.cache_clear()
+
+
 def test_eval_steps_record_each_model_s_learning_curve_on_the_validation_split(tmp_path):
     settings = {**TINY, "train": TINY["train"].model_copy(update={"eval_steps": 1})}
     config = RunConfig(name="c", out_root=tmp_path, methods=("bt",), **{**settings, "bon_prompts": 0})

@@ -354,6 +354,43 @@ def test_density_with_a_model_embedder_finds_the_planted_points():
     assert definition.transform(new).mask.tolist() == [False, True]
 
 
+def test_memoised_embedder_embeds_each_text_once_and_keeps_the_order():
+    from cartrm.data.tail import memoised
+
+    calls = []
+
+    def embedder(batch):
+        calls.append(list(batch))
+        return np.array([[float(len(t)), float(t.count("a"))] for t in batch])
+
+    embed = memoised(embedder)
+    first = embed(["aa", "b", "aa", "ccc"])
+    second = embed(["ccc", "dddd", "b"])
+    assert first.tolist() == [[2, 2], [1, 0], [2, 2], [3, 0]]
+    assert second.tolist() == [[3, 0], [4, 0], [1, 0]]
+    assert calls == [["aa", "b", "ccc"], ["dddd"]]  # only texts not seen before, each once
+    assert embed(["b", "aa"]).tolist() == [[1, 0], [2, 2]] and len(calls) == 2
+
+
+def test_a_density_tail_fitted_through_the_memo_splits_like_the_plain_embedder():
+    from cartrm.data.tail import memoised
+
+    cluster, far = planted_points()
+    texts = [f"example number {i}" for i in range(len(cluster) + len(far))]
+    points = np.concatenate([cluster, far])
+    lookup = {text: points[i] for i, text in enumerate(pairs(texts).plain_texts())}
+
+    def embedder(batch):
+        return np.stack([lookup[t] for t in batch])
+
+    dataset, part = pairs(texts), pairs(texts[::2])
+    plain = parse_tail_spec("density:0.06").fit(dataset, embedder=embedder)
+    memo = parse_tail_spec("density:0.06").fit(dataset, embedder=memoised(embedder))
+    for data in (dataset, part):
+        assert memo.transform(data).mask.tolist() == plain.transform(data).mask.tolist()
+    assert plain.transform(dataset).tail_indices.tolist() == [45, 46, 47]
+
+
 def test_density_with_the_tiny_model_embedder():
     from cartrm.models.reward_model import RewardModel
 

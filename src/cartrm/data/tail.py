@@ -36,6 +36,20 @@ SPEC_HELP = "expected label:COLUMN=V1,V2 | label:COLUMN | rarity:Q | density:Q[:
 Embedder = Callable[[Sequence[str]], np.ndarray]
 
 
+def memoised(embed: Embedder) -> Embedder:
+    """``embed`` keeping each text's vector: fitting a density tail, splitting a dataset by it and refitting on
+    every seed's training split embed the same texts again and again."""
+    vectors: dict[str, np.ndarray] = {}
+
+    def cached(texts: Sequence[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(text for text in texts if text not in vectors))
+        if missing:
+            vectors.update(zip(missing, embed(missing), strict=True))
+        return np.stack([vectors[text] for text in texts]) if len(texts) else embed(texts)
+
+    return cached
+
+
 @dataclass(frozen=True)
 class TailSplit:
     """A boolean tail mask over a dataset and a human-readable description of how it was made."""

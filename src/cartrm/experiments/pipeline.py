@@ -18,6 +18,7 @@ setting reruns exactly what it affects.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ from cartrm.circuits.compare import circuit_overlap, top_tail_neurons
 from cartrm.circuits.discover import DiscoveryConfig, balanced_subset, discover
 from cartrm.circuits.result import Circuits
 from cartrm.data import load_preferences
-from cartrm.data.tail import LabelTail, TailSplit, parse_tail_spec
+from cartrm.data.tail import Embedder, LabelTail, TailSplit, memoised, parse_tail_spec
 from cartrm.errors import CartError
 from cartrm.evaluation import EvaluationReport, evaluate_scores
 from cartrm.evaluation.bon import BoNCurve
@@ -394,8 +395,8 @@ class SeedRun:
         spec = parse_tail_spec(self.config.tail_by)
         if isinstance(spec, LabelTail):
             return spec.fit(data)
-        probe = RewardModel.load(self.config.model, max_length=self.config.train.max_length)
-        return spec.fit(data, tokenizer=probe.tokenizer, embedder=probe.embed)  # rarity: tokens; density: embeddings
+        tokenizer, embedder = _tail_probe(self.config.model, self.config.train.max_length, self.progress)
+        return spec.fit(data, tokenizer=tokenizer, embedder=embedder)  # rarity: tokens; density: embeddings
 
     # -- training -----------------------------------------------------------------------------------------
 
@@ -831,6 +832,14 @@ def _what_trains(method: str, training: TrainConfig) -> TrainConfig:
     """The part of ``training`` a method's result depends on: CART settings only for CART methods, so a changed
     CART setting retrains only CART (the circuits, an input, are in the analysis stage's key)."""
     return training if method in CIRCUIT_METHODS else training.model_copy(update={"cart": CartConfig()})
+
+
+@functools.lru_cache(maxsize=2)
+def _tail_probe(model: str, max_length: int, progress: bool) -> tuple[Any, Embedder]:
+    """The base model's tokenizer (for ``rarity:``) and embeddings (for ``density:``), loaded once per process and
+    memoised by text: each seed splits the same data and refits on its training split."""
+    probe = RewardModel.load(model, max_length=max_length)
+    return probe.tokenizer, memoised(functools.partial(probe.embed, progress=progress))
 
 
 def _user_splits(dataset, seed: int, tail: np.ndarray, split: UserSplit) -> dict:

@@ -147,12 +147,14 @@ class RewardModel:
         both = self.score(prompts * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs], batch_size, progress)
         return both[: len(pairs)], both[len(pairs) :]
 
-    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def embed(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Mean-pooled final hidden states (an embedding space for ``density:`` tails and clustering)."""
+        from tqdm.auto import tqdm
+
         encoded = self.encode([""] * len(texts), list(texts))
         out = []
         with self.eval_mode(), torch.inference_mode():
-            for start in range(0, len(encoded), batch_size):
+            for start in tqdm(range(0, len(encoded), batch_size), desc="embedding", disable=not progress, leave=False):
                 batch = self.collate(encoded, range(start, min(start + batch_size, len(encoded))))
                 hidden = self.model(
                     input_ids=batch["input_ids"].to(self.device),
