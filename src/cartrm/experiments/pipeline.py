@@ -51,7 +51,7 @@ from cartrm.evaluation.metrics import accuracy_scorer, gold_margin_of
 from cartrm.experiments.ensemble import EnsembleConfig, train_ensemble
 from cartrm.io import read_yaml_mapping, versions, write_json_atomic, write_text_atomic
 from cartrm.models import EnsembleRewardModel, RewardModel
-from cartrm.report.aggregate import CONTROLS, WARM_STARTED, aggregate, matched_control
+from cartrm.report.aggregate import CONTROLS, READ_AGAINST_BT_CONTINUED, WARM_STARTED, aggregate, matched_control
 from cartrm.report.html import write_report
 from cartrm.report.results import RunResults, SeedStability
 from cartrm.training import METHODS, TrainConfig, get_method, train
@@ -147,7 +147,7 @@ class RunConfig(BaseModel):
         brings bt."""
         if isinstance(values, dict) and values.get("continue_steps"):
             methods = list(values.get("methods", QUICK_METHODS))
-            warm = [m for m in methods if m in WARM_STARTED and m != "bt-continued"]
+            warm = [m for m in methods if m in READ_AGAINST_BT_CONTINUED]
             if warm and "bt-continued" not in methods:
                 first = methods.index(warm[0])
                 values = {**values, "methods": (*methods[:first], "bt-continued", *methods[first:])}

@@ -18,6 +18,7 @@ CHALLENGERS = {"cart": None, "cart-ensemble": ("ensemble-mean",)}  # None: again
 # Controls run from the trained bt: name -> the method they run (a run's continue_steps more steps, bt's batches)
 CONTROLS = {"bt-continued": "bt", "reweight-continued": "reweight"}
 WARM_STARTED = (*CONTROLS, "cart")  # the methods that continue bt when a run has continue_steps > 0
+READ_AGAINST_BT_CONTINUED = tuple(m for m in WARM_STARTED if m != "bt-continued")
 SIGNIFICANCE = 0.05
 PHASE_PLOTS = {
     "delta_hist": "delta_hist.png",
@@ -118,7 +119,7 @@ def matched_control(method: str, methods: Collection[str]) -> str:
     """The compute-matched control a method is read (and tuned) against: the same start, steps and data. A
     warm-started cart (or reweight-continued) continues bt, so its control is bt-continued; a cold cart and the
     other single-model methods train like bt; cart-ensemble trains as many members as ensemble-mean."""
-    if method in WARM_STARTED and method != "bt-continued":
+    if method in READ_AGAINST_BT_CONTINUED:
         return "bt-continued" if "bt-continued" in methods else "bt"
     if method in CHALLENGERS:
         [control] = CHALLENGERS[method] or ("bt",)
