@@ -147,6 +147,24 @@ def test_out_moves_a_run_reproduced_from_its_config_file(tmp_path, monkeypatch):
     assert taken[-1].directory == tmp_path / "old" / "c"
 
 
+def test_seeds_picks_the_seeds_of_a_run_reproduced_from_its_config_file(tmp_path, monkeypatch):
+    import cartrm.experiments.pipeline
+    from cartrm.experiments.pipeline import RunConfig
+
+    taken = []
+    monkeypatch.setattr(
+        cartrm.experiments.pipeline, "run_experiment", lambda config: taken.append(config) or sys.exit(0)
+    )
+    config = RunConfig(name="c", out_root=tmp_path / "old", seeds=(0, 1, 2), methods=("bt", "cart"))
+    (tmp_path / "config.yaml").write_text(config.to_yaml())
+    assert invoke("run", "--config", tmp_path / "config.yaml", "--seeds", "2,5").exit_code == 0
+    assert taken[-1] == config.model_copy(update={"seeds": (2, 5)})
+    for bad in ("1,1", "-1", "0.5", "a,b"):
+        result = invoke("run", "--config", tmp_path / "config.yaml", "--seeds", bad)
+        assert result.exit_code == 1 and "--seeds expects distinct non-negative integers" in result.output, bad
+    assert len(taken) == 1
+
+
 def test_train_records_a_learning_curve_on_a_split_of_the_data(benchmark_file, tmp_path):
     common = ["train", "--data", benchmark_file, "--model", "tiny-bert", "--max-steps", 2, "--tail-by", "label:is_tail"]
     result = invoke(*common, "--eval-steps", 1, "--eval-split", "validation", "--out", tmp_path / "rm")

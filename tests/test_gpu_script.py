@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -30,17 +31,19 @@ def test_minilm_float16_round_trip_stays_within_float16_rounding(tmp_path):
         torch.testing.assert_close(restored[name], tensor, rtol=2**-10, atol=1e-7)
 
 
-@pytest.mark.slow
-def test_full_script_runs_a_tiny_experiment_on_cpu(tmp_path):
+def _tiny_lease(tmp_path, seeds=(0,)) -> dict[str, str]:
+    """A config.yaml of a tiny bt run and the environment the GPU scripts read, with only the MiniLM copy
+    carried (prepare.sh's wheels are for the GPU machine's Python)."""
     from cartrm.experiments.pipeline import RunConfig
     from tests.helpers import TINY
 
-    carry = tmp_path / "carry"  # the MiniLM copy only: prepare.sh's wheels are for the GPU machine's Python
+    carry = tmp_path / "carry"
     (carry / "wheels").mkdir(parents=True)
     subprocess.run([sys.executable, GPU / "minilm_fp16.py", "pack", carry / "minilm-fp16"], check=True)
-    config = RunConfig(name="gpu", out_root=tmp_path / "elsewhere", methods=("bt",), **TINY)
+    config = RunConfig(name="gpu", out_root=tmp_path / "elsewhere", methods=("bt",), seeds=seeds, **TINY)
     (tmp_path / "config.yaml").write_text(config.to_yaml())
-    env = {
+    (tmp_path / "out").mkdir()
+    return {
         **os.environ,
         "CARTRM_DEVICE": "cpu",
         "CARTRM_GPU_CARRY": str(carry),
@@ -48,6 +51,11 @@ def test_full_script_runs_a_tiny_experiment_on_cpu(tmp_path):
         "OUT": str(tmp_path / "out"),
         "PYTHON": sys.executable,
     }
+
+
+@pytest.mark.slow
+def test_full_script_runs_a_tiny_experiment_on_cpu(tmp_path):
+    env = _tiny_lease(tmp_path)
     done = subprocess.run(
         ["bash", GPU / "full.sh", "--config", tmp_path / "config.yaml"],
         env=env,
@@ -62,3 +70,26 @@ def test_full_script_runs_a_tiny_experiment_on_cpu(tmp_path):
     assert "wall seconds:" in (tmp_path / "out" / "cart-run.log").read_text()
     assert "train" in (tmp_path / "out" / "run.log").read_text()
     assert (tmp_path / "out" / "machine.txt").read_text().startswith("no GPU")
+
+
+@pytest.mark.slow
+def test_seeds_script_brings_back_each_finished_seed_and_the_run_without_weights(tmp_path):
+    env = _tiny_lease(tmp_path, seeds=(0, 1, 2))
+    done = subprocess.run(
+        ["bash", GPU / "seeds.sh", "--config", tmp_path / "config.yaml"],
+        env={**env, "SEEDS": "0,1", "DEADLINE_S": "600", "AGGREGATE_S": "0"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    out = tmp_path / "out"
+    for seed in (0, 1):
+        assert json.loads((out / f"results-seed-{seed}.json").read_text())["seeds"] == [seed]
+    assert json.loads((out / "results.json").read_text())["seeds"] == [0, 1]  # seed 2 of the config not run
+    with tarfile.open(out / "run-light.tgz") as light:
+        names = light.getnames()
+    assert {f"gpu/seed-{s}/eval/bt/scores.json" for s in (0, 1)} <= set(names)
+    assert "gpu/seed-0/models/bt/train_result.json" in names
+    assert not [n for n in names if n.endswith(".safetensors") or "/seed-2" in n]
+    assert "seed 1: done" in (out / "seeds.txt").read_text()

@@ -45,6 +45,7 @@ def test_run_writes_every_artifact(finished):
     root = config.directory
     for path in ("config.yaml", "versions.json", "run.log", "results.json", "report.html"):
         assert (root / path).exists(), path
+    assert "data splits and tails of seed(s) 0, 1: ready in" in (root / "run.log").read_text().splitlines()[0]
     for seed in (0, 1):
         seed_dir = root / f"seed-{seed}"
         assert (seed_dir / "models" / "bt" / "config.json").exists() and (

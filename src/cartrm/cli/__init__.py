@@ -430,7 +430,8 @@ def run(
     config: Annotated[
         Optional[Path],
         typer.Option(
-            help="config.yaml of an earlier run: reproduces it (--out or --name may move it; other options are ignored)"
+            help="config.yaml of an earlier run: reproduces it (--out or --name may move it, --seeds runs other seeds "
+            "of it; other options are ignored)"
         ),
     ] = None,
     out: Annotated[Optional[Path], typer.Option(help="the run folder (default: runs/<preset>, or runs/NAME)")] = None,
@@ -487,6 +488,8 @@ def run(
         run_config = RunConfig.from_yaml(config)
         if out is not None or out_root is not None or name is not None:
             run_config = run_config.model_copy(update=_run_folder(out, out_root, name or run_config.name))
+        if seeds:
+            run_config = run_config.model_copy(update={"seeds": _seed_list(seeds)})
     else:
         if data is not None and not tail_by:
             raise CartError("--data needs --tail-by (how to tell tail pairs from head pairs)")
@@ -498,7 +501,7 @@ def run(
         if members is not None:
             overrides["ensemble_members"] = members
         if seeds:
-            overrides["seeds"] = tuple(int(v) for v in _floats(seeds, len(seeds.split(",")), "--seeds"))
+            overrides["seeds"] = _seed_list(seeds)
         if tune is not None:
             overrides["tune"] = read_yaml_mapping(tune, "--tune", "method names to lists of settings")
         if ablate is not None:
@@ -664,14 +667,15 @@ def _existing(path: Path | None, flag: str) -> str | None:
     return None if path is None else str(path)
 
 
-def _floats(text: str, count: int, flag: str) -> tuple[float, ...]:
+def _seed_list(text: str) -> tuple[int, ...]:
+    """--seeds: distinct non-negative integers separated by commas."""
     try:
-        values = tuple(float(v) for v in text.split(","))
+        seeds = tuple(int(v) for v in text.split(","))
     except ValueError:
-        values = ()
-    if len(values) != count:
-        raise CartError(f"{flag} expects {count} comma-separated numbers, got '{text}'")
-    return values
+        seeds = ()
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise CartError(f"--seeds expects distinct non-negative integers separated by commas, got '{text}'")
+    return seeds
 
 
 def _summary(report) -> str:

@@ -322,9 +322,11 @@ def run_experiment(config: RunConfig, progress: bool = True) -> RunResults:
     seeds = [
         SeedRun(config, seed, progress) for seed in config.seeds
     ]  # bad data or tail specs fail before anything is written
+    prepared = time.time() - started
     lock = lock_folder(root, "running an experiment in")
     handler = _log_to(root / "run.log")
     try:
+        log.info("data splits and tails of seed(s) %s: ready in %.0f s", ", ".join(map(str, config.seeds)), prepared)
         write_text_atomic(root / "config.yaml", config.to_yaml())
         write_json_atomic(root / "versions.json", versions())
         outcomes = [seed.run() for seed in seeds]
