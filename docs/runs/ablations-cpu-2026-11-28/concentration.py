@@ -1,0 +1,77 @@
+"""How much of bt's tail preference runs through its most tail-specific neurons? (issue 17, no training)
+
+For the trained bt of a seed of a `cart run` folder: exact activation patching (mode head_mean) of the K neurons
+with the largest |Hedges' g| tail vs head (ranked by discovery on the analysis pairs, `analysis/circuits.json`),
+against random sets of K neurons with the same count per layer, on test pairs the ranking never saw. Reads the
+mean |ΔR| per text against the mean |reward margin| of the same pairs, and the change of pairwise accuracy, on
+tail pairs and on head pairs. If even hundreds of the most tail-specific neurons move a small share of the tail
+margin, circuit-level interventions (eq. 12, circuit dropout, circuit-guided augmentation) act on little.
+
+python docs/runs/ablations-cpu-2026-11-28/concentration.py runs/ablations 0 [PAIRS]
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cartrm.capture.sites import list_sites
+from cartrm.capture.stream import ExampleSet, FeatureIndex, pooled_batches
+from cartrm.circuits.patching import PatchBench, random_feature_sets
+from cartrm.circuits.statistics import GroupMoments
+from cartrm.experiments.pipeline import RunConfig, SeedRun
+from cartrm.models.reward_model import RewardModel
+
+SIZES = (3, 10, 30, 100, 300, 1000)
+RANDOM_SETS = 3
+
+
+def main(run: Path, seed: int, n_pairs: int) -> None:
+    config = RunConfig.from_yaml(run / "config.yaml")
+    seed_run = SeedRun(config, seed, progress=False)
+    test, tail = seed_run.splits["test"], seed_run.tails["test"].mask
+    model = RewardModel.load(run / f"seed-{seed}" / "models" / "bt")
+    circuits = json.loads((run / f"seed-{seed}" / "analysis" / "circuits.json").read_text())
+    ranked = np.array([n["feature"] for n in circuits["neurons"]])  # by |effect size| on the analysis pairs
+    targets = json.loads((run / f"seed-{seed}" / "analysis" / "vulnerability.json").read_text())["targets"]
+    members = {c["id"]: [m["feature"] for m in c["members"]] for c in circuits["circuits"]}
+    target_features = np.array(sorted({f for t in targets for f in members[t]}))
+
+    features = FeatureIndex(tuple(list_sites(model.model, config.discovery.sites)))
+    examples = ExampleSet.from_pairs(model, test, tail)
+    rng = np.random.default_rng(seed)
+    n = len(test)
+    chosen = {
+        "tail": np.sort(rng.choice(np.flatnonzero(tail), n_pairs, replace=False)),
+        "head": np.sort(rng.choice(np.flatnonzero(~tail), n_pairs, replace=False)),
+    }
+    head_texts = np.concatenate([chosen["head"], chosen["head"] + n])
+    moments = GroupMoments(features.size)
+    for batch in pooled_batches(model, examples, features.sites, pooling=config.discovery.pooling, subset=head_texts):
+        moments.update(batch.activations, np.zeros(len(batch.indices), bool))
+    head_mean = moments.mean(0)
+    print(
+        f"seed {seed}: {len(ranked)} ranked neurons of {features.size}; targets {targets} "
+        f"({len(target_features)} neurons); {n_pairs} test pairs per group"
+    )
+    for group, pairs in chosen.items():
+        bench = PatchBench(model, examples, features, pairs, head_mean, np.zeros((2 * n_pairs, features.size)))
+        half = len(pairs)
+        margin = float(np.abs(bench.clean_rewards[:half] - bench.clean_rewards[half:]).mean())
+        accuracy = float(np.mean(bench.clean_rewards[:half] > bench.clean_rewards[half:]))
+        print(f"  {group}: mean |margin| {margin:.3f}, accuracy vs stored order {100 * accuracy:.1f}%")
+        sets = [("targets", target_features)] + [(f"top {k}", ranked[:k]) for k in SIZES if k <= len(ranked)]
+        for label, members_k in sets:
+            effect, change = bench.exact(members_k, "head_mean")
+            null = [bench.exact(r, "head_mean") for r in random_feature_sets(features, members_k, RANDOM_SETS, rng)]
+            null_effect, null_change = np.mean(null, axis=0)
+            print(
+                f"    {label:>9} ({len(members_k):4d} neurons): |ΔR| {100 * effect / margin:5.1f}% of margin, "
+                f"accuracy {100 * change:+5.1f} | random sets: |ΔR| {100 * null_effect / margin:5.1f}%, "
+                f"accuracy {100 * null_change:+5.1f}"
+            )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 100)
