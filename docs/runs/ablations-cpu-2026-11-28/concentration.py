@@ -4,8 +4,10 @@ For the trained bt of a seed of a `cart run` folder: exact activation patching (
 with the largest |Hedges' g| tail vs head (ranked by discovery on the analysis pairs, `analysis/circuits.json`),
 against random sets of K neurons with the same count per layer, on test pairs the ranking never saw. Reads the
 mean |ΔR| per text against the mean |reward margin| of the same pairs, and the change of pairwise accuracy, on
-tail pairs and on head pairs. If even hundreds of the most tail-specific neurons move a small share of the tail
-margin, circuit-level interventions (eq. 12, circuit dropout, circuit-guided augmentation) act on little.
+tail pairs and on head pairs. For contrast, "ΔR-top K": the K neurons bt's tail rewards rest on most (mean
+|first-order ΔR| on validation tail pairs). If even hundreds of the most tail-specific neurons move a small share
+of the tail margin, circuit-level interventions (eq. 12, circuit dropout, circuit-guided augmentation) act on
+little.
 
 python docs/runs/ablations-cpu-2026-11-28/concentration.py runs/ablations 0 [PAIRS]
 """
@@ -51,6 +53,7 @@ def main(run: Path, seed: int, n_pairs: int) -> None:
     for batch in pooled_batches(model, examples, features.sites, pooling=config.discovery.pooling, subset=head_texts):
         moments.update(batch.activations, np.zeros(len(batch.indices), bool))
     head_mean = moments.mean(0)
+    decisive = _by_attribution(seed_run, model, features, head_mean, n_pairs, np.random.default_rng([seed, 1]))
     print(
         f"seed {seed}: {len(ranked)} ranked neurons of {features.size}; targets {targets} "
         f"({len(target_features)} neurons); {n_pairs} test pairs per group"
@@ -62,6 +65,7 @@ def main(run: Path, seed: int, n_pairs: int) -> None:
         accuracy = float(np.mean(bench.clean_rewards[:half] > bench.clean_rewards[half:]))
         print(f"  {group}: mean |margin| {margin:.3f}, accuracy vs stored order {100 * accuracy:.1f}%")
         sets = [("targets", target_features)] + [(f"top {k}", ranked[:k]) for k in SIZES if k <= len(ranked)]
+        sets += [(f"ΔR-top {k}", decisive[:k]) for k in SIZES[:4]]
         for label, members_k in sets:
             effect, change = bench.exact(members_k, "head_mean")
             null = [bench.exact(r, "head_mean") for r in random_feature_sets(features, members_k, RANDOM_SETS, rng)]
@@ -71,6 +75,16 @@ def main(run: Path, seed: int, n_pairs: int) -> None:
                 f"accuracy {100 * change:+5.1f} | random sets: |ΔR| {100 * null_effect / margin:5.1f}%, "
                 f"accuracy {100 * null_change:+5.1f}"
             )
+
+
+def _by_attribution(seed_run, model, features, head_mean, n_pairs, rng) -> np.ndarray:
+    """Neurons by their mean |first-order ΔR| under head_mean patching on tail pairs of the validation split:
+    the neurons bt's tail rewards rest on most, found on pairs the test never sees."""
+    validation, tail = seed_run.splits["validation"], seed_run.tails["validation"].mask
+    examples = ExampleSet.from_pairs(model, validation, tail)
+    pairs = np.sort(rng.choice(np.flatnonzero(tail), min(n_pairs, int(tail.sum())), replace=False))
+    bench = PatchBench(model, examples, features, pairs, head_mean, np.zeros((2 * len(pairs), features.size)))
+    return np.argsort(-np.abs(bench.contributions["head_mean"]).mean(axis=0), kind="stable")
 
 
 if __name__ == "__main__":
