@@ -10,8 +10,9 @@ work="${CARTRM_GPU_WORK:-$(mktemp -d)}"
 out="${OUT:-$work/out}"
 mkdir -p "$work/site" "$out"
 wheels=("$carry"/wheels/*.whl)
-if [ -e "${wheels[0]}" ]; then
+if [ -e "${wheels[0]}" ] && [ ! -e "$work/site/.wheels-installed" ]; then  # once per work folder (seeds.sh)
   "$python" -m pip install --quiet --no-index --no-deps --target "$work/site" "${wheels[@]}"
+  touch "$work/site/.wheels-installed"
 fi
 "$python" "$here/minilm_fp16.py" unpack "$carry/minilm-fp16" "$work/site"
 export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

@@ -10,12 +10,13 @@
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${OUT:?set OUT to the folder that receives the results}"
+seeds="${SEEDS:?set SEEDS to the comma-separated seeds to run, in order}"
 deadline=$(( $(date +%s) + ${DEADLINE_S:-540} ))
 work="${CARTRM_GPU_WORK:-$(mktemp -d)}"
 run="$work/runs/gpu"
 left() { echo $(( deadline - $(date +%s) )); }
 finished=()
-for seed in ${SEEDS//,/ }; do
+for seed in ${seeds//,/ }; do
   [ "$(left)" -gt 30 ] || break
   CARTRM_GPU_WORK="$work" OUT="$work/seed-$seed" CARTRM_GPU_LIMIT="$(left)" \
     bash "$here/full.sh" "$@" --seeds "$seed" > /dev/null 2>&1
@@ -33,7 +34,7 @@ if [ "${#finished[@]}" -gt 1 ] && [ "$(left)" -gt "${AGGREGATE_S:-120}" ]; then
   echo "aggregated seeds $list: exit $?, $(left) s left" | tee -a "$out/seeds.txt"
 fi
 cp "$run/run.log" "$run/config.yaml" "$out/" 2>/dev/null
-cp "$work/seed-${SEEDS%%,*}/machine.txt" "$out/" 2>/dev/null
+cp "$work/seed-${seeds%%,*}/machine.txt" "$out/" 2>/dev/null
 tar czf "$out/run-light.tgz" -C "$work/runs" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' \
   --exclude='tokenizer*' --exclude='checkpoint-*' --exclude='benchmark.jsonl' gpu
 [ "${#finished[@]}" -gt 0 ]
