@@ -130,3 +130,24 @@ def test_activation_cache_is_reused_and_gives_the_same_result(found, tmp_path, m
     assert all(subset is not None for subset in model_passes)  # no full pass: both statistics passes read the cache
     assert second.model_dump() == first.model_dump()
     assert [n.feature for n in first.neurons[:2]] == [n.feature for n in found.neurons[:2]]
+
+
+def test_patched_rewards_are_the_rewards_exact_patching_reads():
+    import numpy as np
+
+    from cartrm.capture.stream import ExampleSet, FeatureIndex
+    from cartrm.circuits.patching import PatchBench
+
+    model, data = planted_model(), planted_data()
+    tail = parse_tail_spec("label:is_tail").fit_transform(data)
+    features = FeatureIndex(tuple(list_sites(model.model, ("mlp",))))
+    examples = ExampleSet.from_pairs(model, data, tail.mask)
+    pairs = np.flatnonzero(tail.mask)[:8]
+    bench = PatchBench(model, examples, features, pairs, np.zeros(features.size), np.zeros((16, features.size)))
+    planted = np.array([features.offset_of("blocks.0.mlp.hook_post") + PLANTED])
+    patched = bench.patched_rewards(planted, "zero")
+    effect, accuracy_change = bench.exact(planted, "zero")
+    assert patched.shape == bench.clean_rewards.shape
+    assert effect == pytest.approx(np.abs(patched - bench.clean_rewards).mean()) and effect > 1.0
+    clean_accuracy = np.mean(bench.clean_rewards[:8] > bench.clean_rewards[8:])
+    assert accuracy_change == pytest.approx(np.mean(patched[:8] > patched[8:]) - clean_accuracy)

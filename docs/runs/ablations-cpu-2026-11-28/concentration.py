@@ -3,11 +3,11 @@
 For the trained bt of a seed of a `cart run` folder: exact activation patching (mode head_mean) of the K neurons
 with the largest |Hedges' g| tail vs head (ranked by discovery on the analysis pairs, `analysis/circuits.json`),
 against random sets of K neurons with the same count per layer, on test pairs the ranking never saw. Reads the
-mean |ΔR| per text against the mean |reward margin| of the same pairs, and the change of pairwise accuracy, on
-tail pairs and on head pairs. For contrast, "ΔR-top K": the K neurons bt's tail rewards rest on most (mean
-|first-order ΔR| on validation tail pairs). If even hundreds of the most tail-specific neurons move a small share
-of the tail margin, circuit-level interventions (eq. 12, circuit dropout, circuit-guided augmentation) act on
-little.
+mean |ΔR| per text and the mean |Δ margin| per pair against the mean |reward margin| of the same pairs, and the
+change of pairwise accuracy, on tail pairs and on head pairs. For contrast, "ΔR-top K": the K neurons bt's tail
+rewards rest on most (mean |first-order ΔR| on validation tail pairs). If even hundreds of the most tail-specific
+neurons move a small share of the tail margin, circuit-level interventions (eq. 12, circuit dropout,
+circuit-guided augmentation) act on little.
 
 python docs/runs/ablations-cpu-2026-11-28/concentration.py runs/ablations 0 [PAIRS]
 """
@@ -26,6 +26,7 @@ from cartrm.experiments.pipeline import RunConfig, SeedRun
 from cartrm.models.reward_model import RewardModel
 
 SIZES = (3, 10, 30, 100, 300, 1000)
+DECISIVE_SIZES = (3, 10, 30, 100)
 RANDOM_SETS = 3
 
 
@@ -60,21 +61,40 @@ def main(run: Path, seed: int, n_pairs: int) -> None:
     )
     for group, pairs in chosen.items():
         bench = PatchBench(model, examples, features, pairs, head_mean, np.zeros((2 * n_pairs, features.size)))
-        half = len(pairs)
-        margin = float(np.abs(bench.clean_rewards[:half] - bench.clean_rewards[half:]).mean())
-        accuracy = float(np.mean(bench.clean_rewards[:half] > bench.clean_rewards[half:]))
-        print(f"  {group}: mean |margin| {margin:.3f}, accuracy vs stored order {100 * accuracy:.1f}%")
+        margins = _margins(bench.clean_rewards)
+        scale = float(np.abs(margins).mean())
+        print(f"  {group}: mean |margin| {scale:.3f}, accuracy vs stored order {100 * np.mean(margins > 0):.1f}%")
         sets = [("targets", target_features)] + [(f"top {k}", ranked[:k]) for k in SIZES if k <= len(ranked)]
-        sets += [(f"ΔR-top {k}", decisive[:k]) for k in SIZES[:4]]
+        sets += [(f"ΔR-top {k}", decisive[:k]) for k in DECISIVE_SIZES]
         for label, members_k in sets:
-            effect, change = bench.exact(members_k, "head_mean")
-            null = [bench.exact(r, "head_mean") for r in random_feature_sets(features, members_k, RANDOM_SETS, rng)]
-            null_effect, null_change = np.mean(null, axis=0)
-            print(
-                f"    {label:>9} ({len(members_k):4d} neurons): |ΔR| {100 * effect / margin:5.1f}% of margin, "
-                f"accuracy {100 * change:+5.1f} | random sets: |ΔR| {100 * null_effect / margin:5.1f}%, "
-                f"accuracy {100 * null_change:+5.1f}"
-            )
+            patched = _shares(bench, members_k, margins, scale)
+            null = [
+                _shares(bench, r, margins, scale) for r in random_feature_sets(features, members_k, RANDOM_SETS, rng)
+            ]
+            print(f"    {label:>10} ({len(members_k):4d}): {_line(patched)} | random: {_line(np.mean(null, 0))}")
+
+
+def _margins(rewards: np.ndarray) -> np.ndarray:
+    half = len(rewards) // 2
+    return rewards[:half] - rewards[half:]
+
+
+def _shares(bench: PatchBench, members: np.ndarray, margins: np.ndarray, scale: float) -> np.ndarray:
+    """(mean |ΔR| per text, mean |Δ margin| per pair) as shares of the mean |margin|, and the accuracy change."""
+    patched = bench.patched_rewards(members, "head_mean")
+    moved = _margins(patched)
+    return np.array(
+        [
+            np.abs(patched - bench.clean_rewards).mean() / scale,
+            np.abs(moved - margins).mean() / scale,
+            np.mean(moved > 0) - np.mean(margins > 0),
+        ]
+    )
+
+
+def _line(shares: np.ndarray) -> str:
+    reward, margin, accuracy = 100 * shares
+    return f"|ΔR| {reward:5.1f}%, |Δmargin| {margin:5.1f}%, accuracy {accuracy:+5.1f}"
 
 
 def _by_attribution(seed_run, model, features, head_mean, n_pairs, rng) -> np.ndarray:

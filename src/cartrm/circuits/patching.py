@@ -67,11 +67,16 @@ class PatchBench:
 
     def exact(self, features: np.ndarray, mode: str) -> tuple[float, float]:
         """(mean |ΔR| over tail texts, change of tail pairwise accuracy) when ``features`` are patched."""
-        patched = self._rewards((np.asarray(features), mode))
+        patched = self.patched_rewards(features, mode)
         half = len(self.pairs)
         clean_acc = np.mean(self.clean_rewards[:half] > self.clean_rewards[half:])
         patched_acc = np.mean(patched[:half] > patched[half:])
         return float(np.abs(patched - self.clean_rewards).mean()), float(patched_acc - clean_acc)
+
+    def patched_rewards(self, features: np.ndarray, mode: str) -> np.ndarray:
+        """Rewards of the bench's texts (chosen texts, then rejected, as :attr:`clean_rewards`) with ``features``
+        patched."""
+        return self._rewards((np.asarray(features), mode))
 
     def attribution(self, features: np.ndarray, mode: str) -> float:
         return float(np.abs(self.contributions[mode][:, features].sum(axis=1)).mean())
