@@ -486,10 +486,9 @@ def run(
     preset_name = chosen[0] if chosen else "full"
     if config is not None:
         run_config = RunConfig.from_yaml(config)
-        if out is not None or out_root is not None or name is not None:
-            run_config = run_config.model_copy(update=_run_folder(out, out_root, name or run_config.name))
-        if seeds:
-            run_config = run_config.model_copy(update={"seeds": _seed_list(seeds)})
+        moved = out is not None or out_root is not None or name is not None
+        update = _run_folder(out, out_root, name or run_config.name) if moved else {}
+        run_config = run_config.model_copy(update=update | ({"seeds": _seed_list(seeds)} if seeds else {}))
     else:
         if data is not None and not tail_by:
             raise CartError("--data needs --tail-by (how to tell tail pairs from head pairs)")
