@@ -10,6 +10,7 @@ import torch
 from cartrm.capture.sites import list_sites
 from cartrm.capture.stream import ExampleSet, pooled_batches
 from cartrm.circuits.discover import DiscoveryConfig, discover
+from cartrm.circuits.result import Circuits
 from cartrm.data.tail import TailSplit
 from cartrm.errors import CartError
 from cartrm.models import RewardModel, reward_forward
@@ -546,3 +547,17 @@ def test_the_invariance_form_adds_its_penalty_to_the_augmentation_pass(planted, 
     )
     with pytest.raises(ValueError, match="turn augmentation on"):
         CartConfig(circuit_reg_form="invariance", augmentation=False)
+
+
+def test_decisive_targets_are_one_circuit_found_on_the_model_being_trained(planted, tmp_path):
+    data, mask, circuits = planted
+    cart = CartConfig(augmentation=False, targets_from="decisive", decisive_neurons=1, discovery_pairs=120)
+    method = get_method("cart", TrainConfig(method="cart", cart=cart))
+    method.setup(planted_model(), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path, circuits=circuits))
+    assert [t.id for t in method.targets] == ["decisive"]
+    assert [int(i) for i in method.targets[0].by_site["blocks.0.mlp.hook_post"]] == [PLANTED]
+    saved = Circuits.load(tmp_path / "cart" / "step-0" / "circuits.json")
+    assert [c.id for c in saved.circuits] == [c.id for c in circuits.circuits] + ["decisive"]
+    assert json.loads((tmp_path / "cart" / "step-0" / "targets.json").read_text()) == ["decisive"]
+    with pytest.raises(ValueError, match="choose one"):
+        CartConfig(targets_from="decisive", target_circuits=("c0",))

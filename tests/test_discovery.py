@@ -151,3 +151,37 @@ def test_patched_rewards_are_the_rewards_exact_patching_reads():
     assert effect == pytest.approx(np.abs(patched - bench.clean_rewards).mean()) and effect > 1.0
     clean_accuracy = np.mean(bench.clean_rewards[:8] > bench.clean_rewards[8:])
     assert accuracy_change == pytest.approx(np.mean(patched[:8] > patched[8:]) - clean_accuracy)
+
+
+def test_the_decisive_circuit_is_the_neuron_the_tail_reward_rests_on():
+    """PLANTED and PARTNER both fire only on tail texts, but only PLANTED writes the reward: the decisive circuit
+    (ranked by first-order ΔR, not by tail-vs-head difference) is PLANTED, its exact patch effect is what patching
+    it on the tail pairs moves, and its activation is higher on the tail."""
+    import numpy as np
+
+    from cartrm.capture.stream import ExampleSet, FeatureIndex, pooled_batches
+    from cartrm.circuits.decisive import decisive_circuit
+    from cartrm.circuits.patching import PatchBench
+
+    model, data = planted_model(), planted_data()
+    tail = parse_tail_spec("label:is_tail").fit_transform(data)
+    config = DiscoveryConfig(patch_pairs=0)
+    circuit = decisive_circuit(model, data, tail, config, size=1)
+    features = FeatureIndex(tuple(list_sites(model.model, ("mlp",))))
+    planted = features.offset_of("blocks.0.mlp.hook_post") + PLANTED
+    assert circuit.id == "decisive" and [m.feature for m in circuit.members] == [planted]
+    assert circuit.members[0].layer == 0 and circuit.members[0].index == PLANTED
+    assert circuit.tail_delta > 0 and circuit.tail_effect_size > 1
+
+    examples = ExampleSet.from_pairs(model, data, tail.mask)
+    head_texts = np.flatnonzero(~examples.is_tail)
+    head_mean = np.zeros(features.size)
+    for batch in pooled_batches(model, examples, features.sites, subset=head_texts):
+        head_mean += batch.activations.sum(axis=0) / len(head_texts)
+    pairs = np.flatnonzero(tail.mask)
+    bench = PatchBench(model, examples, features, pairs, head_mean, np.zeros((2 * len(pairs), features.size)))
+    assert circuit.patch_effect == pytest.approx(bench.exact(np.array([planted]), "head_mean")[0], rel=1e-6)
+    assert circuit.patch_effect > 1.0
+
+    three = decisive_circuit(model, data, tail, config, size=3)
+    assert planted in {m.feature for m in three.members} and len(three.members) == 3

@@ -148,7 +148,7 @@ def _circuit_records(
     records = [
         CircuitRecord(
             id=f"c{i}",
-            members=[_ref(features, m) for m in g.members],
+            members=[NeuronRef.of(features, m) for m in g.members],
             coherence=g.mean_coherence,
             tail_delta=float(deltas[i]),
             tail_effect_size=float(effects[i]),
@@ -281,11 +281,6 @@ def _donor_activations(reward_model, examples, features, donor_examples, config)
     return rows
 
 
-def _ref(features: FeatureIndex, feature: int) -> NeuronRef:
-    site, local = features.locate(int(feature))
-    return NeuronRef(site=site.name, layer=site.layer, index=local, feature=int(feature))
-
-
 def _neuron_records(
     features, differential: DifferentialResult, specialised, candidates, permutation, fdr, top_k
 ) -> list[NeuronRecord]:
@@ -297,7 +292,7 @@ def _neuron_records(
     permutation_of = dict(zip(candidates.tolist(), permutation.tolist()))
     return [
         NeuronRecord(
-            **_ref(features, j).model_dump(),
+            **NeuronRef.of(features, j).model_dump(),
             delta=float(differential.delta[j]),
             effect_size=float(differential.effect_size[j]),
             tau_score=float(differential.tau_score[j]),

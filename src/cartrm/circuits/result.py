@@ -22,6 +22,12 @@ class NeuronRef(Record):
     index: int
     feature: int
 
+    @classmethod
+    def of(cls, features: FeatureIndex, feature: int) -> NeuronRef:
+        """The neuron numbered ``feature`` on ``features``' axis."""
+        site, local = features.locate(int(feature))
+        return cls(site=site.name, layer=site.layer, index=local, feature=int(feature))
+
 
 class NeuronRecord(NeuronRef):
     delta: float

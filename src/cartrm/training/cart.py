@@ -12,6 +12,8 @@
 Targets ``C_v`` come from the circuits and vulnerability report given to ``train`` (found on the baseline model,
 which starts from the same initialisation, so the neuron ids name the same units) or, without them, from discovery
 and assessment run on the model itself after ``warmup_steps`` of plain training; ``rediscover_every`` repeats that.
+Beyond the paper, ``targets_from="decisive"`` makes C_v one circuit of the neurons the model's tail rewards rest on
+most (:mod:`cartrm.circuits.decisive`), found on the model being trained when its targets are set.
 Each time targets are set, ``OUT/cart/step-N/`` receives the circuits, vulnerability and augmented pairs.
 """
 
@@ -28,7 +30,8 @@ import torch
 
 from cartrm.capture.hooks import ActivationCapture, drop_features, pooling_mask
 from cartrm.capture.stream import FeatureIndex
-from cartrm.circuits.result import Circuits, check_circuits_fit
+from cartrm.circuits.config import DiscoveryConfig
+from cartrm.circuits.result import CircuitRecord, Circuits, check_circuits_fit
 from cartrm.data.dataset import PreferenceDataset
 from cartrm.errors import CartError
 from cartrm.io import write_text_atomic
@@ -88,6 +91,8 @@ class CircuitAwareTraining(BradleyTerry):
         cart = self.config.cart
         if cart.augmentation and not isinstance(dataset, PreferenceDataset):
             raise CartError("CART augmentation needs preference pairs; use --no-aug for scored (pointwise) data")
+        if cart.targets_from == "decisive" and not isinstance(dataset, PreferenceDataset):
+            raise CartError("the decisive circuit is found on preference pairs; use --targets-from circuits here")
         self.reward_model, self.dataset, self.context = reward_model, dataset, context
         self.eta = cart.progressive_eta or cart.w_max / (cart.progressive_ramp * context.total_steps)
         self.targets: list[TargetCircuit] = []
@@ -96,8 +101,7 @@ class CircuitAwareTraining(BradleyTerry):
         self._last_step = -1
         self._aug_grad_norms: dict[str, float] = {}
         if context.circuits is not None:
-            circuits = context.circuits
-            self._set_targets(circuits, self._target_ids(circuits, context.vulnerability), step=0)
+            self._choose_targets(context.circuits, context.vulnerability, step=0)
             self.next_discovery = cart.rediscover_every or None
         else:
             self.next_discovery = cart.warmup_steps or max(1, round(0.1 * context.total_steps))
@@ -418,7 +422,28 @@ class CircuitAwareTraining(BradleyTerry):
         )
         folder = Path(self.context.output_dir) / ARTIFACTS / f"step-{step}"
         report.save(folder / "vulnerability.json")
-        self._set_targets(circuits, self._target_ids(circuits, report), step)
+        self._choose_targets(circuits, report, step)
+
+    def _choose_targets(self, circuits: Circuits, report: VulnerabilityReport | None, step: int) -> None:
+        """C_v from the circuits (the report's targets or ``target_circuits``) or, ``targets_from`` decisive, the
+        decisive circuit of the model as it is now, added to the circuits (replacing an earlier one)."""
+        if self.config.cart.targets_from == "circuits":
+            self._set_targets(circuits, self._target_ids(circuits, report), step)
+            return
+        record = self._decisive_circuit(circuits.config, step)
+        found = [c for c in circuits.circuits if c.id != record.id] + [record]
+        self._set_targets(circuits.model_copy(update={"circuits": found}), [record.id], step)
+
+    def _decisive_circuit(self, config: DiscoveryConfig, step: int) -> CircuitRecord:
+        """The decisive circuit on a seeded, tail/head-balanced subset of the training pairs."""
+        from cartrm.circuits.decisive import decisive_circuit
+        from cartrm.circuits.discover import balanced_subset
+        from cartrm.data.tail import TailSplit
+
+        cart = self.config.cart
+        subset = balanced_subset(self.context.tail_mask, cart.discovery_pairs, self.config.seed + step)
+        tail = TailSplit(self.context.tail_mask[subset], "training tail")
+        return decisive_circuit(self.reward_model, self.dataset.select(subset), tail, config, cart.decisive_neurons)
 
 
 def circuit_invariance(pooled: dict[str, torch.Tensor], targets: list[TargetCircuit]) -> torch.Tensor:

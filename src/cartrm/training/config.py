@@ -23,6 +23,14 @@ class CartConfig(BaseModel):
     target_circuits: tuple[str, ...] | None = Field(
         None, description="explicit circuit ids for C_v (overrides the targets)"
     )
+    targets_from: Literal["circuits", "decisive"] = Field(
+        "circuits",
+        description="C_v: circuits (the vulnerability report's targets, or target_circuits) or, beyond the paper, "
+        "decisive (one circuit of the decisive_neurons neurons the model's tail rewards rest on most, by mean "
+        "|first-order ΔR| under head-mean patching on discovery_pairs training pairs, found on the model when its "
+        "targets are set)",
+    )
+    decisive_neurons: int = Field(10, ge=1, description="neurons in the decisive circuit (targets_from decisive)")
     augmentation: bool = Field(True, description="circuit-guided augmentation (eq. 10-11)")
     aug_weight: float = Field(1.0, ge=0, description="weight of L_aug (eq. 10-11)")
     aug_scaling: Literal["separate_mean", "batch_share"] = Field(
@@ -101,6 +109,8 @@ class CartConfig(BaseModel):
             raise ValueError(
                 "circuit_reg_form invariance compares augmentations with their sources: turn augmentation on"
             )
+        if self.targets_from == "decisive" and self.target_circuits:
+            raise ValueError("target_circuits names circuits, targets_from decisive finds its own: choose one")
         if self.circuit_dropout and self.circuit_reg:
             raise ValueError(
                 "circuit_dropout replaces the circuit regulariser (eq. 12 would read the dropped activations): "
