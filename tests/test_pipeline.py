@@ -518,3 +518,20 @@ def test_a_tuned_cart_s_audit_reads_the_selected_variant_s_augmentations(tmp_pat
     seed = SimpleNamespace(root=tmp_path, splits={"train": train})
     audit = pipeline.SeedRun._augmentation_audit(seed, "cart")
     assert sum(t["n"] for t in audit.values()) == 1  # variant 1's one augmentation, not all four
+
+
+def test_an_option_added_later_enters_stage_keys_only_when_set():
+    """Options marked KEYED_WHEN_SET leave the key while at their default (finished stages of earlier versions
+    stay valid), and change it once set."""
+    from cartrm.experiments.pipeline import _digest
+    from cartrm.training.config import CartConfig
+    from cartrm.training.run_folder import digest
+
+    training = TrainConfig(method="cart")
+    dumped = training.model_dump(mode="json")
+    for later in ("targets_from", "decisive_neurons"):
+        del dumped["cart"][later]
+    assert _digest(training) == digest([dumped])
+    decisive = training.model_copy(update={"cart": CartConfig(targets_from="decisive")})
+    assert _digest(decisive) != _digest(training)
+    assert _digest(training.model_copy(update={"cart": CartConfig(decisive_neurons=3)})) != _digest(training)

@@ -55,7 +55,7 @@ from cartrm.report.aggregate import CONTROLS, READ_AGAINST_BT_CONTINUED, WARM_ST
 from cartrm.report.html import write_report
 from cartrm.report.results import RunResults, SeedStability
 from cartrm.training import METHODS, TrainConfig, get_method, train
-from cartrm.training.config import CartConfig
+from cartrm.training.config import KEYED_WHEN_SET, CartConfig
 from cartrm.training.run_folder import digest, lock_folder
 from cartrm.vulnerability.assess import AssessConfig, assess
 from cartrm.vulnerability.result import VulnerabilityReport
@@ -875,7 +875,20 @@ def _user_splits(dataset, seed: int, tail: np.ndarray, split: UserSplit) -> dict
 
 def _digest(*parts) -> str:
     """A content address of a stage's inputs (pydantic configs are dumped; paths become strings)."""
-    return digest([p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts])
+    return digest([_key_dump(p) if isinstance(p, BaseModel) else p for p in parts])
+
+
+def _key_dump(config: BaseModel) -> dict[str, Any]:
+    """``config`` as a stage key reads it: options marked ``KEYED_WHEN_SET`` are left out while at their default."""
+    dumped = config.model_dump(mode="json")
+    for name, info in type(config).model_fields.items():
+        value = getattr(config, name)
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if isinstance(value, BaseModel):
+            dumped[name] = _key_dump(value)
+        elif KEYED_WHEN_SET.items() <= extra.items() and value == info.default:
+            del dumped[name]
+    return dumped
 
 
 def _stage_done(folder: Path, key: str) -> bool:

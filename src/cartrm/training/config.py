@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import JsonDict
 
 CPU_BATCH_TOKENS = 2048  # padded tokens per forward pass on a CPU: same speed as one pass, far less memory
+# Marks an option added after run folders recorded their stage keys: a key leaves it out while it has its default,
+# so adding an option does not retrain finished stages (cartrm.experiments.pipeline).
+KEYED_WHEN_SET: JsonDict = {"keyed_when_set": True}
 
 
 class CartConfig(BaseModel):
@@ -29,8 +33,14 @@ class CartConfig(BaseModel):
         "decisive (one circuit of the decisive_neurons neurons the model's tail rewards rest on most, by mean "
         "|first-order ΔR| under head-mean patching on discovery_pairs training pairs, found on the model when its "
         "targets are set)",
+        json_schema_extra=KEYED_WHEN_SET,
     )
-    decisive_neurons: int = Field(10, ge=1, description="neurons in the decisive circuit (targets_from decisive)")
+    decisive_neurons: int = Field(
+        10,
+        ge=1,
+        description="neurons in the decisive circuit (targets_from decisive)",
+        json_schema_extra=KEYED_WHEN_SET,
+    )
     augmentation: bool = Field(True, description="circuit-guided augmentation (eq. 10-11)")
     aug_weight: float = Field(1.0, ge=0, description="weight of L_aug (eq. 10-11)")
     aug_scaling: Literal["separate_mean", "batch_share"] = Field(
