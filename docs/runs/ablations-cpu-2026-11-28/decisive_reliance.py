@@ -3,8 +3,8 @@
 For one seed of a `cart run` folder: the decisive circuit that `cart-decisive-dropout` trained against (its
 `cart/step-0/circuits.json`, found on bt), patched to its head mean by exact activation patching in bt,
 bt-continued, cart and the decisive variants, on tail and head test pairs. Read: mean |Δ margin| per pair as a share
-of the pairs' mean |margin|. Dropout on tail texts should leave the trained model's tail margins resting less on those neurons than
-bt-continued's (the same steps without it) and cart's do; its head margins are not asked to.
+of the pairs' mean |margin|. Dropout on tail texts should leave the trained model's tail margins resting less on
+those neurons than bt-continued's (the same steps without it) and cart's do; its head margins are not asked to.
 
 python docs/runs/ablations-cpu-2026-11-28/decisive_reliance.py runs/ablations 0 [PAIRS [MODEL,MODEL…]]
 """
