@@ -535,3 +535,46 @@ def test_an_option_added_later_enters_stage_keys_only_when_set():
     decisive = training.model_copy(update={"cart": CartConfig(targets_from="decisive")})
     assert _digest(decisive) != _digest(training)
     assert _digest(training.model_copy(update={"cart": CartConfig(decisive_neurons=3)})) != _digest(training)
+
+
+def test_a_stage_made_from_other_inputs_is_reported_before_it_is_redone(tmp_path, caplog):
+    from cartrm.experiments.pipeline import _stage_done, _stage_finish
+
+    assert not _stage_done(tmp_path / "models" / "bt", "key-a")
+    _stage_finish(tmp_path, "key-a")
+    with caplog.at_level("WARNING", logger="cartrm.run"):
+        assert _stage_done(tmp_path, "key-a")
+        assert not caplog.records
+        assert not _stage_done(tmp_path, "key-b")
+    assert "made from other inputs" in caplog.text and str(tmp_path) in caplog.text
+
+
+KEYED_OPTIONS = {  # every option that enters the stage keys whatever its value (as finished run folders hold them)
+    "TrainConfig": "batch_size cart center_rewards_coefficient disable_dropout epochs eval_steps "
+    "gradient_accumulation_steps group_by_length hidden_reg_weight label_smoothing learning_rate logging_steps "
+    "max_batch_tokens max_grad_norm max_length max_steps method mixed_precision save_steps seed tail_weight "
+    "warmup_ratio weight_decay",
+    "CartConfig": "aug_candidates aug_group_column aug_keep aug_scaling aug_selection aug_transforms aug_vocabulary "
+    "aug_weight augmentation circuit_dropout circuit_reg circuit_reg_form circuit_reg_weight discovery_pairs "
+    "generator grad_norm_every min_tail_per_batch progressive progressive_eta progressive_ramp rediscover_every "
+    "tail_sampling target_circuits top_targets w_max warmup_steps",
+    "DiscoveryConfig": "batch_size coherence_null_shuffles community fdr max_validated mi_bins mi_estimator n_null "
+    "n_permutations null_mode patch_pairs pooling ridge_alpha seed sites tau tau_quantile top_k",
+    "AssessConfig": "batch_size bound_delta coverage_quantile eps groups_column max_circuits min_group_size norm "
+    "pgd_steps seed sensitivity_examples top_targets vuln_threshold weights",
+    "BenchmarkConfig": "alpha label_noise_temperature n_test_head n_test_tail n_train n_validation seed zipf_exponent",
+}
+
+
+def test_a_new_option_of_a_keyed_config_is_marked_keyed_when_set():
+    """A new option that entered every stage key would make every finished run folder redo its stages (and remove
+    their models) the first time it runs with the new version: mark it ``json_schema_extra=KEYED_WHEN_SET``, or
+    list it above if finished stages really must be redone."""
+    from cartrm.circuits.config import DiscoveryConfig
+    from cartrm.io import keyed_when_set
+    from cartrm.training.config import CartConfig
+    from cartrm.vulnerability.config import AssessConfig
+
+    for config in (TrainConfig, CartConfig, DiscoveryConfig, AssessConfig, BenchmarkConfig):
+        always = {name for name, info in config.model_fields.items() if not keyed_when_set(info)}
+        assert always == set(KEYED_OPTIONS[config.__name__].split()), config.__name__

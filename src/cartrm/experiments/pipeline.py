@@ -49,13 +49,13 @@ from cartrm.evaluation import EvaluationReport, evaluate_scores
 from cartrm.evaluation.bon import BoNCurve
 from cartrm.evaluation.metrics import accuracy_scorer, gold_margin_of
 from cartrm.experiments.ensemble import EnsembleConfig, train_ensemble
-from cartrm.io import read_yaml_mapping, versions, write_json_atomic, write_text_atomic
+from cartrm.io import keyed_when_set, read_yaml_mapping, versions, write_json_atomic, write_text_atomic
 from cartrm.models import EnsembleRewardModel, RewardModel
 from cartrm.report.aggregate import CONTROLS, READ_AGAINST_BT_CONTINUED, WARM_STARTED, aggregate, matched_control
 from cartrm.report.html import write_report
 from cartrm.report.results import RunResults, SeedStability
 from cartrm.training import METHODS, TrainConfig, get_method, train
-from cartrm.training.config import KEYED_WHEN_SET, CartConfig
+from cartrm.training.config import CartConfig
 from cartrm.training.run_folder import digest, lock_folder
 from cartrm.vulnerability.assess import AssessConfig, assess
 from cartrm.vulnerability.result import VulnerabilityReport
@@ -883,17 +883,23 @@ def _key_dump(config: BaseModel) -> dict[str, Any]:
     dumped = config.model_dump(mode="json")
     for name, info in type(config).model_fields.items():
         value = getattr(config, name)
-        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         if isinstance(value, BaseModel):
             dumped[name] = _key_dump(value)
-        elif KEYED_WHEN_SET.items() <= extra.items() and value == info.default:
+        elif keyed_when_set(info) and value == info.default:
             del dumped[name]
     return dumped
 
 
 def _stage_done(folder: Path, key: str) -> bool:
+    """Whether ``folder`` holds a finished stage made from these inputs. One made from other inputs (a changed
+    setting or upstream stage) is about to be removed and redone, so that is logged."""
     marker = folder / STAGE_MARKER
-    return marker.exists() and json.loads(marker.read_text()).get("key") == key
+    if not marker.exists():
+        return False
+    if json.loads(marker.read_text()).get("key") == key:
+        return True
+    log.warning("%s was made from other inputs (a setting or an upstream stage changed): it is redone", folder)
+    return False
 
 
 def _stage_key(folder: Path) -> str:

@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.json_schema import JsonDict
+
+from cartrm.io import KEYED_WHEN_SET
 
 CPU_BATCH_TOKENS = 2048  # padded tokens per forward pass on a CPU: same speed as one pass, far less memory
-# Marks an option added after run folders recorded their stage keys: a key leaves it out while it has its default,
-# so adding an option does not retrain finished stages (cartrm.experiments.pipeline).
-KEYED_WHEN_SET: JsonDict = {"keyed_when_set": True}
 
 
 class CartConfig(BaseModel):
