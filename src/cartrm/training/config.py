@@ -112,7 +112,7 @@ class CartConfig(BaseModel):
     top_targets: int = Field(3, ge=1, description="circuits in C_v when training picks the targets itself")
 
     @model_validator(mode="after")
-    def _dropout_or_regulariser(self) -> CartConfig:
+    def _compatible_options(self) -> CartConfig:
         if self.circuit_reg and self.circuit_reg_form == "invariance" and not self.augmentation:
             raise ValueError(
                 "circuit_reg_form invariance compares augmentations with their sources: turn augmentation on"
