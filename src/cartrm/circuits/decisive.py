@@ -49,7 +49,7 @@ def decisive_circuit(
         reward_model, examples, features, tail_pairs, head_mean, no_donors, config.pooling, config.batch_size
     )
     effect = np.abs(bench.contributions["head_mean"]).mean(axis=0)
-    members = np.sort(np.argsort(-effect, kind="stable")[: min(size, features.size)])
+    members = np.sort(np.argsort(-effect, kind="stable")[:size])
     activation = GroupMoments.from_batch(acts[:, members].mean(axis=1, keepdims=True), examples.is_tail)
     delta = activation.mean(TAIL) - activation.mean(HEAD)
     patch_effect, _ = bench.exact(members, "head_mean")

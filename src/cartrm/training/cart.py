@@ -387,13 +387,11 @@ class CircuitAwareTraining(BradleyTerry):
 
     def _discover(self, step: int) -> None:
         """Discovery + assessment on a seeded subset of the training data, with the model as it is now."""
-        from cartrm.circuits.discover import DiscoveryConfig, balanced_subset, discover
-        from cartrm.data.tail import TailSplit
+        from cartrm.circuits.discover import DiscoveryConfig, discover
         from cartrm.vulnerability.assess import AssessConfig, assess
 
         cart = self.config.cart
-        subset = balanced_subset(self.context.tail_mask, cart.discovery_pairs, self.config.seed + step)
-        data, tail = self.dataset.select(subset), TailSplit(self.context.tail_mask[subset], "training tail")
+        data, tail = self._training_subset(step)
         progress = self.context.progress
         circuits = discover(
             self.reward_model,
@@ -405,7 +403,7 @@ class CircuitAwareTraining(BradleyTerry):
         self.next_discovery = step + cart.rediscover_every if cart.rediscover_every else None
         if not circuits.circuits:
             warnings.warn(
-                f"step {step}: discovery found no tail circuits on {len(subset)} training pairs; "
+                f"step {step}: discovery found no tail circuits on {len(data)} training pairs; "
                 "training goes on without circuit terms",
                 stacklevel=2,
             )
@@ -435,15 +433,20 @@ class CircuitAwareTraining(BradleyTerry):
         self._set_targets(circuits.model_copy(update={"circuits": found}), [record.id], step)
 
     def _decisive_circuit(self, config: DiscoveryConfig, step: int) -> CircuitRecord:
-        """The decisive circuit on a seeded, tail/head-balanced subset of the training pairs."""
+        """The decisive circuit on the step's training subset."""
         from cartrm.circuits.decisive import decisive_circuit
+
+        data, tail = self._training_subset(step)
+        return decisive_circuit(self.reward_model, data, tail, config, self.config.cart.decisive_neurons)
+
+    def _training_subset(self, step: int) -> tuple[Any, Any]:
+        """``discovery_pairs`` training pairs, tail and head balanced, drawn by the run's seed and ``step``, with
+        their tail split: what discovery, assessment and the decisive circuit read during training."""
         from cartrm.circuits.discover import balanced_subset
         from cartrm.data.tail import TailSplit
 
-        cart = self.config.cart
-        subset = balanced_subset(self.context.tail_mask, cart.discovery_pairs, self.config.seed + step)
-        tail = TailSplit(self.context.tail_mask[subset], "training tail")
-        return decisive_circuit(self.reward_model, self.dataset.select(subset), tail, config, cart.decisive_neurons)
+        subset = balanced_subset(self.context.tail_mask, self.config.cart.discovery_pairs, self.config.seed + step)
+        return self.dataset.select(subset), TailSplit(self.context.tail_mask[subset], "training tail")
 
 
 def circuit_invariance(pooled: dict[str, torch.Tensor], targets: list[TargetCircuit]) -> torch.Tensor:
