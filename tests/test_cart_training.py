@@ -561,3 +561,19 @@ def test_decisive_targets_are_one_circuit_found_on_the_model_being_trained(plant
     assert json.loads((tmp_path / "cart" / "step-0" / "targets.json").read_text()) == ["decisive"]
     with pytest.raises(ValueError, match="choose one"):
         CartConfig(targets_from="decisive", target_circuits=("c0",))
+
+
+def test_self_discovery_with_decisive_targets_needs_no_discovered_circuit(planted, tmp_path):
+    data, mask, _ = planted
+    cart = CartConfig(augmentation=False, warmup_steps=2, discovery_pairs=120, targets_from="decisive")
+    cart = cart.model_copy(update={"circuit_reg": False, "circuit_dropout": 0.3, "decisive_neurons": 1})
+    train(
+        planted_model(),
+        data,
+        TrainConfig(method="cart", max_steps=3, batch_size=16, cart=cart),
+        tmp_path,
+        tail=TailSplit(mask, "is_tail"),
+        progress=False,
+    )
+    assert json.loads((tmp_path / "cart" / "step-2" / "targets.json").read_text()) == ["decisive"]
+    assert not (tmp_path / "cart" / "step-2" / "vulnerability.json").exists()

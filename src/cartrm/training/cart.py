@@ -401,6 +401,9 @@ class CircuitAwareTraining(BradleyTerry):
             progress=progress,
         )
         self.next_discovery = step + cart.rediscover_every if cart.rediscover_every else None
+        if cart.targets_from == "decisive":  # the decisive circuit needs no discovered circuit nor their report
+            self._choose_targets(circuits, None, step)
+            return
         if not circuits.circuits:
             warnings.warn(
                 f"step {step}: discovery found no tail circuits on {len(data)} training pairs; "
