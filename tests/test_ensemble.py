@@ -271,3 +271,28 @@ def test_too_few_validation_tail_pairs_give_uniform_weights_and_a_warning(tmp_pa
     with pytest.warns(UserWarning, match="only 4 validation tail examples"):
         result = train_ensemble("tiny-bert", data, tail, validation, validation_tail, config, tmp_path, progress=False)
     assert result.weighting == "uniform" and result.alpha == [0.5, 0.5]
+
+
+def test_a_member_trained_elsewhere_is_copied_not_retrained(tmp_path, monkeypatch):
+    import cartrm.experiments.ensemble as ensemble_module
+
+    data, tail = tail_marked_pairs(24, seed=0)
+    validation, validation_tail = tail_marked_pairs(12, seed=1)
+    config = EnsembleConfig(
+        members=2, method="bt", train=TrainConfig(max_steps=2, batch_size=4, max_length=32), min_tail_to_fit=4
+    )
+    args = ("tiny-bert", data, tail, validation, validation_tail, config)
+    full = train_ensemble(*args, tmp_path / "full", progress=False)
+    trained_members = []
+    original = ensemble_module.train
+    monkeypatch.setattr(
+        ensemble_module, "train", lambda m, d, c, *a, **k: trained_members.append(c.seed) or original(m, d, c, *a, **k)
+    )
+    member_0 = tmp_path / "full" / "members" / "member-0"
+    reused = train_ensemble(*args, tmp_path / "reused", trained={0: member_0}, progress=False)
+    assert trained_members == [1]  # only member 1 was trained
+    weights = "model.safetensors"
+    assert (member_0 / weights).read_bytes() == (tmp_path / "reused" / "members" / "member-0" / weights).read_bytes()
+    assert reused.alpha == full.alpha and reused.member_tail_loss == pytest.approx(full.member_tail_loss)
+    with pytest.raises(CartError, match="member-0: the folder is not empty"):
+        train_ensemble(*args, tmp_path / "reused", trained={0: member_0}, progress=False)

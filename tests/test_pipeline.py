@@ -578,3 +578,28 @@ def test_a_new_option_of_a_keyed_config_is_marked_keyed_when_set():
     for config in (TrainConfig, CartConfig, DiscoveryConfig, AssessConfig, BenchmarkConfig):
         always = {name for name, info in config.model_fields.items() if not keyed_when_set(info)}
         assert always == set(KEYED_OPTIONS[config.__name__].split()), config.__name__
+
+
+def test_ensemble_mean_takes_the_seed_s_bt_model_as_its_first_member(tmp_path, monkeypatch):
+    import cartrm.experiments.ensemble as ensemble_module
+
+    trained = []
+    for module in (pipeline, ensemble_module):
+        original = module.train
+        monkeypatch.setattr(
+            module,
+            "train",
+            lambda m, d, c, *a, _original=original, **k: (
+                trained.append((c.method, c.seed)) or _original(m, d, c, *a, **k)
+            ),
+        )
+    config = RunConfig(
+        name="e", out_root=tmp_path, methods=("bt", "ensemble-mean"), ensemble_members=2, **{**TINY, "bon_prompts": 0}
+    )
+    run_experiment(config, progress=False)
+    assert trained == [("bt", 0), ("bt", 1)]  # bt, then only the ensemble's second member
+    models = config.directory / "seed-0" / "models"
+    weights = "model.safetensors"
+    member_0 = models / "ensemble-mean" / "members" / "member-0"
+    assert (member_0 / weights).read_bytes() == (models / "bt" / weights).read_bytes()
+    assert not (member_0 / pipeline.STAGE_MARKER).exists()

@@ -12,9 +12,10 @@ An ensemble folder holds ``ensemble.json`` and ``member-0/``, ``member-1/``, …
 
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ def train_ensemble(
     *,
     circuits: Circuits | None = None,
     targets: Sequence[str] | None = None,
+    trained: Mapping[int, str | Path] | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> EnsembleResult:
@@ -91,7 +93,10 @@ def train_ensemble(
     Layout of ``output_dir``: ``members/member-i`` (training output folders), ``circuits/member-i.json``
     (each member's cheap tail discovery, pairwise data only), ``ensemble/`` (the ensemble folder) and
     ``ensemble_result.json``. ``targets`` (circuit ids of ``C_v`` among ``circuits``) are split among the members
-    for ``cart``; other methods ignore both. ``overwrite`` replaces members an earlier run left in ``output_dir``.
+    for ``cart``; other methods ignore both. ``trained`` maps a member's index to a folder where a model was
+    already trained from ``base_model`` on ``dataset`` with exactly that member's settings
+    (:func:`member_train_config`; e.g. a run's bt model is ``ensemble-mean``'s member 0): it is copied, not
+    retrained. ``overwrite`` replaces members an earlier run left in ``output_dir``.
     """
     started = time.time()
     get_method(config.method, config.train)  # an unknown method fails before any training
@@ -103,8 +108,11 @@ def train_ensemble(
         raise CartError("the validation data has no tail examples to fit and measure the ensemble on (eq. 15)")
     slices = split_targets(list(targets), config.members) if targets and config.method == "cart" else None
     out = Path(output_dir)
+    trained = trained or {}
     members = [
-        _train_member(
+        _copied_member(Path(trained[i]), out / "members" / f"member-{i}", overwrite)
+        if i in trained
+        else _train_member(
             base_model, dataset, tail, config, i, slices[i] if slices else None, circuits, out, overwrite, progress
         )
         for i in range(config.members)
@@ -170,6 +178,16 @@ def member_train_config(config: EnsembleConfig, i: int, targets: tuple[str, ...]
     if targets is not None:
         update["cart"] = config.train.cart.model_copy(update={"target_circuits": targets})
     return config.train.model_copy(update=update)
+
+
+def _copied_member(source: Path, target: Path, overwrite: bool) -> RewardModel:
+    """A member trained elsewhere, copied with its training record (files whose names start with a dot, such as
+    a pipeline's stage marker, stay behind)."""
+    if target.exists() and not overwrite:
+        raise CartError(f"{target}: the folder is not empty; overwrite=True replaces it")
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".*", "validation.json"))
+    return RewardModel.load(target)
 
 
 def _train_member(

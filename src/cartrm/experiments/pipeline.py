@@ -48,7 +48,7 @@ from cartrm.errors import CartError
 from cartrm.evaluation import EvaluationReport, evaluate_scores
 from cartrm.evaluation.bon import BoNCurve
 from cartrm.evaluation.metrics import accuracy_scorer, gold_margin_of
-from cartrm.experiments.ensemble import EnsembleConfig, train_ensemble
+from cartrm.experiments.ensemble import EnsembleConfig, member_train_config, train_ensemble
 from cartrm.io import keyed_when_set, read_yaml_mapping, versions, write_json_atomic, write_text_atomic
 from cartrm.models import EnsembleRewardModel, RewardModel
 from cartrm.report.aggregate import CONTROLS, READ_AGAINST_BT_CONTINUED, WARM_STARTED, aggregate, matched_control
@@ -617,9 +617,17 @@ class SeedRun:
             folder,
             circuits=circuits if member_method == "cart" else None,
             targets=targets,
+            trained=self._members_trained_as_bt(ensemble),
             progress=self.progress,
         )
         return EnsembleRewardModel.load(result.ensemble_dir)
+
+    def _members_trained_as_bt(self, ensemble: EnsembleConfig) -> dict[int, Path]:
+        """The seed's bt model as the ensemble's member 0 when that member's settings are bt's (``ensemble-mean``:
+        same start, data, settings and seed, so training it again would rebuild the same weights)."""
+        bt = self.root / "models" / "bt"
+        same = "bt" in self.config.methods and member_train_config(ensemble, 0) == self._training_of("bt")
+        return {0: bt} if same and (bt / STAGE_MARKER).exists() else {}
 
     def _analysis(self) -> tuple[Circuits, VulnerabilityReport | None]:
         """Phases 1–2 on the baseline, once per seed: its tail circuits and their vulnerability report (None when
