@@ -198,3 +198,18 @@ def test_pointwise_squared_error_learns_planted_scores(tmp_path):
 def test_unknown_method_lists_the_available_ones():
     with pytest.raises(CartError, match="available: .*bt"):
         get_method("nope", TrainConfig())
+
+
+def test_a_warm_start_begins_at_the_loss_of_the_model_it_continues(tmp_path):
+    """Continuing from a trained model (what --init-from and cart's warm start do): the first step's loss, taken
+    before any update, is the trained model's own Bradley–Terry loss on that batch, not a fresh model's ~log 2.
+    tiny-llama has no dropout, so the training-mode loss equals the scored one; one batch holds every pair."""
+    data = planted_pairs(16)
+    config = TrainConfig(max_steps=3, batch_size=16, learning_rate=3e-3, logging_steps=1)
+    train(RewardModel.load("tiny-llama", seed=0), data, config, tmp_path / "bt", progress=False)
+    chosen, rejected = RewardModel.load(tmp_path / "bt").score_pairs(data)
+    trained_loss = torch.nn.functional.softplus(-torch.tensor(chosen - rejected)).mean().item()
+    assert abs(trained_loss - np.log(2)) > 0.01  # the bt model has moved away from a fresh model's loss
+    continued = train(RewardModel.load(tmp_path / "bt"), data, config, tmp_path / "continued", progress=False)
+    assert continued.history[0]["step"] == 1
+    assert continued.history[0]["loss"] == pytest.approx(trained_loss, abs=1e-4)
