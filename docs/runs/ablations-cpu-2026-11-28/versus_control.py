@@ -6,31 +6,25 @@ the compute-matched control (bt-continued) directly.
 python docs/runs/ablations-cpu-2026-11-28/versus_control.py runs/ablations 0,1,2 cart-decisive-dropout bt-continued
 """
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from cartrm.evaluation.metrics import gold_margin_of, pairwise_correct
 from cartrm.evaluation.statistics import hierarchical_bootstrap
 from cartrm.experiments.pipeline import RunConfig, SeedRun
 
 
-def gold_correct(run: Path, seed_run: SeedRun, method: str) -> dict[str, np.ndarray]:
+def gold_correct(seed_run: SeedRun, method: str) -> dict[str, np.ndarray]:
     """Per test pair, whether ``method`` orders it as the gold rule does, for head and tail pairs."""
-    scores = json.loads((run / f"seed-{seed_run.seed}" / "eval" / method / "scores.json").read_text())
-    gold = gold_margin_of(seed_run.splits["test"])
-    margin = np.array(scores["chosen"]) - np.array(scores["rejected"])
-    correct = pairwise_correct(np.sign(gold) * margin, np.zeros(len(gold)))
-    tail = seed_run.tails["test"].mask
-    return {"head": correct[~tail], "tail": correct[tail]}
+    correct = seed_run.test_correctness(method)
+    return {g: correct[f"{g}_gold_accuracy"] for g in ("head", "tail")}
 
 
 def main(run: Path, seeds: list[int], a: str, b: str) -> None:
     config = RunConfig.from_yaml(run / "config.yaml")
     runs = [SeedRun(config, seed, progress=False) for seed in seeds]
-    correct = {m: [gold_correct(run, r, m) for r in runs] for m in (a, b)}
+    correct = {m: [gold_correct(r, m) for r in runs] for m in (a, b)}
     for group in ("tail", "head"):
         paired = hierarchical_bootstrap([c[group] for c in correct[a]], [c[group] for c in correct[b]])
         per_seed = ", ".join(f"{100 * v:+.1f}" for v in paired.per_seed)

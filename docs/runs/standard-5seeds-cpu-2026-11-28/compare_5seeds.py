@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cartrm.evaluation.metrics import gold_margin_of, pairwise_correct
 from cartrm.evaluation.statistics import hierarchical_bootstrap
 from cartrm.experiments.pipeline import RunConfig, SeedRun
 
@@ -29,15 +28,8 @@ PAIRS = (
 def gold_correct(run: Path, seed: int) -> dict[str, dict[str, np.ndarray]]:
     """Per method, per test pair, whether it orders the pair as the gold rule does (head and tail pairs)."""
     seed_run = SeedRun(RunConfig.from_yaml(run / "config.yaml"), seed, progress=False)
-    gold = np.asarray(gold_margin_of(seed_run.splits["test"]))
-    tail = seed_run.tails["test"].mask
-    out = {}
-    for method in METHODS:
-        scores = json.loads((run / f"seed-{seed}" / "eval" / method / "scores.json").read_text())
-        margin = np.sign(gold) * (np.asarray(scores["chosen"]) - np.asarray(scores["rejected"]))
-        correct = pairwise_correct(margin, np.zeros(len(gold)))
-        out[method] = {"head": correct[~tail], "tail": correct[tail]}
-    return out
+    correct = {method: seed_run.test_correctness(method) for method in METHODS}
+    return {m: {g: c[f"{g}_gold_accuracy"] for g in ("head", "tail")} for m, c in correct.items()}
 
 
 def tail_peak_n(run: Path, seed: int) -> dict[str, int]:

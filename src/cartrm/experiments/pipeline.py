@@ -713,10 +713,7 @@ class SeedRun:
             report.save(folder / "metrics.json")
             write_json_atomic(folder / "scores.json", {"chosen": chosen.tolist(), "rejected": rejected.tolist()})
             _stage_finish(folder, key)
-        scores = json.loads((folder / "scores.json").read_text())
-        return EvaluationReport.load(folder / "metrics.json"), self._correctness(
-            np.array(scores["chosen"]), np.array(scores["rejected"])
-        )
+        return EvaluationReport.load(folder / "metrics.json"), self.test_correctness(method)
 
     def _tail_margin(self, method: str) -> float:
         """``method``'s mean |reward margin| over the test split's tail pairs: the reward scale that a circuit's
@@ -725,9 +722,14 @@ class SeedRun:
         margins = np.abs(np.array(scores["chosen"]) - np.array(scores["rejected"]))
         return float(margins[self.tails["test"].mask].mean())
 
-    def _correctness(self, chosen: np.ndarray, rejected: np.ndarray) -> dict[str, np.ndarray]:
+    def test_correctness(self, method: str) -> dict[str, np.ndarray]:
+        """Per test pair, whether ``method``'s saved test scores order it as labelled (``head_accuracy``,
+        ``tail_accuracy``) and, where a gold reward exists, as the gold rule does (``head_gold_accuracy``,
+        ``tail_gold_accuracy``): the paired tests' input, also for reading a finished run again."""
         from cartrm.evaluation.metrics import pairwise_correct
 
+        scores = json.loads((self.root / "eval" / method / "scores.json").read_text())
+        chosen, rejected = np.array(scores["chosen"]), np.array(scores["rejected"])
         tail = self.tails["test"].mask
         correct = pairwise_correct(chosen, rejected)
         out = {"head_accuracy": correct[~tail], "tail_accuracy": correct[tail]}
