@@ -11,7 +11,7 @@ import cartrm
 
 PACKAGE = Path(cartrm.__file__).parent
 # The data flow, first to last; the foundation modules may be imported by every package.
-FOUNDATION = ("errors", "io", "lazy", "plotting")
+FOUNDATION = ("errors", "io", "lazy", "plotting", "runs")
 ORDER = (
     "data",
     "models",

@@ -523,9 +523,9 @@ def test_a_tuned_cart_s_audit_reads_the_selected_variant_s_augmentations(tmp_pat
 def test_an_option_added_later_enters_stage_keys_only_when_set():
     """Options marked KEYED_WHEN_SET leave the key while at their default (finished stages of earlier versions
     stay valid), and change it once set."""
-    from cartrm.experiments.pipeline import _digest
+    from cartrm.runs import digest
+    from cartrm.runs import stage_key as _digest
     from cartrm.training.config import CartConfig
-    from cartrm.training.run_folder import digest
 
     training = TrainConfig(method="cart")
     dumped = training.model_dump(mode="json")
@@ -571,7 +571,7 @@ def test_a_new_option_of_a_keyed_config_is_marked_keyed_when_set():
     their models) the first time it runs with the new version: mark it ``json_schema_extra=KEYED_WHEN_SET``, or
     list it above if finished stages really must be redone."""
     from cartrm.circuits.config import DiscoveryConfig
-    from cartrm.io import keyed_when_set
+    from cartrm.runs import keyed_when_set
     from cartrm.training.config import CartConfig
     from cartrm.vulnerability.config import AssessConfig
 

@@ -13,21 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic.fields import FieldInfo
-from pydantic.json_schema import JsonDict
 
 from cartrm.errors import CartError
-
-# Marks a config option added after run folders recorded their stage keys (``Field(..., json_schema_extra=
-# KEYED_WHEN_SET)``): a key leaves it out while it has its default, so adding an option does not redo finished
-# stages (cartrm.experiments.pipeline).
-KEYED_WHEN_SET: JsonDict = {"keyed_when_set": True}
-
-
-def keyed_when_set(info: FieldInfo) -> bool:
-    """Whether a config field is marked ``KEYED_WHEN_SET``."""
-    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-    return KEYED_WHEN_SET.items() <= extra.items()
 
 
 @contextmanager

@@ -49,14 +49,14 @@ from cartrm.evaluation import EvaluationReport, evaluate_scores
 from cartrm.evaluation.bon import BoNCurve
 from cartrm.evaluation.metrics import accuracy_scorer, gold_margin_of
 from cartrm.experiments.ensemble import EnsembleConfig, member_train_config, train_ensemble
-from cartrm.io import keyed_when_set, read_yaml_mapping, versions, write_json_atomic, write_text_atomic
+from cartrm.io import read_yaml_mapping, versions, write_json_atomic, write_text_atomic
 from cartrm.models import EnsembleRewardModel, RewardModel
 from cartrm.report.aggregate import CONTROLS, READ_AGAINST_BT_CONTINUED, WARM_STARTED, aggregate, matched_control
 from cartrm.report.html import write_report
 from cartrm.report.results import RunResults, SeedStability
+from cartrm.runs import lock_folder, stage_key
 from cartrm.training import METHODS, TrainConfig, get_method, train
 from cartrm.training.config import CartConfig
-from cartrm.training.run_folder import digest, lock_folder
 from cartrm.vulnerability.assess import AssessConfig, assess
 from cartrm.vulnerability.result import VulnerabilityReport
 
@@ -415,7 +415,7 @@ class SeedRun:
         training = self._training_of(method)
         circuits, report = self._analysis() if method in CIRCUIT_METHODS else (None, None)
         upstream = _stage_key(self.root / "analysis") if method in CIRCUIT_METHODS else None  # circuits are inputs too
-        key = _digest(
+        key = stage_key(
             self.config.model,
             self.config.benchmark if self.config.uses_benchmark else [self.config.data, self.config.user_split],
             self.config.tail_by,
@@ -460,7 +460,7 @@ class SeedRun:
         folder = self.root / "models" / method
         control = matched_control(method, self.config.methods)
         grid = self.config.tune[method]
-        key = _digest(key, grid, self.config.tune_head_tolerance, _stage_key(self.root / "models" / control))
+        key = stage_key(key, grid, self.config.tune_head_tolerance, _stage_key(self.root / "models" / control))
         if _stage_done(folder, key):
             log.info("seed %d: %s already tuned, skipping", self.seed, method)
             return RewardModel.load(folder), json.loads((folder / STAGE_MARKER).read_text())["seconds"]
@@ -468,7 +468,7 @@ class SeedRun:
         variants = []
         for i, overrides in enumerate(grid):
             variant = folder / "variants" / str(i)
-            variant_key = _digest(key, overrides)
+            variant_key = stage_key(key, overrides)
             if not _stage_done(variant, variant_key):
                 shutil.rmtree(variant, ignore_errors=True)
                 started = time.time()
@@ -523,7 +523,7 @@ class SeedRun:
         if not warm and self.config.warm_started("cart"):
             steps = json.loads((self.root / "models" / "bt" / "train_result.json").read_text())["global_step"]
             training = training.model_copy(update={"max_steps": steps + self.config.continue_steps})
-        key = _digest(_stage_key(self.root / "models" / "cart"), training, warm)
+        key = stage_key(_stage_key(self.root / "models" / "cart"), training, warm)
         if _stage_done(folder, key):
             log.info("seed %d: %s already trained, skipping", self.seed, label)
             return RewardModel.load(folder), json.loads((folder / STAGE_MARKER).read_text())["seconds"]
@@ -555,7 +555,7 @@ class SeedRun:
     def _validation_of(self, method: str) -> dict[str, float]:
         """``method``'s validation scores, kept beside its model and recomputed when the model changed."""
         folder = self.root / "models" / method
-        path, key = folder / "validation.json", _digest(_stage_key(folder), SCORING_VERSION)
+        path, key = folder / "validation.json", stage_key(_stage_key(folder), SCORING_VERSION)
         if path.exists() and json.loads(path.read_text())["key"] == key:
             return json.loads(path.read_text())["scores"]
         with _logged(f"seed {self.seed}: scoring {method} on the validation split"):
@@ -636,7 +636,7 @@ class SeedRun:
         from cartrm.vulnerability.plots import plot_vulnerability
 
         folder = self.root / "analysis"
-        key = _digest(
+        key = stage_key(
             _stage_key(self.root / "models" / "bt"),
             self.config.discovery,
             self.config.assessment,
@@ -692,7 +692,7 @@ class SeedRun:
     def _evaluated(self, method: str, model) -> tuple[EvaluationReport, dict[str, np.ndarray]]:
         """The test report and per-pair correctness (label and gold) for the paired comparisons."""
         folder = self.root / "eval" / method
-        key = _digest(_stage_key(self.root / "models" / method), "eval", SCORING_VERSION)
+        key = stage_key(_stage_key(self.root / "models" / method), "eval", SCORING_VERSION)
         if not _stage_done(folder, key):
             shutil.rmtree(folder, ignore_errors=True)
             test = self.splits["test"]
@@ -743,7 +743,7 @@ class SeedRun:
         from cartrm.benchmarks.best_of_n import best_of_n_by_group, candidate_pool
 
         folder = self.root / "bon" / method
-        key = _digest(
+        key = stage_key(
             _stage_key(self.root / "models" / method),
             self.config.bon_prompts,
             self.config.bon_candidates,
@@ -772,7 +772,7 @@ class SeedRun:
         """CART's top tail neurons vs the baseline's, and Vuln of the targeted circuits after CART."""
 
         folder = self.root / "stability"
-        key = _digest(_stage_key(self.root / "models" / "cart"), self.config.stability_top_k, SCORING_VERSION)
+        key = stage_key(_stage_key(self.root / "models" / "cart"), self.config.stability_top_k, SCORING_VERSION)
         if not _stage_done(folder, key):
             shutil.rmtree(folder, ignore_errors=True)
             with _logged(f"seed {self.seed}: circuit stability before/after CART"):
@@ -881,23 +881,6 @@ def _user_splits(dataset, seed: int, tail: np.ndarray, split: UserSplit) -> dict
         parts["validation"] += order[n_test : n_test + n_validation].tolist()
         parts["train"] += order[n_test + n_validation :].tolist()
     return {name: dataset.select(np.sort(np.asarray(rows, dtype=int))) for name, rows in parts.items()}
-
-
-def _digest(*parts) -> str:
-    """A content address of a stage's inputs (pydantic configs are dumped; paths become strings)."""
-    return digest([_key_dump(p) if isinstance(p, BaseModel) else p for p in parts])
-
-
-def _key_dump(config: BaseModel) -> dict[str, Any]:
-    """``config`` as a stage key reads it: options marked ``KEYED_WHEN_SET`` are left out while at their default."""
-    dumped = config.model_dump(mode="json")
-    for name, info in type(config).model_fields.items():
-        value = getattr(config, name)
-        if isinstance(value, BaseModel):
-            dumped[name] = _key_dump(value)
-        elif keyed_when_set(info) and value == info.default:
-            del dumped[name]
-    return dumped
 
 
 def _stage_done(folder: Path, key: str) -> bool:

@@ -37,6 +37,7 @@ from cartrm.errors import CartError
 from cartrm.io import write_text_atomic
 from cartrm.models.reward_model import reward_forward
 from cartrm.training.methods import BradleyTerry, TrainingContext, pairwise_losses, register, reward_centring
+from cartrm.training.registry import Design
 from cartrm.vulnerability.result import VulnerabilityReport
 
 ARTIFACTS = "cart"
@@ -75,6 +76,7 @@ def circuit_variance(pooled: dict[str, torch.Tensor], targets: list[TargetCircui
 @register
 class CircuitAwareTraining(BradleyTerry):
     name = "cart"
+    design = Design(start="bt-when-warm", uses_circuits=True, challenger=True)
     needs_tail = True
     splittable = True
     keeps_tail_together = True  # eq. 12 is a variance over the batch's tail texts: they share one forward pass

@@ -23,6 +23,7 @@ from cartrm.errors import CartError
 from cartrm.models.reward_model import reward_forward
 from cartrm.training.batches import BatchBuilder
 from cartrm.training.config import TrainConfig
+from cartrm.training.registry import Design, register_design
 from cartrm.vulnerability.result import VulnerabilityReport
 
 METHODS: dict[str, type[TrainingMethod]] = {}
@@ -31,6 +32,7 @@ ANCHOR_BATCH = 32
 
 def register(cls: type[TrainingMethod]) -> type[TrainingMethod]:
     METHODS[cls.name] = cls
+    register_design(cls.name, cls.design)
     return cls
 
 
@@ -62,6 +64,7 @@ class TrainingMethod:
     """
 
     name: ClassVar[str]
+    design: ClassVar[Design] = Design()  # its place in an experiment (cartrm.training.registry)
     needs_tail: ClassVar[bool] = False
     splittable: ClassVar[bool] = False  # the loss is a sum over examples, so a batch may run as several forward passes
     keeps_tail_together: ClassVar[bool] = (

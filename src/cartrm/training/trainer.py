@@ -34,11 +34,11 @@ from cartrm.data.tail import TailSplit
 from cartrm.errors import CartError
 from cartrm.io import Artifact, write_json_atomic
 from cartrm.models.reward_model import RewardModel, default_device, model_max_positions
+from cartrm.runs import RunFolder, digest, run_identity
 from cartrm.training import cart as _cart  # noqa: F401  (the built-in CART method registers itself)
 from cartrm.training.batches import BatchBuilder, fit_max_length
 from cartrm.training.config import TrainConfig
 from cartrm.training.methods import TrainingContext, get_method
-from cartrm.training.run_folder import RunFolder, digest, run_identity
 from cartrm.training.sampling import EpochShuffleSampler, TailAddingSampler, TailAwareSampler
 from cartrm.vulnerability.result import VulnerabilityReport
 
@@ -84,7 +84,7 @@ def train(
     ``reweight``) require it; its description is recorded in ``train_result.json``. ``circuits`` (from
     :func:`cartrm.discover`) and ``vulnerability`` (from :func:`cartrm.assess`, whose targets are C_v) are CART's
     inputs; without them CART discovers circuits itself after a warm-up.
-    ``output_dir`` belongs to this run (:mod:`cartrm.training.run_folder`): ``resume`` continues the run in it
+    ``output_dir`` belongs to this run (:mod:`cartrm.runs.folder`): ``resume`` continues the run in it
     after checking that settings and inputs match, ``overwrite`` clears a folder that holds another run.
     ``evaluate`` (e.g. accuracies on validation pairs) runs before the first step and every ``config.eval_steps``
     steps; its scores form ``TrainResult.curve``, a learning curve (they do not change training).

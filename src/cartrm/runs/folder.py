@@ -10,53 +10,21 @@ line instead of replacing the first one's model. A folder that already holds fil
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cartrm.errors import CartError
 from cartrm.io import write_json_atomic
+from cartrm.runs.identity import differences
 
 IDENTITY_FILE = "run.json"
 LOCK_FILE = ".lock"
-RESUMABLE_SETTINGS = frozenset({"logging_steps", "save_steps", "eval_steps", "max_batch_tokens"})
-"""Settings that may change on ``--resume``: how often to log, checkpoint and score the evaluation data, and how
-a batch is split into passes (the same gradient)."""
 RUN_MARKERS = (IDENTITY_FILE, "train_config.json", "train_result.json", "checkpoints")
 """Files only cartrm training writes: ``--overwrite`` clears a folder holding one of them, never a folder that
 merely holds a model (it may be the user's base model)."""
-
-
-def digest(value: Any) -> str:
-    """SHA-256 of a JSON-able value (arrays as lists), for run identities."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def run_identity(settings: dict[str, Any], **inputs: Any) -> dict[str, Any]:
-    """The identity of a training run: ``settings`` without :data:`RESUMABLE_SETTINGS`, and ``inputs`` (names to
-    digests or fingerprints, ``None`` for an input not given)."""
-    kept = {name: value for name, value in settings.items() if name not in RESUMABLE_SETTINGS}
-    return {"settings": json.loads(json.dumps(kept, default=str)), **inputs}
-
-
-def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """What differs between two identities, as ``name: recorded → current`` (settings by their own name)."""
-    found = []
-    old_settings, new_settings = recorded.get("settings", {}), current.get("settings", {})
-    for name in sorted(set(old_settings) | set(new_settings)):
-        if old_settings.get(name) != new_settings.get(name):
-            found.append(f"{name}: {old_settings.get(name)!r} → {new_settings.get(name)!r}")
-    for name in sorted((set(recorded) | set(current)) - {"settings"}):
-        if recorded.get(name) != current.get(name):
-            found.append(f"{name} differs")
-    return found
 
 
 def lock_folder(path: Path, doing: str) -> int:

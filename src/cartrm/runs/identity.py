@@ -1,0 +1,72 @@
+"""Content addresses: the identity of a training run and the keys of ``cart run``'s stages.
+
+A key is a SHA-256 of everything a result depends on (settings, digests of inputs); a stage or a run whose key
+matches is not redone. Options added to a config after run folders recorded their keys are marked
+:data:`KEYED_WHEN_SET` and leave the key while at their default, so a new option does not redo finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic.json_schema import JsonDict
+
+KEYED_WHEN_SET: JsonDict = {"keyed_when_set": True}  # Field(..., json_schema_extra=KEYED_WHEN_SET)
+RESUMABLE_SETTINGS = frozenset({"logging_steps", "save_steps", "eval_steps", "max_batch_tokens"})
+"""Settings that may change on ``--resume``: how often to log, checkpoint and score the evaluation data, and how
+a batch is split into passes (the same gradient)."""
+
+
+def keyed_when_set(info: FieldInfo) -> bool:
+    """Whether a config field is marked ``KEYED_WHEN_SET``."""
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    return KEYED_WHEN_SET.items() <= extra.items()
+
+
+def digest(value: Any) -> str:
+    """SHA-256 of a JSON-able value (arrays as lists), for run identities."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_identity(settings: dict[str, Any], **inputs: Any) -> dict[str, Any]:
+    """The identity of a training run: ``settings`` without :data:`RESUMABLE_SETTINGS`, and ``inputs`` (names to
+    digests or fingerprints, ``None`` for an input not given)."""
+    kept = {name: value for name, value in settings.items() if name not in RESUMABLE_SETTINGS}
+    return {"settings": json.loads(json.dumps(kept, default=str)), **inputs}
+
+
+def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between two identities, as ``name: recorded → current`` (settings by their own name)."""
+    found = []
+    old_settings, new_settings = recorded.get("settings", {}), current.get("settings", {})
+    for name in sorted(set(old_settings) | set(new_settings)):
+        if old_settings.get(name) != new_settings.get(name):
+            found.append(f"{name}: {old_settings.get(name)!r} → {new_settings.get(name)!r}")
+    for name in sorted((set(recorded) | set(current)) - {"settings"}):
+        if recorded.get(name) != current.get(name):
+            found.append(f"{name} differs")
+    return found
+
+
+def key_dump(config: BaseModel) -> dict[str, Any]:
+    """``config`` as a stage key reads it: options marked ``KEYED_WHEN_SET`` are left out while at their default."""
+    dumped = config.model_dump(mode="json")
+    for name, info in type(config).model_fields.items():
+        value = getattr(config, name)
+        if isinstance(value, BaseModel):
+            dumped[name] = key_dump(value)
+        elif keyed_when_set(info) and value == info.default:
+            del dumped[name]
+    return dumped
+
+
+def stage_key(*parts: Any) -> str:
+    """A content address of a stage's inputs (pydantic configs as :func:`key_dump` reads them; paths as strings)."""
+    return digest([key_dump(p) if isinstance(p, BaseModel) else p for p in parts])
