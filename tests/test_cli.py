@@ -113,7 +113,7 @@ def test_bad_options_are_one_line_errors(benchmark_file, tmp_path):
 
 
 def test_run_from_a_config_file_then_report_rerenders(tmp_path):
-    from cartrm.experiments.pipeline import RunConfig
+    from cartrm.experiments.run_config import RunConfig
     from tests.helpers import TINY
 
     config = RunConfig(name="c", out_root=tmp_path, methods=("bt",), **TINY)
@@ -133,7 +133,7 @@ def test_run_from_a_config_file_then_report_rerenders(tmp_path):
 
 def test_out_moves_a_run_reproduced_from_its_config_file(tmp_path, monkeypatch):
     import cartrm.experiments.pipeline
-    from cartrm.experiments.pipeline import RunConfig
+    from cartrm.experiments.run_config import RunConfig
 
     taken = []
     monkeypatch.setattr(
@@ -149,7 +149,7 @@ def test_out_moves_a_run_reproduced_from_its_config_file(tmp_path, monkeypatch):
 
 def test_seeds_picks_the_seeds_of_a_run_reproduced_from_its_config_file(tmp_path, monkeypatch):
     import cartrm.experiments.pipeline
-    from cartrm.experiments.pipeline import RunConfig
+    from cartrm.experiments.run_config import RunConfig
 
     taken = []
     monkeypatch.setattr(
@@ -249,7 +249,7 @@ def test_run_rejects_quick_and_full_together(tmp_path):
 
 def test_run_takes_every_method_and_the_ensemble_size_from_the_command_line(tmp_path, monkeypatch):
     import cartrm.experiments.pipeline
-    from cartrm.experiments.pipeline import ALL_METHODS, RunConfig
+    from cartrm.experiments.run_config import ALL_METHODS, RunConfig
 
     taken = []
     monkeypatch.setattr(
@@ -278,7 +278,7 @@ def test_the_full_preset_on_cpu_warns_how_long_it_takes(tmp_path, monkeypatch):
 
 
 def test_quick_preset_is_one_seed_bt_vs_cart_and_full_is_the_research_table():
-    from cartrm.experiments.pipeline import ALL_METHODS, RunConfig
+    from cartrm.experiments.run_config import ALL_METHODS, RunConfig
 
     quick, full = RunConfig.preset("quick"), RunConfig.preset("full")
     assert quick.seeds == (0,) and quick.methods == ("bt", "cart") and quick.benchmark.n_train < full.benchmark.n_train

@@ -34,7 +34,7 @@ def test_minilm_float16_round_trip_stays_within_float16_rounding(tmp_path):
 def _tiny_lease(tmp_path, seeds=(0,)) -> dict[str, str]:
     """A config.yaml of a tiny bt run and the environment the GPU scripts read, with only the MiniLM copy
     carried (prepare.sh's wheels are for the GPU machine's Python)."""
-    from cartrm.experiments.pipeline import RunConfig
+    from cartrm.experiments.run_config import RunConfig
     from tests.helpers import TINY
 
     carry = tmp_path / "carry"

@@ -6,11 +6,18 @@ import json
 import numpy as np
 import pytest
 
-import cartrm.experiments.pipeline as pipeline
+import cartrm.experiments.seed_data as seed_data
+import cartrm.experiments.stages.single as single
+import cartrm.experiments.stages.tuning as tuning_stage
 from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
 from cartrm.circuits.result import Circuits
-from cartrm.experiments.pipeline import RunConfig, run_experiment
+from cartrm.errors import CartError
+from cartrm.experiments.pipeline import run_experiment
+from cartrm.experiments.run_config import RunConfig
+from cartrm.experiments.seed_run import SeedRun
 from cartrm.report.results import RunResults
+from cartrm.runs.layout import SeedLayout
+from cartrm.runs.stage import STAGE_MARKER
 from cartrm.training import TrainConfig
 from tests.helpers import TINY
 
@@ -96,6 +103,23 @@ def test_cart_s_kept_augmentations_are_audited_against_the_gold_rules(finished):
     assert "<h2>Augmentations</h2>" in (config.directory / "report.html").read_text()
 
 
+def test_a_finished_run_is_read_without_regenerating_its_data(finished, monkeypatch):
+    """The reader gives the per-pair correctness the run compared, from saved files alone."""
+    from cartrm.experiments.reader import FinishedRun
+
+    config, _ = finished
+    run = FinishedRun(config.directory)
+    expected = {s: SeedRun(config, s, False).test_correctness("cart") for s in (0, 1)}
+    monkeypatch.setattr(seed_data, "make_longtail_dataset", _no_training)  # nothing may be generated again
+    assert run.seeds() == [0, 1] and run.methods(0) == ["bt", "cart"] and run.config == config
+    for seed in (0, 1):
+        read = run.correctness(seed, "cart")
+        assert read.keys() == expected[seed].keys()
+        assert all(np.array_equal(read[k], expected[seed][k]) for k in read)
+    with pytest.raises(CartError, match="no test scores of 'reweight'.*scored: bt, cart"):
+        run.correctness(0, "reweight")
+
+
 def test_config_yaml_reproduces_the_run_config(finished):
     config, _ = finished
     assert RunConfig.from_yaml(config.directory / "config.yaml") == config
@@ -103,7 +127,7 @@ def test_config_yaml_reproduces_the_run_config(finished):
 
 def test_rerun_skips_finished_stages_and_reruns_changed_ones(finished, monkeypatch):
     config, results = finished
-    monkeypatch.setattr(pipeline, "train", _no_training)
+    monkeypatch.setattr(single, "train", _no_training)
     again = run_experiment(config, progress=False)
     assert again.methods["cart"].tail_accuracy == results.methods["cart"].tail_accuracy
     changed = config.model_copy(update={"bon_candidates": 4})
@@ -113,7 +137,7 @@ def test_rerun_skips_finished_stages_and_reruns_changed_ones(finished, monkeypat
 def test_a_moved_run_folder_still_skips_its_finished_stages(finished, tmp_path, monkeypatch):
     config, results = finished
     moved = _copy_of(config, tmp_path / "elsewhere")
-    monkeypatch.setattr(pipeline, "train", _no_training)
+    monkeypatch.setattr(single, "train", _no_training)
     assert run_experiment(moved, progress=False).methods["cart"].tail_accuracy == results.methods["cart"].tail_accuracy
 
 
@@ -127,9 +151,9 @@ def test_a_changed_cart_setting_retrains_only_cart(finished, tmp_path, monkeypat
         }
     )
     trained = []
-    original = pipeline.train
+    original = single.train
     monkeypatch.setattr(
-        pipeline,
+        single,
         "train",
         lambda model, data, training, *a, **k: (
             trained.append(training.method) or original(model, data, training, *a, **k)
@@ -172,18 +196,18 @@ def test_a_density_tail_embeds_each_text_once_across_seeds(tmp_path, monkeypatch
         return embed(self, texts, **kwargs)
 
     monkeypatch.setattr(RewardModel, "embed", recorded)
-    pipeline._tail_probe.cache_clear()
-    memo_splits = [pipeline.SeedRun(config.model_copy(update={"seeds": (s,)}), s, False) for s in (0, 1)]
-    assert pipeline._tail_probe.cache_info().misses == 1
+    seed_data.tail_probe.cache_clear()
+    memo_splits = [SeedRun(config.model_copy(update={"seeds": (s,)}), s, False) for s in (0, 1)]
+    assert seed_data.tail_probe.cache_info().misses == 1
     assert sorted(embedded) == sorted(set(records.plain_texts()))
-    monkeypatch.setattr(pipeline, "memoised", lambda embedder: embedder)
-    pipeline._tail_probe.cache_clear()
+    monkeypatch.setattr(seed_data, "memoised", lambda embedder: embedder)
+    seed_data.tail_probe.cache_clear()
     for seed, run in enumerate(memo_splits):
-        fresh = pipeline.SeedRun(config, seed, False)
-        for name in pipeline.SPLITS:
+        fresh = SeedRun(config, seed, False)
+        for name in seed_data.SPLITS:
             assert fresh.splits[name].to_records() == run.splits[name].to_records()
             assert fresh.tails[name].mask.tolist() == run.tails[name].mask.tolist()
-    pipeline._tail_probe.cache_clear()
+    seed_data.tail_probe.cache_clear()
 
 
 def test_eval_steps_record_each_model_s_learning_curve_on_the_validation_split(tmp_path):
@@ -200,7 +224,8 @@ def test_eval_steps_record_each_model_s_learning_curve_on_the_validation_split(t
 
 def test_user_data_is_split_by_group_and_the_tail_test_set_is_raised_where_the_data_allow():
     from cartrm.data import PreferenceDataset
-    from cartrm.experiments.pipeline import UserSplit, _user_splits
+    from cartrm.experiments.run_config import UserSplit
+    from cartrm.experiments.seed_data import user_splits as _user_splits
 
     data = PreferenceDataset.from_records(
         [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}", "row": i} for i in range(400)]
@@ -244,13 +269,13 @@ def test_the_continued_controls_start_from_the_seed_s_bt_model_for_continue_step
     methods = ("bt-continued", "reweight-continued")
     config = RunConfig(name="w", out_root=tmp_path, methods=methods, continue_steps=3, **settings)
     started = {}
-    original = pipeline.train
+    original = single.train
 
     def recording(model, data, training, out, *args, **kwargs):
         started[out.name] = (model.fingerprint(), training.method, training.max_steps)
         return original(model, data, training, out, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train", recording)
+    monkeypatch.setattr(single, "train", recording)
     run_experiment(config, progress=False)
     models = config.directory / "seed-0" / "models"
     assert started["bt"][1:] == ("bt", TINY["train"].max_steps)
@@ -298,7 +323,7 @@ def test_cart_stage_on_planted_circuits_records_stability(tmp_path):
 
 
 def test_variant_settings_update_nested_cart_settings():
-    from cartrm.experiments.pipeline import variant_config
+    from cartrm.experiments.run_config import variant_config
 
     base = TrainConfig(learning_rate=5e-5)
     variant = variant_config(base, {"learning_rate": 1e-4, "cart": {"circuit_reg_weight": 0.1}})
@@ -307,7 +332,7 @@ def test_variant_settings_update_nested_cart_settings():
 
 
 def test_selection_takes_the_best_tail_among_variants_that_keep_the_head():
-    from cartrm.experiments.pipeline import select_variant
+    from cartrm.experiments.stages.tuning import select_variant
 
     control = {"head_gold_accuracy": 0.95, "tail_gold_accuracy": 0.80}
     variants = [
@@ -364,7 +389,7 @@ def test_a_tuned_method_trains_its_grid_selects_on_validation_and_tests_only_the
     grid = [{"learning_rate": 1e-5}, {"learning_rate": 3e-3}]
     settings = {**TINY, "bon_prompts": 0}
     config = RunConfig(name="t", out_root=tmp_path, methods=("bt", "reweight"), tune={"reweight": grid}, **settings)
-    monkeypatch.setattr(pipeline.SeedRun, "_tuned", _without_the_test_split(pipeline.SeedRun._tuned))
+    monkeypatch.setattr(tuning_stage, "tuned", _without_the_test_split(tuning_stage.tuned))
     results = run_experiment(config, progress=False)
     folder = config.directory / "seed-0" / "models" / "reweight"
     tuning = json.loads((folder / "tuning.json").read_text())
@@ -374,14 +399,14 @@ def test_a_tuned_method_trains_its_grid_selects_on_validation_and_tests_only_the
     assert RewardModel.load(folder).fingerprint() == chosen  # the tested model is the selected variant
     assert results.methods["reweight"].tuning[0]["chosen"] == tuning["chosen"]
     assert "Tuning (validation)" in (config.directory / "report.html").read_text()
-    monkeypatch.setattr(pipeline, "train", _no_training)
+    monkeypatch.setattr(single, "train", _no_training)
     assert run_experiment(config, progress=False).methods["reweight"].tuning == results.methods["reweight"].tuning
 
 
 def test_the_documented_tuning_grid_is_a_valid_budget_for_the_standard_preset():
     from pathlib import Path
 
-    from cartrm.experiments.pipeline import variant_config
+    from cartrm.experiments.run_config import variant_config
     from cartrm.io import read_yaml_mapping
 
     grid = read_yaml_mapping(Path(__file__).parents[1] / "docs" / "experiments" / "cart-tuned-grid.yaml", "--tune", "")
@@ -419,13 +444,13 @@ def test_ablations_change_one_setting_of_the_selected_cart_and_start_where_cart_
         name="a", out_root=tmp_path, methods=("cart",), continue_steps=3, tune=grid, ablations=ablations, **settings
     )
     started = {}
-    original = pipeline.train
+    original = single.train
 
     def recording(model, data, training, out, *args, **kwargs):
         started[out.name] = (model.fingerprint(), training)
         return original(model, data, training, out, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train", recording)
+    monkeypatch.setattr(single, "train", recording)
     results = run_experiment(config, progress=False)
     models = config.directory / "seed-0" / "models"
     chosen = json.loads((models / "cart" / "tuning.json").read_text())["chosen"]
@@ -444,7 +469,7 @@ def test_ablations_change_one_setting_of_the_selected_cart_and_start_where_cart_
     assert not results.methods["cart-no-aug"].bon and results.methods["cart-no-aug"].n_pairs["tail"] == [24]
     assert {(c.method, c.baseline) for c in results.comparisons} >= {("cart", "cart-no-aug"), ("cart", "cart-cold")}
     assert "cart-no-aug" in results.setup["ablations"]
-    monkeypatch.setattr(pipeline, "train", _no_training)
+    monkeypatch.setattr(single, "train", _no_training)
     assert run_experiment(config, progress=False).methods["cart-cold"] == results.methods["cart-cold"]
 
 
@@ -476,7 +501,7 @@ def test_ablations_are_checked_before_anything_runs():
 def test_the_documented_ablations_each_change_the_tuned_cart(tmp_path):
     from pathlib import Path
 
-    from cartrm.experiments.pipeline import variant_config
+    from cartrm.experiments.run_config import variant_config
     from cartrm.io import read_yaml_mapping
 
     docs = Path(__file__).parents[1] / "docs" / "experiments"
@@ -515,8 +540,8 @@ def test_a_tuned_cart_s_audit_reads_the_selected_variant_s_augmentations(tmp_pat
         ]
         (step / "augmented.jsonl").write_text("\n".join(lines) + "\n")
     (folder / "tuning.json").write_text(json.dumps({"chosen": 1}))
-    seed = SimpleNamespace(root=tmp_path, splits={"train": train})
-    audit = pipeline.SeedRun._augmentation_audit(seed, "cart")
+    seed = SimpleNamespace(layout=SeedLayout(tmp_path), splits={"train": train})
+    audit = SeedRun.augmentation_audit(seed, "cart")
     assert sum(t["n"] for t in audit.values()) == 1  # variant 1's one augmentation, not all four
 
 
@@ -538,14 +563,14 @@ def test_an_option_added_later_enters_stage_keys_only_when_set():
 
 
 def test_a_stage_made_from_other_inputs_is_reported_before_it_is_redone(tmp_path, caplog):
-    from cartrm.experiments.pipeline import _stage_done, _stage_finish
+    from cartrm.runs.stage import Stage
 
-    assert not _stage_done(tmp_path / "models" / "bt", "key-a")
-    _stage_finish(tmp_path, "key-a")
+    assert not Stage(tmp_path / "models" / "bt", "key-a").done()
+    Stage(tmp_path, "key-a").finish()
     with caplog.at_level("WARNING", logger="cartrm.run"):
-        assert _stage_done(tmp_path, "key-a")
+        assert Stage(tmp_path, "key-a").done()
         assert not caplog.records
-        assert not _stage_done(tmp_path, "key-b")
+        assert not Stage(tmp_path, "key-b").done()
     assert "made from other inputs" in caplog.text and str(tmp_path) in caplog.text
 
 
@@ -584,7 +609,7 @@ def test_ensemble_mean_takes_the_seed_s_bt_model_as_its_first_member(tmp_path, m
     import cartrm.experiments.ensemble as ensemble_module
 
     trained = []
-    for module in (pipeline, ensemble_module):
+    for module in (single, ensemble_module):
         original = module.train
         monkeypatch.setattr(
             module,
@@ -602,4 +627,4 @@ def test_ensemble_mean_takes_the_seed_s_bt_model_as_its_first_member(tmp_path, m
     weights = "model.safetensors"
     member_0 = models / "ensemble-mean" / "members" / "member-0"
     assert (member_0 / weights).read_bytes() == (models / "bt" / weights).read_bytes()
-    assert not (member_0 / pipeline.STAGE_MARKER).exists()
+    assert not (member_0 / STAGE_MARKER).exists()

@@ -32,7 +32,7 @@ _EXPORTS = {
     "TrainConfig": "cartrm.training",
     "train": "cartrm.training",
     "evaluate": "cartrm.evaluation",
-    "RunConfig": "cartrm.experiments.pipeline",
+    "RunConfig": "cartrm.experiments.run_config",
     "run": "cartrm.experiments.pipeline",
 }
 _RENAMED = {"run": "run_experiment"}
@@ -62,8 +62,8 @@ if TYPE_CHECKING:
     from cartrm.data import load_preferences, parse_tail_spec
     from cartrm.data.tail import TailSplit
     from cartrm.evaluation import evaluate
-    from cartrm.experiments.pipeline import RunConfig
     from cartrm.experiments.pipeline import run_experiment as run
+    from cartrm.experiments.run_config import RunConfig
     from cartrm.models import RewardModel, load_reward_model
     from cartrm.training import TrainConfig, train
     from cartrm.vulnerability.assess import AssessConfig, assess

@@ -95,10 +95,12 @@ def test_sigint_stops_at_a_step_boundary_and_resume_gives_the_uninterrupted_weig
 
 def test_cart_run_resumes_after_the_last_finished_stage(tmp_path, monkeypatch):
     import cartrm.experiments.pipeline as pipeline
+    import cartrm.experiments.stages.single as single
+    from cartrm.experiments.run_config import RunConfig
     from tests.helpers import TINY
 
-    config = pipeline.RunConfig(name="r", out_root=tmp_path, methods=("bt", "label-smoothing"), **TINY)
-    real_train, calls = pipeline.train, []
+    config = RunConfig(name="r", out_root=tmp_path, methods=("bt", "label-smoothing"), **TINY)
+    real_train, calls = single.train, []
 
     def train_then_die(model, data, training, *args, **kwargs):
         calls.append(training.method)
@@ -106,12 +108,77 @@ def test_cart_run_resumes_after_the_last_finished_stage(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_train(model, data, training, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train", train_then_die)
+    monkeypatch.setattr(single, "train", train_then_die)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run_experiment(config, progress=False)
     assert (config.directory / "seed-0" / "models" / "bt" / ".stage.json").exists()
     pipeline.run_experiment(config, progress=False)
     assert calls == ["bt", "label-smoothing", "label-smoothing"]
+
+
+def test_a_ctrl_c_d_training_stage_of_cart_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """Ctrl-C during a stage's training saves a checkpoint; running the same `cart run` again continues it (the
+    trainer is called with resume) and ends with the weights of an uninterrupted run."""
+    import os
+
+    import cartrm.experiments.stages.single as single
+    from cartrm.errors import CartError
+    from cartrm.experiments.pipeline import run_experiment
+    from cartrm.experiments.run_config import RunConfig
+    from cartrm.experiments.stages.context import SeedContext
+    from tests.helpers import TINY
+
+    training = TINY["train"].model_copy(update={"max_steps": 4, "save_steps": 1, "eval_steps": 1})
+    settings = {**TINY, "train": training, "bon_prompts": 0}
+    reference = RunConfig(name="whole", out_root=tmp_path, methods=("bt",), **settings)
+    run_experiment(reference, progress=False)
+    config = reference.model_copy(update={"name": "stopped"})
+    scorer, calls = SeedContext.validation_scorer, []
+
+    def interrupting(self):
+        score = scorer(self)
+
+        def scored(model):
+            calls.append(1)
+            if len(calls) == 3:  # step 0, step 1, then Ctrl-C during step 2
+                os.kill(os.getpid(), signal.SIGINT)
+            return score(model)
+
+        return scored
+
+    monkeypatch.setattr(SeedContext, "validation_scorer", interrupting)
+    with pytest.raises(CartError, match="run the same `cart run` again"):
+        run_experiment(config, progress=False)
+    monkeypatch.setattr(SeedContext, "validation_scorer", scorer)
+    resumed, real_train = [], single.train
+    monkeypatch.setattr(single, "train", lambda *a, **k: resumed.append(k["resume"]) or real_train(*a, **k))
+    run_experiment(config, progress=False)
+    assert resumed == [True]
+    weights = [load_file(c.directory / "seed-0" / "models" / "bt" / "model.safetensors") for c in (reference, config)]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
+def test_a_multi_seed_run_that_fails_still_writes_the_results_of_its_finished_seeds(tmp_path, monkeypatch):
+    import cartrm.experiments.stages.single as single
+    from cartrm.experiments.pipeline import run_experiment
+    from cartrm.experiments.run_config import RunConfig
+    from cartrm.report.results import RunResults
+    from tests.helpers import TINY
+
+    config = RunConfig(name="m", out_root=tmp_path, methods=("bt",), seeds=(0, 1), **{**TINY, "bon_prompts": 0})
+    real_train = single.train
+
+    def dies_on_seed_1(model, data, training, *args, **kwargs):
+        if training.seed == 1:
+            raise KeyboardInterrupt
+        return real_train(model, data, training, *args, **kwargs)
+
+    monkeypatch.setattr(single, "train", dies_on_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, progress=False)
+    results = RunResults.load(config.directory / "results.json")
+    assert results.seeds == [0] and results.methods["bt"].n_pairs["tail"] == [24]
+    assert (config.directory / "report.html").exists()
 
 
 KILL_DURING_SAVE = """

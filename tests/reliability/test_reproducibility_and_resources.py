@@ -134,7 +134,7 @@ def test_discovery_on_a_model_holds_memory_flat_in_the_number_of_examples():
 
 @pytest.mark.slow
 def test_a_run_writes_only_to_its_run_directory_and_the_user_cache(tmp_path):
-    from cartrm.experiments.pipeline import RunConfig
+    from cartrm.experiments.run_config import RunConfig
     from tests.helpers import TINY
 
     work, home, runs = tmp_path / "work", tmp_path / "home", tmp_path / "runs"

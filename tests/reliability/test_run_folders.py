@@ -113,7 +113,8 @@ def test_a_second_writer_stops_while_the_first_holds_the_folder(data, tmp_path):
 
 def test_a_second_experiment_in_a_run_folder_stops_while_the_first_runs(tmp_path):
     from cartrm.errors import CartError
-    from cartrm.experiments.pipeline import RunConfig, run_experiment
+    from cartrm.experiments.pipeline import run_experiment
+    from cartrm.experiments.run_config import RunConfig
     from tests.helpers import TINY
 
     config = RunConfig(name="r", out_root=tmp_path, methods=("bt",), **TINY)

@@ -478,7 +478,8 @@ def run(
 ) -> None:
     """The main job: baseline, tail circuits and their vulnerability, CART and the baselines, evaluation,
     best-of-n reward hacking, results.json and report.html. Finished stages are skipped when rerun."""
-    from cartrm.experiments.pipeline import ALL_METHODS, BENCHMARK_TAIL_SPEC, RunConfig, UserSplit, run_experiment
+    from cartrm.experiments.pipeline import run_experiment
+    from cartrm.experiments.run_config import ALL_METHODS, BENCHMARK_TAIL_SPEC, RunConfig, UserSplit
 
     chosen = [p for p in (preset, "quick" if quick else None, "full" if full else None) if p]
     if len(chosen) > 1:

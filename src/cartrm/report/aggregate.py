@@ -4,7 +4,7 @@ CART against every baseline on the same test pairs, circuit stability, and a ver
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +12,10 @@ import numpy as np
 from cartrm.circuits.result import Circuits
 from cartrm.evaluation.statistics import hierarchical_bootstrap, minimum_detectable_effect, summarise_seeds
 from cartrm.report.results import BoNSummary, Comparison, MethodResults, RunResults, Stability
+from cartrm.training.registry import baselines_of, design, matched_control
+from cartrm.training.registry import names as registry_names
 
 COMPARED_METRICS = ("tail_accuracy", "head_accuracy", "tail_gold_accuracy", "head_gold_accuracy")
-CHALLENGERS = {"cart": None, "cart-ensemble": ("ensemble-mean",)}  # None: against every non-CART method
-# Controls run from the trained bt: name -> the method they run (a run's continue_steps more steps, bt's batches)
-CONTROLS = {"bt-continued": "bt", "reweight-continued": "reweight"}
-WARM_STARTED = (*CONTROLS, "cart")  # the methods that continue bt when a run has continue_steps > 0
-READ_AGAINST_BT_CONTINUED = tuple(m for m in WARM_STARTED if m != "bt-continued")
 SIGNIFICANCE = 0.05
 PHASE_PLOTS = {
     "delta_hist": "delta_hist.png",
@@ -96,15 +93,9 @@ def _comparisons(methods: Sequence[str], outcomes: Sequence) -> list[Comparison]
     """Each CART method minus each baseline, per metric, on the same test pairs, with the seed as the unit
     (a hierarchical bootstrap: seeds, then pairs within each seed)."""
     found = []
-    for challenger, baselines in CHALLENGERS.items():
-        if challenger not in methods:
-            continue
-        against = (
-            [m for m in methods if m not in CHALLENGERS]
-            if baselines is None
-            else [b for b in baselines if b in methods]
-        )
-        for baseline, metric in itertools.product(against, COMPARED_METRICS):
+    for challenger in _challengers(methods):
+        others = [m for m in methods if m != challenger]
+        for baseline, metric in itertools.product(baselines_of(challenger, others), COMPARED_METRICS):
             if metric not in outcomes[0].correct[challenger]:
                 continue
             a = [o.correct[challenger][metric] for o in outcomes]
@@ -115,16 +106,10 @@ def _comparisons(methods: Sequence[str], outcomes: Sequence) -> list[Comparison]
     return found
 
 
-def matched_control(method: str, methods: Collection[str]) -> str:
-    """The compute-matched control a method is read (and tuned) against: the same start, steps and data. A
-    warm-started cart (or reweight-continued) continues bt, so its control is bt-continued; a cold cart and the
-    other single-model methods train like bt; cart-ensemble trains as many members as ensemble-mean."""
-    if method in READ_AGAINST_BT_CONTINUED:
-        return "bt-continued" if "bt-continued" in methods else "bt"
-    if method in CHALLENGERS:
-        [control] = CHALLENGERS[method] or ("bt",)
-        return control
-    return "bt"  # every other method trains like bt (bt-continued continues it)
+def _challengers(methods: Sequence[str]) -> list[str]:
+    """The CART methods of a run (ablations, ``cart-NAME``, are read against cart, not compared on their own)."""
+    known = set(registry_names())
+    return [m for m in methods if m in known and design(m).challenger]
 
 
 def verdict(comparisons: Sequence[Comparison]) -> list[str]:
