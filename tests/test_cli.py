@@ -266,14 +266,14 @@ def test_run_takes_every_method_and_the_ensemble_size_from_the_command_line(tmp_
 
 
 def test_the_full_preset_on_cpu_warns_how_long_it_takes(tmp_path, monkeypatch):
-    import cartrm.cli
+    import cartrm.cli.experiment
     import cartrm.experiments.pipeline
 
     monkeypatch.setattr(cartrm.experiments.pipeline, "run_experiment", lambda config: sys.exit(0))
-    monkeypatch.setattr(cartrm.cli, "_has_gpu", lambda: False)
+    monkeypatch.setattr(cartrm.cli.experiment, "_has_gpu", lambda: False)
     assert "tens of hours" in invoke("run", "--full", "--out", tmp_path / "run").stderr
     assert "tens of hours" not in invoke("run", "--quick", "--out", tmp_path / "run").stderr
-    monkeypatch.setattr(cartrm.cli, "_has_gpu", lambda: True)
+    monkeypatch.setattr(cartrm.cli.experiment, "_has_gpu", lambda: True)
     assert "tens of hours" not in invoke("run", "--full", "--out", tmp_path / "run").stderr
 
 

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from cartrm.benchmarks.longtail import BenchmarkConfig
 from cartrm.circuits.config import DiscoveryConfig
-from cartrm.cli import _run_folder, app
+from cartrm.cli import app
+from cartrm.cli.experiment import _run_folder
 from cartrm.experiments.config import BoundSweepConfig, EnsembleConfig
 from cartrm.training.config import CartConfig, TrainConfig
 from cartrm.vulnerability.config import AssessConfig
