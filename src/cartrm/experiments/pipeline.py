@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from cartrm.errors import CartError
 from cartrm.experiments.run_config import RunConfig
 from cartrm.experiments.seed_run import SeedOutcome, SeedRun
 from cartrm.io import versions, write_json_atomic, write_text_atomic
@@ -30,6 +31,7 @@ def run_experiment(config: RunConfig, progress: bool = True) -> RunResults:
     """Run every stage for every seed (skipping finished ones), then write results.json and report.html."""
     started = time.time()
     layout = RunLayout(config.directory)
+    config = with_finished_seeds(config)
     seeds = [SeedRun(config, seed, progress) for seed in config.seeds]  # bad data or tail specs fail before writing
     prepared = time.time() - started
     lock = lock_folder(layout.root, "running an experiment in")
@@ -51,6 +53,26 @@ def run_experiment(config: RunConfig, progress: bool = True) -> RunResults:
         logging.getLogger("cartrm").removeHandler(handler)
         handler.close()
         os.close(lock)
+
+
+def with_finished_seeds(config: RunConfig) -> RunConfig:
+    """``config`` with the seeds that earlier runs of it in the same folder finished, so that running more seeds
+    into a run folder adds them to its results instead of replacing them (their stages are skipped). Only runs
+    with the same settings but the seeds (wherever the folder was) count."""
+    layout = RunLayout(config.directory)
+    if not (layout.config.exists() and layout.results.exists()):
+        return config
+    try:
+        earlier, results = RunConfig.from_yaml(layout.config), RunResults.load(layout.results)
+    except (CartError, ValueError):
+        return config
+    place = {"seeds": config.seeds, "out_root": config.out_root, "name": config.name}
+    if earlier.model_copy(update=place) != config:
+        return config
+    kept = [s for s in results.seeds if s not in config.seeds]
+    if kept:
+        log.info("seed(s) %s finished earlier in %s and stay in its results", ", ".join(map(str, kept)), layout.root)
+    return config.model_copy(update={"seeds": tuple(sorted({*config.seeds, *kept}))})
 
 
 def _write_results(config: RunConfig, outcomes: list[SeedOutcome], started: float, partial: bool = False) -> RunResults:

@@ -108,6 +108,16 @@ class RunConfig(BaseModel):
                 values = {**values, "methods": (*methods[:first], registry.WARM_CONTROL, *methods[first:])}
         return values
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
+        """A seed is the unit of replication: one listed twice would count one training run as two."""
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated or min(seeds) < 0:
+            shown = ", ".join(map(str, repeated)) or str(min(seeds))
+            raise ValueError(f"seeds are distinct non-negative integers ({shown} is not)")
+        return seeds
+
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
@@ -141,6 +151,7 @@ class RunConfig(BaseModel):
                 f"missing {', '.join(untuned)}"
             )
         for method, grid in self.tune.items():
+            _method_stays(f"tune: {method}", grid)
             if method not in self.methods or not _tunable(method) or not grid:
                 raise ValueError(
                     f"tune: '{method}' cannot be tuned; tune single-model methods of this run other than bt "
@@ -158,6 +169,7 @@ class RunConfig(BaseModel):
         if self.ablations and "cart" not in self.methods:
             raise ValueError("ablations change cart's settings: add cart to the methods")
         for name, overrides in self.ablations.items():
+            _method_stays(f"ablation '{name}'", [overrides])
             label = f"cart-{name}"
             if not ABLATION_NAME.fullmatch(name) or label in registry.names():
                 raise ValueError(
@@ -263,6 +275,13 @@ def variant_config(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
 def without_start(overrides: dict[str, Any]) -> dict[str, Any]:
     """An ablation's TrainConfig overrides: all but its ``warm_start`` switch."""
     return {k: v for k, v in overrides.items() if k != "warm_start"}
+
+
+def _method_stays(where: str, overrides: list[dict[str, Any]]) -> None:
+    """A variant or an ablation changes a method's settings, never which method it is (its row would be another
+    method's model under this method's name)."""
+    if any(isinstance(o, dict) and "method" in o for o in overrides):
+        raise ValueError(f"{where}: 'method' cannot be changed here; list the other method in methods instead")
 
 
 def _reads_bt(method: str) -> bool:

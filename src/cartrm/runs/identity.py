@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,3 +71,22 @@ def key_dump(config: BaseModel) -> dict[str, Any]:
 def stage_key(*parts: Any) -> str:
     """A content address of a stage's inputs (pydantic configs as :func:`key_dump` reads them; paths as strings)."""
     return digest([key_dump(p) if isinstance(p, BaseModel) else p for p in parts])
+
+
+def content_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, or of a folder's files (names and contents, in name order): what a stage that
+    reads ``path`` depends on, wherever the file or folder lies."""
+    path = Path(path)
+    if path.is_file():
+        hasher = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(2**20), b""):
+                hasher.update(block)
+        return hasher.hexdigest()
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return digest([[str(p.relative_to(path)), content_digest(p)] for p in files])
+
+
+def source_identity(source: str) -> str:
+    """A model or data source as a stage key reads it: a built-in name as itself, a file or folder by content."""
+    return content_digest(source) if Path(source).exists() else source

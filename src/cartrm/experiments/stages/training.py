@@ -14,6 +14,7 @@ from cartrm.experiments.stages.context import SeedContext, log, logged
 from cartrm.experiments.stages.single import start_of, train_one, training_of
 from cartrm.models import EnsembleRewardModel, RewardModel
 from cartrm.runs import stage_key
+from cartrm.runs.identity import source_identity
 from cartrm.runs.stage import Stage
 from cartrm.training import TrainConfig, registry
 from cartrm.training.config import CartConfig
@@ -31,9 +32,10 @@ def what_trains(method: str, training: TrainConfig) -> TrainConfig:
 def training_key(ctx: SeedContext, method: str, training: TrainConfig) -> str:
     config, layout = ctx.config, ctx.layout
     circuits = registry.design(method).uses_circuits
+    data = config.benchmark if config.data is None else [source_identity(config.data), config.user_split]
     return stage_key(
-        config.model,
-        config.benchmark if config.uses_benchmark else [config.data, config.user_split],
+        source_identity(config.model),  # content, not paths: an edited file or model folder retrains
+        data,
         config.tail_by,
         what_trains(method, training),
         config.ensemble_members if registry.is_ensemble(method) else None,
