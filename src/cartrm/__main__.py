@@ -1,5 +1,5 @@
 """``python -m cartrm`` runs the ``cart`` command line."""
 
-from cartrm.cli import app
+from cartrm.cli import main
 
-app(prog_name="cart")
+main()

@@ -4,8 +4,8 @@ are imported in the order ``cart --help`` lists them."""
 
 # isort: off
 from cartrm.cli import training, analysis, experiment
-from cartrm.cli.app import app
+from cartrm.cli.app import app, main
 
 # isort: on
 
-__all__ = ["analysis", "app", "experiment", "training"]
+__all__ = ["analysis", "app", "experiment", "main", "training"]

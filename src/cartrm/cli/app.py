@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
@@ -31,12 +32,27 @@ DEBUG = {"enabled": False}
 
 
 @app.callback()
-def main(
+def options(
     debug: Annotated[bool, typer.Option("--debug", help="show full tracebacks instead of one-line errors")] = False,
 ) -> None:
     """Circuit-Aware Reward Training: train reward models and measure their long-tail robustness."""
     DEBUG["enabled"] = debug
     warnings.formatwarning = _one_line_warning
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``cart`` executable: the application, with the command line's own errors (a bad option value, a missing
+    option, a bad ``--config`` file) as one ``error:`` line and exit status 2, like the library's errors."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        status = app(prog_name="cart", args=args or ["--help"], standalone_mode=False)
+    except typer.TyperException as exc:
+        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        status = exc.exit_code
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        status = 1
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

@@ -66,6 +66,8 @@ def learning_curve(data: Path, split: str | None, tail_by: str | None, training,
     if split is None:
         raise CartError("--eval-steps needs --eval-split (the rows of --data to score, e.g. validation)")
     pairs = load_preferences(data, split=split)
+    if not pairs.has_column("split"):
+        raise CartError(f"--eval-split {split}: {data} has no 'split' column, so its training rows would be scored")
     if tail_by:
         spec = parse_tail_spec(tail_by).fit(training, tokenizer=reward_model.tokenizer, embedder=reward_model.embed)
         mask = spec.transform(pairs).mask
@@ -92,6 +94,13 @@ def warm_start(init_from: Path, out: Path) -> str:
         raise CartError(f"--init-from {init_from} is also --out: write the continued model to another folder")
     typer.echo(f"continuing from {init_from}: its weights, a fresh optimizer and learning-rate schedule")
     return str(init_from)
+
+
+def not_into_start(model: str, out: Path) -> None:
+    """Refuse ``--out`` equal to the ``--model`` folder: training (with --overwrite) would delete the weights it
+    starts from."""
+    if Path(model).is_dir() and out.exists() and Path(model).resolve() == out.resolve():
+        raise CartError(f"--model {model} is also --out: write the trained model to another folder")
 
 
 def existing(path: Path | None, flag: str) -> str | None:

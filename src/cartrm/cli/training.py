@@ -19,7 +19,7 @@ from cartrm.cli.app import (
     one_line_errors,
     split_or_all,
 )
-from cartrm.cli.inputs import check_out, existing, inputs, learning_curve, warm_start
+from cartrm.cli.inputs import check_out, existing, inputs, learning_curve, not_into_start, warm_start
 from cartrm.cli.options import ConfigFileOption, config_options, settings_of, with_options
 from cartrm.errors import CartError
 from cartrm.experiments.config import EnsembleConfig
@@ -80,6 +80,9 @@ def train(
     settings["generator"] = existing(Path(settings["generator"]) if settings["generator"] else None, "--generator")
     cart = CartConfig(**settings_of(CartConfig, settings))
     config = TrainConfig(**settings_of(TrainConfig, settings), cart=cart)
+    if eval_split and not config.eval_steps:
+        raise CartError(f"--eval-split {eval_split} is scored every --eval-steps N steps: give --eval-steps")
+    not_into_start(model, out)
     found = Circuits.load(circuits) if circuits else None
     report = VulnerabilityReport.load(vulnerability) if vulnerability else None
     dataset, reward_model, tail = inputs(

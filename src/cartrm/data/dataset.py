@@ -164,7 +164,7 @@ class PreferenceDataset(_Table):
         prompts, chosen, rejected, kept, identical = [], [], [], [], []
         for line, record in rows:
             p, c, r = _parse_preference(record, source, line)
-            if c == r:
+            if _same_response(c, r):
                 identical.append(line)
                 continue
             prompts.append(p)
@@ -183,15 +183,25 @@ class PreferenceDataset(_Table):
         return dataset
 
 
+def _same_response(chosen: Any, rejected: Any) -> bool:
+    """Whether two responses are the same text, up to whitespace (a pair that differs only there is no preference a
+    reward model should learn; tokenizers mostly read it as the same text)."""
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        return chosen.split() == rejected.split()
+    return chosen == rejected
+
+
 def _warn_identical(source: str, lines: list[int], total: int) -> None:
     """Pairs whose chosen and rejected are the same carry no preference: they are dropped, with a count."""
     shown = ", ".join(map(str, lines[:5])) + (", …" if len(lines) > 5 else "")
     if len(lines) == total:
         raise DataError(
-            f"all {total} pairs have identical chosen and rejected responses; nothing to learn from", file=source
+            f"all {total} pairs have identical chosen and rejected responses (up to whitespace); nothing to learn from",
+            file=source,
         )
     warnings.warn(
-        f"{source}: dropped {len(lines)} of {total} pairs whose chosen and rejected are identical (lines {shown})",
+        f"{source}: dropped {len(lines)} of {total} pairs whose chosen and rejected are identical up to whitespace "
+        f"(lines {shown})",
         stacklevel=3,
     )
 

@@ -18,6 +18,7 @@ dataset into a :class:`TailSplit`. The text looked at is the prompt plus the cho
 from __future__ import annotations
 
 import re
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -107,6 +108,19 @@ class TailDefinition:
 class LabelTail(TailDefinition):
     def __init__(self, column: str, values: tuple[str, ...] | None, spec: str) -> None:
         self.column, self.values, self.spec = column, values, spec
+
+    def _fit(self, dataset: Any, *, tokenizer: Any, embedder: Embedder | None) -> None:
+        """Values named in the spec that no row of the data has are a typo more often than not: named."""
+        if self.values is None:
+            return
+        present = {_label_text(v) for v in dataset.column(self.column)}
+        absent = [v for v in self.values if v not in present]
+        if absent:
+            warnings.warn(
+                f"--tail-by {self.spec}: no row of {dataset.source} has {self.column} = {', '.join(absent)} "
+                f"(values present: {', '.join(sorted(present)[:10])})",
+                stacklevel=3,
+            )
 
     def describe(self) -> str:
         if self.values is None:

@@ -12,6 +12,7 @@ import numpy as np
 from cartrm.benchmarks import make_longtail_dataset
 from cartrm.data import load_preferences
 from cartrm.data.tail import Embedder, LabelTail, TailSplit, memoised, parse_tail_spec
+from cartrm.errors import DataError
 from cartrm.experiments.run_config import RunConfig, UserSplit
 from cartrm.models import RewardModel
 
@@ -57,11 +58,30 @@ def tail_probe(model: str, max_length: int, progress: bool) -> tuple[Any, Embedd
     return probe.tokenizer, memoised(functools.partial(probe.embed, progress=progress))
 
 
+def _named_splits(dataset: Any) -> set[str]:
+    """The values of the data's ``split`` column (empty without one), which must name train and test and may name
+    validation: any other value, or a missing train or test, would be trained on or dropped without a word."""
+    if not dataset.has_column("split"):
+        return set()
+    present = {str(v) for v in dataset.column("split")}
+    unknown, missing = present - set(SPLITS), {"train", "test"} - present
+    if unknown or missing:
+        found = f"values {', '.join(sorted(unknown))} are not train, validation or test" if unknown else ""
+        lacking = f"no {' or '.join(sorted(missing))} rows" if missing else ""
+        raise DataError(
+            f"{'; '.join(p for p in (found, lacking) if p)}: name the rows train / validation / test, or drop the "
+            "column to let cart run split the data",
+            file=dataset.source,
+            field="split",
+        )
+    return present
+
+
 def user_splits(dataset: Any, seed: int, tail: np.ndarray, split: UserSplit) -> dict:
     """The data's own train/validation/test when its ``split`` column has them (validation carved from train
     when only train/test exist); else a seeded split of head and tail pairs separately (:class:`UserSplit`)."""
-    present = set(dataset.column("split")) if dataset.has_column("split") else set()
-    if {"train", "test"} <= present:
+    present = _named_splits(dataset)
+    if present:
         train_split, test = dataset.split("train"), dataset.split("test")
         if "validation" in present:
             return {"train": train_split, "validation": dataset.split("validation"), "test": test}

@@ -220,6 +220,17 @@ def _prepare_tokenizer(tokenizer: Any, model: Any) -> None:
     tokenizer.truncation_side = "left"
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
 def _from_pretrained(path: Path, quiet: bool) -> tuple[Any, Any]:
     """The model and tokenizer in ``path``. transformers' own load report stays silent: :func:`_check_weights_fit`
     turns every real problem into one line (and a base model's fresh reward head is expected)."""
@@ -230,6 +241,7 @@ def _from_pretrained(path: Path, quiet: bool) -> tuple[Any, Any]:
     hf_logging.set_verbosity_error()
     if quiet:
         hf_logging.disable_progress_bar()
+    _check_tokenizer_files(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model, loading = AutoModelForSequenceClassification.from_pretrained(
@@ -242,6 +254,7 @@ def _from_pretrained(path: Path, quiet: bool) -> tuple[Any, Any]:
         hf_logging.set_verbosity(previous)
         hf_logging.enable_progress_bar()
     _check_weights_fit(path, model, loading)
+    _check_finite(path, model)
     if model.config.num_labels != 1:
         raise CartError(f"{path} has {model.config.num_labels} outputs; a reward model needs num_labels=1")
     embeddings = model.get_input_embeddings().num_embeddings
@@ -262,8 +275,34 @@ def _check_weights_fit(path: Path, model: Any, loading: dict[str, Any]) -> None:
     unused = sorted(k for k in loading["unexpected_keys"] if k.startswith(body))
     for problem, keys in (("lacks weights the model needs", missing), ("has weights the model does not use", unused)):
         if keys:
-            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-            raise CartError(f"{path}: the checkpoint {problem} ({shown}): the weights do not fit config.json")
+            raise CartError(f"{path}: the checkpoint {problem} ({_shown(keys)}): the weights do not fit config.json")
+    head = sorted(k for k in loading["missing_keys"] if not k.startswith(body))
+    trained = any(a.endswith("ForSequenceClassification") for a in model.config.architectures or [])
+    if head and trained:
+        raise CartError(
+            f"{path} holds a {model.config.architectures[0]} whose reward head is missing ({_shown(head)}): it would "
+            "score with a random head; save the whole model, or remove 'architectures' from config.json to start "
+            "a fresh head on purpose"
+        )
+
+
+def _check_tokenizer_files(path: Path) -> None:
+    """A folder without its tokenizer would load with a generic one (every word unknown), so it is refused."""
+    if not any((path / name).exists() for name in TOKENIZER_FILES):
+        raise CartError(
+            f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, …): a model folder needs the tokenizer "
+            "it was trained with (tokenizer.save_pretrained(folder))"
+        )
+
+
+def _check_finite(path: Path, model: Any) -> None:
+    for name, parameter in model.named_parameters():
+        if not torch.isfinite(parameter).all():
+            raise CartError(f"{path}: weight {name} holds NaN or infinite values")
+
+
+def _shown(keys: list[str]) -> str:
+    return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
 
 def _build_tiny(name: str) -> tuple[Any, Any]:

@@ -1,0 +1,95 @@
+"""Rules that used to be applied silently are stated: click's own errors are one line; a split column names train
+and test; --eval-split needs a split column and --eval-steps; tail values that never occur and pairs that differ only
+in whitespace are named; training never writes into the model folder it starts from."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cartrm.cli import main
+from cartrm.data import PreferenceDataset
+from cartrm.data.tail import parse_tail_spec
+from cartrm.errors import DataError
+from cartrm.experiments.run_config import UserSplit
+from cartrm.experiments.seed_data import user_splits
+from tests.reliability.test_bad_inputs import GOOD_ROWS, assert_one_line_error, invoke, write_jsonl
+
+
+def run_main(args, capsys) -> tuple[int, list[str]]:
+    with pytest.raises(SystemExit) as stopped:
+        main([str(a) for a in args])
+    return stopped.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["train", "--epochs", "abc", "--data", "d", "--out", "o"], "Invalid value for '--epochs'"),
+        (["train", "--data", "d"], "Missing option '--out'"),
+        (["no-such-command"], "No such command"),
+    ],
+)
+def test_the_command_line_s_own_errors_are_one_line(args, fragment, capsys):
+    status, lines = run_main(args, capsys)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
+
+
+def test_a_bad_config_file_is_one_line(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: [1\n")
+    status, lines = run_main(["train", "--config", config, "--data", "d", "--out", tmp_path / "o"], capsys)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and str(config) in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("splits", "fragment"),
+    [(("train", "eval"), "values eval are not train, validation or test"), (("train", "validation"), "no test rows")],
+)
+def test_a_split_column_must_name_train_and_test(splits, fragment):
+    rows = [{"prompt": f"q{i}", "chosen": f"a {i}", "rejected": f"b {i}", "split": splits[i % 2]} for i in range(20)]
+    data = PreferenceDataset.from_records(rows, source="mine.jsonl")
+    with pytest.raises(DataError, match=fragment) as raised:
+        user_splits(data, 0, np.zeros(len(data), dtype=bool), UserSplit())
+    assert "mine.jsonl" in str(raised.value) and "split" in str(raised.value)
+
+
+def test_eval_split_needs_eval_steps_and_a_split_column(tmp_path):
+    with_split = write_jsonl(tmp_path / "with.jsonl", GOOD_ROWS)
+    without = write_jsonl(tmp_path / "without.jsonl", [{k: v for k, v in r.items() if k != "split"} for r in GOOD_ROWS])
+    common = ["--model", "tiny-bert", "--max-steps", 1]
+    out = tmp_path / "a"
+    result = invoke("train", "--data", with_split, "--out", out, "--eval-split", "validation", *common)
+    assert_one_line_error(result, "give --eval-steps", out)
+    out = tmp_path / "b"
+    result = invoke("train", "--data", without, "--out", out, "--eval-split", "validation", "--eval-steps", 1, *common)
+    assert_one_line_error(result, "has no 'split' column", out)
+
+
+def test_tail_values_that_never_occur_are_named():
+    rows = [
+        {"prompt": "q", "chosen": f"a {i}", "rejected": "b", "domain": ("travel", "cooking")[i % 2]} for i in range(6)
+    ]
+    data = PreferenceDataset.from_records(rows, source="mine.jsonl")
+    with pytest.warns(UserWarning, match="no row of mine.jsonl has domain = typo"):
+        parse_tail_spec("label:domain=typo,travel").fit(data)
+
+
+def test_pairs_that_differ_only_in_whitespace_are_dropped_with_a_count():
+    rows = [
+        {"prompt": "q", "chosen": "the same  answer", "rejected": "the same answer\n"},
+        {"prompt": "q", "chosen": "a good answer", "rejected": "a bad answer"},
+    ]
+    with pytest.warns(UserWarning, match="dropped 1 of 2 pairs .*identical up to whitespace"):
+        data = PreferenceDataset.from_records(rows, source="mine.jsonl")
+    assert list(data.chosen) == ["a good answer"]
+
+
+def test_training_never_writes_into_the_model_folder_it_starts_from(tmp_path):
+    model, data = tmp_path / "model", write_jsonl(tmp_path / "d.jsonl", GOOD_ROWS)
+    assert invoke("train", "--data", data, "--model", "tiny-bert", "--out", model, "--max-steps", 1).exit_code == 0
+    before = sorted(p.name for p in model.iterdir())
+    result = invoke("train", "--data", data, "--model", model, "--out", model, "--overwrite", "--max-steps", 1)
+    assert result.exit_code == 1 and "is also --out" in result.output
+    assert sorted(p.name for p in model.iterdir()) == before
+    assert json.loads((model / "config.json").read_text())
