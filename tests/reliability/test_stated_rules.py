@@ -93,3 +93,41 @@ def test_training_never_writes_into_the_model_folder_it_starts_from(tmp_path):
     assert result.exit_code == 1 and "is also --out" in result.output
     assert sorted(p.name for p in model.iterdir()) == before
     assert json.loads((model / "config.json").read_text())
+
+
+@pytest.mark.parametrize("weights", [(0, 0, 0), (-1, 1, 1), (float("nan"), 1, 1)])
+def test_vuln_weights_are_non_negative_with_a_positive_sum(weights):
+    from cartrm.vulnerability.config import AssessConfig
+
+    with pytest.raises(ValueError, match="weights|finite"):
+        AssessConfig(weights=weights)
+    with pytest.raises(ValueError, match="finite"):
+        AssessConfig(eps=float("inf"))
+
+
+@pytest.mark.parametrize("sizes", [(-5, 5), (5, 100_000), (5, 5)])
+def test_bound_tail_sizes_are_distinct_and_trainable(sizes):
+    from cartrm.experiments.config import BoundSweepConfig
+
+    with pytest.raises(ValueError, match="tail sizes are distinct numbers"):
+        BoundSweepConfig(tail_sizes=sizes)
+
+
+def test_a_circuit_listing_a_neuron_twice_is_refused_at_load(tmp_path):
+    from cartrm.circuits.discover import DiscoveryConfig, discover
+    from cartrm.circuits.result import Circuits
+    from cartrm.errors import CartError
+    from tests.helpers import planted_data, planted_model
+
+    data = planted_data(40, 20)
+    tail = parse_tail_spec("label:is_tail").fit_transform(data)
+    found = discover(planted_model(), data, tail, DiscoveryConfig(patch_pairs=0, n_permutations=20), progress=False)
+    path = tmp_path / "circuits.json"
+    found.save(path)
+    saved = json.loads(path.read_text())
+    circuit = next(c for c in saved["circuits"] if c["members"])
+    circuit["members"].append(circuit["members"][0])
+    path.write_text(json.dumps(saved))
+    with pytest.raises(CartError, match="more than once") as raised:
+        Circuits.load(path)
+    assert str(path) in str(raised.value)

@@ -6,6 +6,8 @@ import math
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from pydantic import model_validator
+
 from cartrm.circuits.config import DiscoveryConfig
 from cartrm.errors import CartError
 from cartrm.io import Artifact, Record
@@ -62,6 +64,15 @@ class CircuitRecord(Record):
     patch_p_value: float | None = None
     attribution_effect: float | None = None
     patch: dict[str, PatchResult] = {}
+
+    @model_validator(mode="after")
+    def _distinct_members(self) -> CircuitRecord:
+        """A neuron listed twice would count twice in a circuit's activation (eq. 10, 12) and in its size |C|."""
+        features = [m.feature for m in self.members]
+        repeated = sorted({f for f in features if features.count(f) > 1})
+        if repeated:
+            raise ValueError(f"circuit {self.id} lists neuron(s) {', '.join(map(str, repeated))} more than once")
+        return self
 
 
 class Histogram(Record):

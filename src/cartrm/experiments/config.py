@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cartrm.circuits.config import DiscoveryConfig
 from cartrm.training.config import TrainConfig
+
+MAX_TAIL_PAIRS = 10_000  # the bound sweep's largest tail training set (each point trains one model)
 
 
 class EnsembleConfig(BaseModel):
@@ -35,7 +37,7 @@ class EnsembleConfig(BaseModel):
 class BoundSweepConfig(BaseModel):
     """``cart bound``: one benchmark, a Bradley–Terry model per tail size, the bound's terms (eq. 4–5) per point."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str = Field("minilm", description="base model: built-in name or model folder")
     tail_sizes: tuple[int, ...] = Field(
@@ -47,4 +49,15 @@ class BoundSweepConfig(BaseModel):
     delta: float = Field(0.05, gt=0, lt=1, description="δ of the bound's complexity term sqrt(|C|·log(1/δ)/N)")
     seed: int = Field(0, ge=0, description="benchmark, tail order, training and discovery seed")
     train: TrainConfig = TrainConfig(epochs=1, learning_rate=1e-4, max_length=128)
+
+    @field_validator("tail_sizes")
+    @classmethod
+    def _sizes_to_train(cls, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        """Each point trains on that many tail pairs: at least one, at most MAX_TAIL_PAIRS, each size once."""
+        bad = [n for n in sizes if not 1 <= n <= MAX_TAIL_PAIRS]
+        if not sizes or bad or len(set(sizes)) != len(sizes):
+            shown = ", ".join(map(str, bad)) if bad else ", ".join(map(str, sizes))
+            raise ValueError(f"tail sizes are distinct numbers from 1 to {MAX_TAIL_PAIRS}, not {shown or '(none)'}")
+        return sizes
+
     discovery: DiscoveryConfig = DiscoveryConfig(patch_pairs=0, n_permutations=0)
