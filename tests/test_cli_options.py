@@ -8,9 +8,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from cartrm.benchmarks.longtail import BenchmarkConfig
 from cartrm.circuits.config import DiscoveryConfig
 from cartrm.cli import _run_folder, app
+from cartrm.datasets.longtail import BenchmarkConfig
 from cartrm.experiments.config import BoundSweepConfig, EnsembleConfig
 from cartrm.training.config import CartConfig, TrainConfig
 from cartrm.vulnerability.config import AssessConfig

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import cartrm.experiments.pipeline as pipeline
-from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
 from cartrm.circuits.result import Circuits
+from cartrm.datasets import BenchmarkConfig, make_longtail_dataset
 from cartrm.experiments.pipeline import RunConfig, run_experiment
 from cartrm.report.results import RunResults
 from cartrm.training import TrainConfig

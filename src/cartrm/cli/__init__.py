@@ -11,9 +11,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cartrm.benchmarks.longtail import BenchmarkConfig
 from cartrm.circuits.config import DiscoveryConfig
 from cartrm.cli.options import ConfigFileOption, config_options, settings_of, with_options
+from cartrm.datasets import BenchmarkConfig
 from cartrm.errors import CartError
 from cartrm.experiments.config import BoundSweepConfig, EnsembleConfig
 from cartrm.io import read_yaml_mapping
@@ -580,7 +580,7 @@ def make_benchmark(
 ) -> None:
     """Write the embedded long-tail benchmark (TRL columns + domain, is_tail, rule_set, gold_*)."""
     _check_out(out, file=True)
-    from cartrm.benchmarks import make_longtail_dataset
+    from cartrm.datasets import make_longtail_dataset
 
     config = BenchmarkConfig(**settings_of(BenchmarkConfig, settings))
     dataset = make_longtail_dataset(config)

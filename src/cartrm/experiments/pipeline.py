@@ -37,13 +37,13 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
-from cartrm.benchmarks.longtail import augmentation_audit
 from cartrm.circuits.compare import circuit_overlap, top_tail_neurons
 from cartrm.circuits.discover import DiscoveryConfig, balanced_subset, discover
 from cartrm.circuits.result import Circuits
 from cartrm.data import load_preferences
 from cartrm.data.tail import Embedder, LabelTail, TailSplit, memoised, parse_tail_spec
+from cartrm.datasets import BenchmarkConfig, make_longtail_dataset
+from cartrm.datasets.longtail import augmentation_audit
 from cartrm.errors import CartError
 from cartrm.evaluation import EvaluationReport, evaluate_scores
 from cartrm.evaluation.bon import BoNCurve
@@ -740,7 +740,7 @@ class SeedRun:
         return out
 
     def _best_of_n(self, method: str, model) -> dict[str, BoNCurve]:
-        from cartrm.benchmarks.best_of_n import best_of_n_by_group, candidate_pool
+        from cartrm.datasets.longtail.best_of_n import best_of_n_by_group, candidate_pool
 
         folder = self.root / "bon" / method
         key = stage_key(
