@@ -30,8 +30,8 @@ ALLOCATOR_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 def benchmark_pairs(n_pairs: int):
-    from cartrm.datasets import BenchmarkConfig, make_longtail_dataset
     from cartrm.data import parse_tail_spec
+    from cartrm.datasets import BenchmarkConfig, make_longtail_dataset
 
     data = make_longtail_dataset(BenchmarkConfig(n_train=n_pairs, n_validation=2, n_test_head=2, n_test_tail=2)).split(
         "train"

@@ -1,0 +1,126 @@
+"""Two methods of a finished ``cart run`` on the same test pairs, read again from each seed's saved per-pair test
+scores (``RUN/seed-S/eval/METHOD/scores.json``): ``cart compare``.
+
+The run's own ``results.json`` compares cart with every other method; this compares any two, for instance an
+ablation against its compute-matched control. Per metric: the hierarchical bootstrap over seeds then pairs (the
+pipeline's paired test, :func:`~cartrm.evaluation.statistics.hierarchical_bootstrap`), each seed's difference, and
+a Student-t interval over the per-seed differences (the seed as the only unit, ignoring the pairs' sampling
+noise). Which test pairs are tail and their gold margins come from the seed's splits, rebuilt from the run's
+``config.yaml`` as the run built them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from cartrm.errors import CartError
+from cartrm.evaluation.statistics import PairedComparison, SeedSummary, hierarchical_bootstrap, summarise_seeds
+from cartrm.experiments.pipeline import RunConfig, SeedRun
+
+GOLD_METRICS = ("tail_gold_accuracy", "head_gold_accuracy")
+LABEL_METRICS = ("tail_accuracy", "head_accuracy")
+METRICS = GOLD_METRICS + LABEL_METRICS
+
+
+class MethodComparison(BaseModel):
+    """``method − baseline`` on one per-pair metric (shares, not points)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    baseline: str
+    metric: str
+    seeds: list[int]
+    paired: PairedComparison  # hierarchical bootstrap: seeds, then pairs
+    over_seeds: SeedSummary  # t-interval of the per-seed differences
+
+
+def read_run_config(run: Path) -> RunConfig:
+    """``RUN/config.yaml``, pointed at ``run`` wherever the folder now lies."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        raise CartError(f"{run}: not a finished cart run (no config.yaml)")
+    return RunConfig.from_yaml(path).model_copy(update={"out_root": run.parent, "name": run.name})
+
+
+def methods_with_scores(run: Path, seed: int) -> list[str]:
+    """The methods (and ablations) whose test scores seed ``seed`` of ``run`` saved."""
+    return sorted(p.parent.name for p in (run / f"seed-{seed}" / "eval").glob("*/scores.json"))
+
+
+def compare_methods(
+    run: Path, method: str, baseline: str, seeds: Sequence[int] | None = None, metrics: Sequence[str] | None = None
+) -> list[MethodComparison]:
+    """``method − baseline`` on each of ``metrics`` (default: tail and head gold accuracy where the run has a gold
+    reward, else tail and head accuracy) over ``seeds`` (default: the run's)."""
+    config = read_run_config(run)
+    seeds = list(config.seeds if seeds is None else seeds)
+    for seed in seeds:
+        _check_scores(run, seed, (method, baseline))
+    seed_runs = [SeedRun(config, seed, progress=False) for seed in seeds]
+    metrics = list(metrics or (GOLD_METRICS if seed_runs[0].has_gold else LABEL_METRICS))
+    _check_metrics(metrics, seed_runs[0].has_gold)
+    correct = {m: [r.test_correctness(m) for r in seed_runs] for m in (method, baseline)}
+    out = []
+    for metric in metrics:
+        paired = hierarchical_bootstrap([c[metric] for c in correct[method]], [c[metric] for c in correct[baseline]])
+        out.append(
+            MethodComparison(
+                method=method,
+                baseline=baseline,
+                metric=metric,
+                seeds=seeds,
+                paired=paired,
+                over_seeds=summarise_seeds(paired.per_seed),
+            )
+        )
+    return out
+
+
+def _check_scores(run: Path, seed: int, methods: Sequence[str]) -> None:
+    if not (run / f"seed-{seed}").is_dir():
+        raise CartError(f"{run}: no seed-{seed} folder (the run's seeds are in its config.yaml)")
+    present = methods_with_scores(run, seed)
+    for name in methods:
+        if name not in present:
+            raise CartError(
+                f"{run}: seed {seed} has no test scores for '{name}' (eval/{name}/scores.json); "
+                f"it has {', '.join(present) or 'none'}"
+            )
+
+
+def _check_metrics(metrics: Sequence[str], has_gold: bool) -> None:
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise CartError(f"unknown metric '{unknown[0]}'; choose from {', '.join(METRICS)}")
+    if not has_gold and any(m in GOLD_METRICS for m in metrics):
+        raise CartError(f"the run's data have no gold reward: choose from {', '.join(LABEL_METRICS)}")
+
+
+def comparison_table(comparisons: Sequence[MethodComparison]) -> str:
+    """The comparisons as a plain-text table, in accuracy points."""
+    if not comparisons:
+        return ""
+    first = comparisons[0]
+    header = ("metric", f"{first.method} − {first.baseline}", "95% interval", "p", "per seed", "t-interval (seeds)")
+    rows = [header, *(_row(c) for c in comparisons)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    seeds = ", ".join(str(s) for s in first.seeds)
+    return f"seeds {seeds}; accuracy points, {first.paired.n} pairs per method in all\n" + "\n".join(lines)
+
+
+def _row(comparison: MethodComparison) -> tuple[str, ...]:
+    paired, over = comparison.paired, comparison.over_seeds
+    seed_interval = f"[{100 * over.ci_low:+.1f}, {100 * over.ci_high:+.1f}]" if over.n_seeds > 1 else "— (1 seed)"
+    return (
+        comparison.metric,
+        f"{100 * paired.difference:+.1f}",
+        f"[{100 * paired.ci_low:+.1f}, {100 * paired.ci_high:+.1f}]",
+        f"{paired.p_value:.3f}",
+        ", ".join(f"{100 * v:+.1f}" for v in paired.per_seed),
+        seed_interval,
+    )
