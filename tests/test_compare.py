@@ -79,7 +79,7 @@ def test_cart_compare_prints_the_table(run_dir):
     lines = result.output.splitlines()
     assert lines[0].startswith("seeds 0, 1") and "label-smoothing − bt" in lines[1]
     row = lines[2].split()
-    assert row[:2] == ["tail_gold_accuracy", f"{100 * tail.paired.difference:+.1f}"]
+    assert row[:3] == ["tail_gold_accuracy", str(tail.paired.n), f"{100 * tail.paired.difference:+.1f}"]
     assert "p" in lines[1] and f"{tail.paired.p_value:.3f}" in lines[2] and lines[3].startswith("head_gold_accuracy")
 
 

@@ -105,12 +105,20 @@ def comparison_table(comparisons: Sequence[MethodComparison]) -> str:
     if not comparisons:
         return ""
     first = comparisons[0]
-    header = ("metric", f"{first.method} − {first.baseline}", "95% interval", "p", "per seed", "t-interval (seeds)")
+    header = (
+        "metric",
+        "pairs",
+        f"{first.method} − {first.baseline}",
+        "95% interval",
+        "p",
+        "per seed",
+        "t-interval (seeds)",
+    )
     rows = [header, *(_row(c) for c in comparisons)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     seeds = ", ".join(str(s) for s in first.seeds)
-    return f"seeds {seeds}; accuracy points, {first.paired.n} pairs per method in all\n" + "\n".join(lines)
+    return f"seeds {seeds}; accuracy points (pairs: test pairs over all seeds)\n" + "\n".join(lines)
 
 
 def _row(comparison: MethodComparison) -> tuple[str, ...]:
@@ -118,6 +126,7 @@ def _row(comparison: MethodComparison) -> tuple[str, ...]:
     seed_interval = f"[{100 * over.ci_low:+.1f}, {100 * over.ci_high:+.1f}]" if over.n_seeds > 1 else "— (1 seed)"
     return (
         comparison.metric,
+        str(paired.n),
         f"{100 * paired.difference:+.1f}",
         f"[{100 * paired.ci_low:+.1f}, {100 * paired.ci_high:+.1f}]",
         f"{paired.p_value:.3f}",
