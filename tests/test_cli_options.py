@@ -78,7 +78,7 @@ def test_a_config_saved_with_the_recorded_tail_still_loads():
 
 @pytest.mark.parametrize(
     "path",
-    [(name,) for name in ("train", "ensemble", "evaluate", "discover", "assess", "bound", "run", "report")]
+    [(name,) for name in ("train", "ensemble", "evaluate", "discover", "assess", "bound", "run", "report", "compare")]
     + [("data", "make-benchmark")],
 )
 def test_every_command_takes_a_config_file(path):
