@@ -100,3 +100,8 @@ def test_cart_compare_refuses_in_one_line(run_dir, args, fragment):
 def test_a_folder_that_is_not_a_run_is_named(tmp_path):
     with pytest.raises(CartError, match="not a finished cart run"):
         compare_methods(tmp_path, "bt", "cart")
+
+
+def test_no_seeds_is_refused(run_dir):
+    with pytest.raises(CartError, match="no seeds"):
+        compare_methods(run_dir, "bt", "label-smoothing", seeds=[])

@@ -58,6 +58,8 @@ def compare_methods(
     reward, else tail and head accuracy) over ``seeds`` (default: the run's)."""
     config = read_run_config(run)
     seeds = list(config.seeds if seeds is None else seeds)
+    if not seeds:
+        raise CartError("no seeds to compare")
     for seed in seeds:
         _check_scores(run, seed, (method, baseline))
     seed_runs = [SeedRun(config, seed, progress=False) for seed in seeds]
