@@ -7,9 +7,9 @@ import random
 import numpy as np
 import torch
 
-from cartrm.benchmarks import BenchmarkConfig
 from cartrm.circuits.discover import DiscoveryConfig
 from cartrm.data import PreferenceDataset
+from cartrm.datasets import BenchmarkConfig
 from cartrm.models import RewardModel
 from cartrm.training import TrainConfig
 from cartrm.vulnerability.assess import AssessConfig

@@ -20,7 +20,7 @@ ORDER = (
     "vulnerability",
     "training",
     "evaluation",
-    "benchmarks",
+    "datasets",
     "report",
     "experiments",
     "cli",

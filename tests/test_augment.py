@@ -5,20 +5,14 @@ import re
 import numpy as np
 import pytest
 
-from cartrm.benchmarks.longtail import (
-    DOMAIN_BY_NAME,
-    ENTHUSIASTIC_CLOSERS,
-    ENTHUSIASTIC_OPENERS,
-    BenchmarkConfig,
-    generate_benchmark,
-    generate_pairs,
-    gold_from_text,
-    label_agreement,
-)
 from cartrm.capture.sites import list_sites
 from cartrm.capture.stream import ExampleSet, FeatureIndex, pooled_batches
 from cartrm.data import PreferenceDataset
 from cartrm.data.dataset import RenderedPair
+from cartrm.datasets.longtail.audit import label_agreement
+from cartrm.datasets.longtail.generator import BenchmarkConfig, generate_benchmark, generate_pairs
+from cartrm.datasets.longtail.parser import gold_from_text
+from cartrm.datasets.longtail.tables import DOMAIN_BY_NAME, ENTHUSIASTIC_CLOSERS, ENTHUSIASTIC_OPENERS
 from cartrm.errors import CartError
 from cartrm.models import RewardModel
 from cartrm.training.augment import (
@@ -84,7 +78,7 @@ def test_gold_reward_is_read_back_exactly_from_benchmark_text(benchmark):
 
 def test_exclamation_marks_only_in_enthusiastic_templates():
     """features_from_text reads enthusiasm as a sentence ending in "!"; this keeps that rule honest."""
-    from cartrm.benchmarks import longtail
+    from cartrm.datasets.longtail import tables as longtail
 
     enthusiastic = set(ENTHUSIASTIC_OPENERS + ENTHUSIASTIC_CLOSERS)
     assert all(s.endswith("!") for s in enthusiastic)
@@ -278,7 +272,7 @@ def test_lm_rewriter_refuses_a_folder_that_is_not_a_causal_lm(tmp_path):
 
 
 def _domain_words():
-    from cartrm.benchmarks.longtail import DOMAINS
+    from cartrm.datasets.longtail import DOMAINS
 
     return {
         d.name: {
@@ -335,7 +329,7 @@ def test_random_selection_keeps_seeded_draws_per_source(setting):
 
 
 def test_domain_from_text_reads_the_domains_own_words():
-    from cartrm.benchmarks.longtail import DOMAIN_WORDS, domain_from_text, foreign_words
+    from cartrm.datasets.longtail.parser import DOMAIN_WORDS, domain_from_text, foreign_words
 
     coin, bird = sorted(DOMAIN_WORDS["numismatics"])[0], sorted(DOMAIN_WORDS["falconry"])[0]
     assert domain_from_text(f"About {coin} and {coin} again.") == "numismatics"
@@ -344,7 +338,8 @@ def test_domain_from_text_reads_the_domains_own_words():
 
 
 def test_augmentation_audit_recomputes_gold_from_the_edited_text(gold_ordered_tail):
-    from cartrm.benchmarks.longtail import DOMAIN_WORDS, augmentation_audit
+    from cartrm.datasets.longtail.audit import augmentation_audit
+    from cartrm.datasets.longtail.parser import DOMAIN_WORDS
 
     pair, domain = gold_ordered_tail[0]
     foreign_domain = next(d for d in DOMAIN_WORDS if d != domain)

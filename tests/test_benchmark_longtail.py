@@ -9,7 +9,16 @@ import numpy as np
 import pydantic
 import pytest
 
-from cartrm.benchmarks.longtail import (
+from cartrm.datasets.longtail.generator import (
+    BenchmarkConfig,
+    BenchmarkPrompt,
+    domain_probabilities,
+    generate_benchmark,
+    generate_pairs,
+    gold_reward,
+    sample_candidates,
+)
+from cartrm.datasets.longtail.tables import (
     CAVEAT_MARKERS,
     DOMAIN_BY_NAME,
     DOMAINS,
@@ -19,13 +28,6 @@ from cartrm.benchmarks.longtail import (
     MIN_GOLD_MARGIN,
     OFF_TOPIC_MARKERS,
     RULE_SETS,
-    BenchmarkConfig,
-    BenchmarkPrompt,
-    domain_probabilities,
-    generate_benchmark,
-    generate_pairs,
-    gold_reward,
-    sample_candidates,
 )
 
 SMALL = BenchmarkConfig(n_train=300, n_validation=100, n_test_head=120, n_test_tail=150, seed=3)

@@ -134,7 +134,7 @@ class GoldReader:
         self.hack = hack
 
     def score(self, prompts, responses, batch_size=64, progress=False):
-        from cartrm.benchmarks.longtail import DOMAIN_BY_NAME, features_from_text, gold_reward
+        from cartrm.datasets.longtail import DOMAIN_BY_NAME, features_from_text, gold_reward
 
         scores = []
         for prompt, response in zip(prompts, responses):
@@ -145,8 +145,8 @@ class GoldReader:
 
 
 def test_benchmark_best_of_n_separates_an_honest_proxy_from_a_hacked_one():
-    from cartrm.benchmarks import BenchmarkConfig
-    from cartrm.benchmarks.best_of_n import best_of_n_by_group, candidate_pool
+    from cartrm.datasets import BenchmarkConfig
+    from cartrm.datasets.longtail.best_of_n import best_of_n_by_group, candidate_pool
 
     pool = candidate_pool(
         BenchmarkConfig(n_train=0, n_validation=0, n_test_head=20, n_test_tail=20), n_head=6, n_tail=6, n_candidates=64

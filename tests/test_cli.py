@@ -289,7 +289,7 @@ def test_quick_preset_is_one_seed_bt_vs_cart_and_full_is_the_research_table():
 
 def test_the_standard_preset_warm_starts_cart_against_its_control_over_five_seeds(tmp_path, monkeypatch):
     import cartrm.experiments.pipeline
-    from cartrm.benchmarks import make_longtail_dataset
+    from cartrm.datasets import make_longtail_dataset
 
     taken = []
     monkeypatch.setattr(

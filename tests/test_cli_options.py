@@ -8,10 +8,10 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from cartrm.benchmarks.longtail import BenchmarkConfig
 from cartrm.circuits.config import DiscoveryConfig
 from cartrm.cli import app
 from cartrm.cli.experiment import _run_folder
+from cartrm.datasets.longtail import BenchmarkConfig
 from cartrm.experiments.config import BoundSweepConfig, EnsembleConfig
 from cartrm.training.config import CartConfig, TrainConfig
 from cartrm.vulnerability.config import AssessConfig
@@ -79,7 +79,7 @@ def test_a_config_saved_with_the_recorded_tail_still_loads():
 
 @pytest.mark.parametrize(
     "path",
-    [(name,) for name in ("train", "ensemble", "evaluate", "discover", "assess", "bound", "run", "report")]
+    [(name,) for name in ("train", "ensemble", "evaluate", "discover", "assess", "bound", "run", "report", "compare")]
     + [("data", "make-benchmark")],
 )
 def test_every_command_takes_a_config_file(path):

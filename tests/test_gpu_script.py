@@ -1,4 +1,4 @@
-"""benchmarks/gpu/full.sh on CPU with a tiny model: it unpacks the carried MiniLM, runs `cart run`, keeps the
+"""bench/gpu/full.sh on CPU with a tiny model: it unpacks the carried MiniLM, runs `cart run`, keeps the
 results."""
 
 import json
@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from cartrm.models.builtin import minilm_path
 
-GPU = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu"
+GPU = Path(__file__).resolve().parents[1] / "bench" / "gpu"
 
 
 def test_minilm_float16_round_trip_stays_within_float16_rounding(tmp_path):

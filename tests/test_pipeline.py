@@ -9,8 +9,8 @@ import pytest
 import cartrm.experiments.seed_data as seed_data
 import cartrm.experiments.stages.single as single
 import cartrm.experiments.stages.tuning as tuning_stage
-from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
 from cartrm.circuits.result import Circuits
+from cartrm.datasets import BenchmarkConfig, make_longtail_dataset
 from cartrm.errors import CartError
 from cartrm.experiments.pipeline import run_experiment
 from cartrm.experiments.run_config import RunConfig

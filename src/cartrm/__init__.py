@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "BenchmarkConfig": "cartrm.benchmarks",
-    "make_longtail_dataset": "cartrm.benchmarks",
+    "BenchmarkConfig": "cartrm.datasets",
+    "make_longtail_dataset": "cartrm.datasets",
     "load_preferences": "cartrm.data",
     "parse_tail_spec": "cartrm.data",
     "TailSplit": "cartrm.data.tail",
@@ -57,10 +57,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
     from cartrm.circuits.discover import DiscoveryConfig, discover
     from cartrm.data import load_preferences, parse_tail_spec
     from cartrm.data.tail import TailSplit
+    from cartrm.datasets import BenchmarkConfig, make_longtail_dataset
     from cartrm.evaluation import evaluate
     from cartrm.experiments.pipeline import run_experiment as run
     from cartrm.experiments.run_config import RunConfig

@@ -6,7 +6,7 @@ import json
 import pytest
 
 import cartrm.experiments.stages.single as single
-from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
+from cartrm.datasets import BenchmarkConfig, make_longtail_dataset
 from cartrm.experiments.pipeline import run_experiment
 from cartrm.experiments.run_config import RunConfig
 from cartrm.report.results import RunResults

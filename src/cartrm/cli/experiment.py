@@ -8,7 +8,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cartrm.benchmarks.longtail import BenchmarkConfig
 from cartrm.cli.app import (
     TailOption,
     app,
@@ -17,6 +16,7 @@ from cartrm.cli.app import (
 )
 from cartrm.cli.inputs import check_out, existing, seed_list
 from cartrm.cli.options import ConfigFileOption, config_options, settings_of, with_options
+from cartrm.datasets import BenchmarkConfig
 from cartrm.errors import CartError
 from cartrm.io import read_yaml_mapping
 
@@ -212,6 +212,36 @@ def report(
     typer.echo(f"wrote {write_report(run_dir)}")
 
 
+@app.command()
+@one_line_errors
+def compare(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="a run folder written by cart run")],
+    method: Annotated[str, typer.Argument(metavar="A", help="the method (or ablation, e.g. cart-cold) read")],
+    baseline: Annotated[str, typer.Argument(metavar="B", help="the method it is read against, e.g. bt-continued")],
+    seeds: Annotated[
+        Optional[str], typer.Option(help="comma-separated seeds (default: the run's, from its config.yaml)")
+    ] = None,
+    metric: Annotated[
+        Optional[str],
+        typer.Option(
+            help="comma-separated: tail_gold_accuracy, head_gold_accuracy, tail_accuracy, head_accuracy (default: "
+            "tail and head gold accuracy, or tail and head accuracy for data without a gold reward)"
+        ),
+    ] = None,
+    config_file: ConfigFileOption = None,
+) -> None:
+    """A − B on the same test pairs of RUN, from each seed's saved per-pair test scores: the difference, its 95%
+    hierarchical bootstrap interval (seeds, then pairs) and p-value, each seed's difference and a t-interval over
+    the seeds' differences, in accuracy points."""
+    from cartrm.experiments.compare import compare_methods, comparison_table
+
+    if method == baseline:
+        raise CartError(f"A and B are both '{method}': name two different methods")
+    chosen = seed_list(seeds) if seeds is not None else None
+    metrics = [m.strip() for m in metric.split(",")] if metric is not None else None
+    typer.echo(comparison_table(compare_methods(run_dir, method, baseline, chosen, metrics)))
+
+
 @data_app.command("make-benchmark")
 @one_line_errors
 @with_options(config_options(BenchmarkConfig, panel="Benchmark"))
@@ -222,7 +252,7 @@ def make_benchmark(
 ) -> None:
     """Write the embedded long-tail benchmark (TRL columns + domain, is_tail, rule_set, gold_*)."""
     check_out(out, file=True)
-    from cartrm.benchmarks import make_longtail_dataset
+    from cartrm.datasets import make_longtail_dataset
 
     config = BenchmarkConfig(**settings_of(BenchmarkConfig, settings))
     dataset = make_longtail_dataset(config)

@@ -29,14 +29,16 @@ class FinishedRun:
 
     @cached_property
     def config(self) -> RunConfig:
-        return RunConfig.from_yaml(self.layout.config)
+        """The run's ``config.yaml``, pointed at the folder wherever it now lies."""
+        config = RunConfig.from_yaml(self.layout.config)
+        return config.model_copy(update={"out_root": Path(self.root).parent, "name": Path(self.root).name})
 
     def results(self) -> RunResults:
         return RunResults.load(self.layout.results)
 
     def seeds(self) -> list[int]:
         """The seeds with saved test scores."""
-        return [s for s in self.layout.seeds_present() if self.layout.seed(s).test_pairs.exists()]
+        return [s for s in self.layout.seeds_present() if self.methods(s)]
 
     def methods(self, seed: int) -> list[str]:
         """The methods (and ablations) scored on seed ``seed``'s test split."""
@@ -44,10 +46,15 @@ class FinishedRun:
         return sorted(p.name for p in folder.iterdir() if (p / "scores.json").exists()) if folder.is_dir() else []
 
     def test_pairs(self, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Seed ``seed``'s test split: its tail mask and gold margins (None without a gold reward)."""
+        """Seed ``seed``'s test split: its tail mask and gold margins (None without a gold reward). Runs made before
+        they were saved beside the data have them rebuilt from ``config.yaml``, as the run built them."""
         path = self.layout.seed(seed).test_pairs
         if not path.exists():
-            raise CartError(f"{path} is missing: the run was made by an earlier version; run it again to add it")
+            from cartrm.evaluation.metrics import gold_margin_of
+            from cartrm.experiments.seed_data import SeedData
+
+            data = SeedData.prepare(self.config, seed, progress=False)
+            return data.tails["test"].mask, gold_margin_of(data.splits["test"])
         saved = json.loads(path.read_text())
         gold = saved["gold_margin"]
         return np.asarray(saved["is_tail"], dtype=bool), None if gold is None else np.asarray(gold, dtype=float)

@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cartrm.benchmarks import BenchmarkConfig
 from cartrm.circuits.config import DiscoveryConfig
+from cartrm.datasets import BenchmarkConfig
 from cartrm.errors import CartError
 from cartrm.io import read_yaml_mapping
 from cartrm.training import registry

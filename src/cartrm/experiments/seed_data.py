@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from cartrm.benchmarks import make_longtail_dataset
 from cartrm.data import load_preferences
 from cartrm.data.tail import Embedder, LabelTail, TailSplit, memoised, parse_tail_spec
+from cartrm.datasets import make_longtail_dataset
 from cartrm.errors import DataError
 from cartrm.experiments.run_config import RunConfig, UserSplit
 from cartrm.models import RewardModel

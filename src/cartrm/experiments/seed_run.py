@@ -81,8 +81,8 @@ class SeedRun(SeedContext):
 
     def augmentation_audit(self, method: str) -> dict[str, dict[str, float]]:
         """Per transform, the kept augmentations' gold agreement recomputed from their edited text and the share
-        that carry another domain's words (``benchmarks.longtail.augmentation_audit``); {} without any."""
-        from cartrm.benchmarks.longtail import augmentation_audit
+        that carry another domain's words (``datasets.longtail.augmentation_audit``); {} without any."""
+        from cartrm.datasets.longtail import augmentation_audit
 
         folder = self.layout.model(method)
         if self.layout.tuning(method).exists():  # the tested model's augmentations, not every variant's

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
 from cartrm.circuits.discover import discover
 from cartrm.data.tail import parse_tail_spec
+from cartrm.datasets import BenchmarkConfig, make_longtail_dataset
 from cartrm.experiments.config import BoundSweepConfig
 from cartrm.io import Artifact
 from cartrm.models import RewardModel

@@ -318,7 +318,7 @@ def return_freed_buffers_to_the_os(threshold: int = MMAP_THRESHOLD) -> None:
     glibc serves allocations below the threshold from heaps that keep freed memory, and it raises the threshold
     (up to 32 MiB) whenever a large buffer is freed, so after the first step most activations of a forward pass
     live in heaps that only grow. With the threshold fixed at 4 MiB, training MiniLM on 320 HH-RLHF pairs peaked
-    at 1.47 GB instead of 1.74 GB resident (``benchmarks/vs_trl.py``). A no-op where libc has no ``mallopt``.
+    at 1.47 GB instead of 1.74 GB resident (``bench/vs_trl.py``). A no-op where libc has no ``mallopt``.
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

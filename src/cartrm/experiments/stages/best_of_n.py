@@ -13,7 +13,7 @@ from cartrm.runs.stage import Stage
 
 
 def best_of_n(ctx: SeedContext, method: str, model: Any) -> dict[str, BoNCurve]:
-    from cartrm.benchmarks.best_of_n import best_of_n_by_group, candidate_pool
+    from cartrm.datasets.longtail.best_of_n import best_of_n_by_group, candidate_pool
 
     config, layout = ctx.config, ctx.layout
     key = stage_key(Stage.key_of(layout.model(method)), config.bon_prompts, config.bon_candidates, SCORING_VERSION)

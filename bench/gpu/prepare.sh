@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Run here (with the package registries): fills benchmarks/gpu/carry/ with what a GPU machine without network
+# Run here (with the package registries): fills bench/gpu/carry/ with what a GPU machine without network
 # lacks for `cart run`: wheels for its Python 3.12 (pydantic and its parts, cartrm itself) and a float16 copy of
-# MiniLM (~45 MB). Then run full.sh there with `carry: ["benchmarks/gpu/carry"]` (the device tool) or copy it over.
+# MiniLM (~45 MB). Then run full.sh there with `carry: ["bench/gpu/carry"]` (the device tool) or copy it over.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 carry="$here/carry"

@@ -4,7 +4,7 @@
 #  1. step_profile.py: where a training step's time goes (trainer vs a bare loop; max_batch_tokens 2048 vs one pass);
 #  2. every other method of the full preset at its sizes for seed 0, one forward pass per batch on the GPU
 #     (max_batch_tokens: 0; the default on a GPU since), stopping at the deadline with the stage times it has.
-# Usage: DEADLINE_S=540 bash benchmarks/gpu/lease.sh (results under $OUT).
+# Usage: DEADLINE_S=540 bash bench/gpu/lease.sh (results under $OUT).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${OUT:?set OUT to the folder that receives the results}"

@@ -4,8 +4,8 @@
 # one aggregation over the finished seeds when AGGREGATE_S seconds are left for it. Under $OUT: each seed's
 # results-seed-N.json and cart-run-seed-N.log, the run's run.log and config.yaml, results.json (finished seeds), and
 # run-light.tgz: the run folder without weights or tokenizers (per-pair test scores, tuning grids, validation scores,
-# train results, circuits), enough for paired comparisons here (docs/runs/*/compare_seeds.py).
-# Usage: SEEDS=3,4 DEADLINE_S=540 bash benchmarks/gpu/seeds.sh --preset standard --methods bt,cart ...
+# train results, circuits), enough for paired comparisons here (`cart compare`).
+# Usage: SEEDS=3,4 DEADLINE_S=540 bash bench/gpu/seeds.sh --preset standard --methods bt,cart ...
 # Tested on CPU with a tiny model: tests/test_gpu_script.py.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

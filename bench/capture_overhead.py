@@ -9,7 +9,7 @@
    back to the OS: with the default allocator the heap keeps freed memory and peak RSS drifts up with the
    number of batches (measured 1.09–1.24× at 4× examples) although live allocations stay flat.
 
-Run: ``python benchmarks/capture_overhead.py [--model minilm] [--pairs 128] [--repeats 3]``.
+Run: ``python bench/capture_overhead.py [--model minilm] [--pairs 128] [--repeats 3]``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ ALLOCATOR_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 def benchmark_pairs(n_pairs: int):
-    from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
     from cartrm.data import parse_tail_spec
+    from cartrm.datasets import BenchmarkConfig, make_longtail_dataset
 
     data = make_longtail_dataset(BenchmarkConfig(n_train=n_pairs, n_validation=2, n_test_head=2, n_test_tail=2)).split(
         "train"

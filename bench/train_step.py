@@ -6,7 +6,7 @@ backward and an AdamW step. One-off costs (augmentation selection, circuit disco
 separately: they happen when targets are set, not per step. The circuits are found on the base model with a
 cheap discovery (no patching) on ``--discovery-pairs`` benchmark pairs; the targets are its largest circuits.
 
-Run: ``python benchmarks/train_step.py [--model minilm] [--steps 6] [--batch-size 16]``.
+Run: ``python bench/train_step.py [--model minilm] [--steps 6] [--batch-size 16]``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ VARIANTS = {
 
 
 def benchmark_data(n_pairs: int, seed: int):
-    from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
+    from cartrm.datasets import BenchmarkConfig, make_longtail_dataset
 
     data = make_longtail_dataset(
         BenchmarkConfig(n_train=n_pairs, n_validation=2, n_test_head=2, n_test_tail=2, seed=seed)

@@ -13,7 +13,7 @@ in the same steps (batch 16, lr 5e-5, 1 epoch: the CLI defaults) and are scored 
 The interval of the accuracy difference is a paired bootstrap over held-out pairs (and over seeds first when
 there are several). Needs ``../shared/data`` (or ``--data``).
 
-Run: ``python benchmarks/hh_heldout.py [--seeds 0] [--n-train 1200]``.
+Run: ``python bench/hh_heldout.py [--seeds 0] [--n-train 1200]``.
 """
 
 from __future__ import annotations

@@ -8,13 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from cartrm.benchmarks.longtail import (
-    DOMAIN_BY_NAME,
-    BenchmarkConfig,
-    BenchmarkPrompt,
-    generate_pairs,
-    sample_candidates,
-)
+from cartrm.datasets.longtail.generator import BenchmarkConfig, BenchmarkPrompt, generate_pairs, sample_candidates
+from cartrm.datasets.longtail.tables import DOMAIN_BY_NAME
 from cartrm.evaluation.bon import BON_NS, BoNCurve, best_of_n_curve
 
 

@@ -1,7 +1,7 @@
-"""Embedded benchmarks."""
+"""Embedded datasets: the seeded long-tail preference benchmark with a known gold reward (:mod:`.longtail`)."""
 
-from cartrm.benchmarks.longtail import BenchmarkConfig, generate_benchmark
 from cartrm.data.dataset import PreferenceDataset
+from cartrm.datasets.longtail import BenchmarkConfig, generate_benchmark
 
 
 def make_longtail_dataset(config: BenchmarkConfig | None = None) -> PreferenceDataset:

@@ -13,8 +13,8 @@ Scoring: texts/s of ``cartrm.evaluation.evaluate`` (what ``cart evaluate`` runs)
 ``model(**batch)`` over the texts in file order, tokenised per batch of 64 with padding, in
 ``torch.inference_mode()``, on the same texts at the same max length.
 
-Run: ``pip install -e ".[bench]" && python benchmarks/vs_trl.py [--data FILE] [--repeats 1]``; rewrites the tables
-at the top of ``benchmarks/RESULTS.md`` (``--out`` to change) and keeps what follows its marker line. Needs the
+Run: ``pip install -e ".[bench]" && python bench/vs_trl.py [--data FILE] [--repeats 1]``; rewrites the tables
+at the top of ``bench/RESULTS.md`` (``--out`` to change) and keeps what follows its marker line. Needs the
 HH-RLHF file of ``../shared/data``.
 """
 
@@ -207,7 +207,7 @@ def report(train: dict[str, dict], score: dict[str, dict], args: argparse.Namesp
             "",
             f"Measured {date.today().isoformat()} on {machine()}; {versions()}.",
             (
-                f"Command: `python benchmarks/vs_trl.py --pairs {args.pairs} --fit-tokens {args.fit_tokens} "
+                f"Command: `python bench/vs_trl.py --pairs {args.pairs} --fit-tokens {args.fit_tokens} "
                 f"--repeats {args.repeats}`"
             ),
             (
@@ -220,7 +220,7 @@ def report(train: dict[str, dict], score: dict[str, dict], args: argparse.Namesp
             ),
             (
                 f"rates are the best of {args.repeats} repeat(s), memory the largest peak RSS "
-                "(see the docstring of `benchmarks/vs_trl.py`)."
+                "(see the docstring of `bench/vs_trl.py`)."
             ),
             (
                 "Both sides train in float32: TRL gets `bf16=False`, since its default bf16 autocast is very slow "

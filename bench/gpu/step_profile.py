@@ -8,7 +8,7 @@ Same model, data and settings as the full preset's bt training (benchmark pairs,
   backward, AdamW, under the same autocast): the floor the trainer is compared with;
 - a cProfile of ``train()`` (top functions by own time), to name what the trainer adds.
 
-Run: ``python benchmarks/gpu/step_profile.py --out DIR [--model minilm] [--short 10] [--long 60]``.
+Run: ``python bench/gpu/step_profile.py --out DIR [--model minilm] [--short 10] [--long 60]``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SETTINGS = dict(batch_size=16, learning_rate=5e-5, max_length=128)
 
 
 def benchmark_data(n_pairs: int):
-    from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
+    from cartrm.datasets import BenchmarkConfig, make_longtail_dataset
 
     data = make_longtail_dataset(
         BenchmarkConfig(n_train=n_pairs, n_validation=2, n_test_head=2, n_test_tail=2, seed=0)

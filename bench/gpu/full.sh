@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full preset (`cart run --full`) on one GPU machine without network; writes stage times and results.
-# Needs benchmarks/gpu/carry/ from prepare.sh. Extra arguments go to `cart run` (e.g. --seeds 0 --methods bt).
-# Tested on CPU: `CARTRM_DEVICE=cpu bash benchmarks/gpu/full.sh --quick --model tiny-bert` (tests/test_gpu_script.py).
+# Needs bench/gpu/carry/ from prepare.sh. Extra arguments go to `cart run` (e.g. --seeds 0 --methods bt).
+# Tested on CPU: `CARTRM_DEVICE=cpu bash bench/gpu/full.sh --quick --model tiny-bert` (tests/test_gpu_script.py).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 carry="${CARTRM_GPU_CARRY:-$here/carry}"

@@ -7,7 +7,7 @@ training loop before those changes. Both train MiniLM on the embedded long-tail 
 data and steps, and are scored on the same test pairs (gold-label accuracy on head and tail pairs). The
 interval of the mean difference is a t-interval over seeds (the seed is the unit of replication).
 
-Run: ``python benchmarks/defaults_accuracy.py [--seeds 0,1,2] [--n-train 1000]``.
+Run: ``python bench/defaults_accuracy.py [--seeds 0,1,2] [--n-train 1000]``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def gold_accuracy(model, test, mask: np.ndarray) -> tuple[float, float]:
 def main() -> None:
     from scipy import stats
 
-    from cartrm.benchmarks import BenchmarkConfig, make_longtail_dataset
+    from cartrm.datasets import BenchmarkConfig, make_longtail_dataset
     from cartrm.models import RewardModel
     from cartrm.training import TrainConfig, train
 
