@@ -53,15 +53,18 @@ def test_editing_the_data_file_retrains_what_depends_on_it(tmp_path, monkeypatch
     assert trained == ["bt"]
 
 
-def test_a_stage_whose_outputs_went_missing_is_redone(tmp_path, monkeypatch):
+def test_a_stage_whose_outputs_went_missing_or_were_cut_short_is_redone(tmp_path, monkeypatch):
     config = RunConfig(name="m", out_root=tmp_path, methods=("bt",), **QUICK)
     run_experiment(config, progress=False)
-    scores = config.directory / "seed-0" / "eval" / "bt" / "scores.json"
-    kept = scores.read_text()
-    scores.unlink()
+    evaluated = config.directory / "seed-0" / "eval" / "bt"
+    kept = {name: (evaluated / name).read_text() for name in ("scores.json", "metrics.json")}
+    (evaluated / "scores.json").unlink()
     trained = _counting_training(monkeypatch)
     run_experiment(config, progress=False)
-    assert scores.read_text() == kept and trained == []  # evaluated again from the kept model
+    assert (evaluated / "scores.json").read_text() == kept["scores.json"] and trained == []  # from the kept model
+    (evaluated / "metrics.json").write_text(kept["metrics.json"][:40])  # truncated
+    run_experiment(config, progress=False)
+    assert (evaluated / "metrics.json").read_text() == kept["metrics.json"] and trained == []
 
 
 def test_running_more_seeds_into_a_run_folder_adds_them_to_its_results(tmp_path, monkeypatch):

@@ -131,3 +131,24 @@ def test_a_circuit_listing_a_neuron_twice_is_refused_at_load(tmp_path):
     with pytest.raises(CartError, match="more than once") as raised:
         Circuits.load(path)
     assert str(path) in str(raised.value)
+
+
+def test_an_alias_works_in_a_config_file_as_on_the_command_line(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: 0.003\nmin-tail: 2\n")
+    data, out = write_jsonl(tmp_path / "d.jsonl", GOOD_ROWS), tmp_path / "out"
+    result = invoke("train", "--config", config, "--data", data, "--model", "tiny-bert", "--out", out, "--max-steps", 1)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["learning_rate"] == 0.003 and saved["cart"]["min_tail_per_batch"] == 2
+
+
+@pytest.mark.parametrize(("test_share", "empty"), [(0.9, "train"), (0.01, "test")])
+def test_shares_that_empty_a_split_are_named_before_anything_runs(test_share, empty):
+    from cartrm.errors import CartError
+
+    rows = [{"prompt": f"q{i}", "chosen": f"a {i}", "rejected": f"b {i}"} for i in range(12)]
+    data = PreferenceDataset.from_records(rows, source="mine.jsonl")
+    tail = np.arange(12) % 4 == 0
+    with pytest.raises(CartError, match=f"leave the {empty} split empty"):
+        user_splits(data, 0, tail, UserSplit(test_share=test_share, min_tail_test=0))

@@ -84,7 +84,10 @@ def load_defaults(ctx: typer.Context, path: Path | None) -> Path | None:
         loaded = read_yaml_mapping(path, "--config", "option names to values")
     except CartError as exc:
         raise typer.BadParameter(str(exc)) from None
-    flat = _flatten(loaded)
+    spellings = {  # every flag of an option names it in a file too: lr for learning_rate, as on the command line
+        flag.lstrip("-").replace("-", "_"): p.name for p in ctx.command.params if p.name for flag in p.opts
+    }
+    flat = {spellings.get(name, name): value for name, value in _flatten(loaded).items()}
     known = {p.name for p in ctx.command.params if p.name}
     unknown = sorted(set(flat) - known)
     if unknown:

@@ -12,7 +12,7 @@ import numpy as np
 from cartrm.data import load_preferences
 from cartrm.data.tail import Embedder, LabelTail, TailSplit, memoised, parse_tail_spec
 from cartrm.datasets import make_longtail_dataset
-from cartrm.errors import DataError
+from cartrm.errors import CartError, DataError
 from cartrm.experiments.run_config import RunConfig, UserSplit
 from cartrm.models import RewardModel
 
@@ -103,4 +103,10 @@ def user_splits(dataset: Any, seed: int, tail: np.ndarray, split: UserSplit) -> 
         parts["test"] += order[:n_test].tolist()
         parts["validation"] += order[n_test : n_test + n_validation].tolist()
         parts["train"] += order[n_test + n_validation :].tolist()
+    empty = [name for name in ("train", "test") if not parts[name]]
+    if empty:
+        raise CartError(
+            f"{dataset.source}: test share {split.test_share} and validation share {split.validation_share} of "
+            f"{len(dataset)} pairs leave the {' and '.join(empty)} split empty; change --test-share or use more data"
+        )
     return {name: dataset.select(np.sort(np.asarray(rows, dtype=int))) for name, rows in parts.items()}

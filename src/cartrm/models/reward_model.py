@@ -290,8 +290,8 @@ def _check_tokenizer_files(path: Path) -> None:
     """A folder without its tokenizer would load with a generic one (every word unknown), so it is refused."""
     if not any((path / name).exists() for name in TOKENIZER_FILES):
         raise CartError(
-            f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, …): a model folder needs the tokenizer "
-            "it was trained with (tokenizer.save_pretrained(folder))"
+            f"cannot load a reward model from {path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, …); a "
+            "model folder needs the tokenizer it was trained with (tokenizer.save_pretrained(folder))"
         )
 
 

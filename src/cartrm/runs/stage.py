@@ -56,9 +56,9 @@ class Stage:
                 "%s was made from other inputs (a setting or an upstream stage changed): it is redone", self.folder
             )
             return False
-        missing = [name for name in self.outputs if not (self.folder / name).exists()]
-        if missing:
-            log.warning("%s lacks %s: it is redone", self.folder, ", ".join(missing))
+        broken = [name for name in self.outputs if not _readable(self.folder / name)]
+        if broken:
+            log.warning("%s: %s missing or unreadable: it is redone", self.folder, ", ".join(broken))
             return False
         return True
 
@@ -82,3 +82,16 @@ class Stage:
     def finish(self, **recorded: Any) -> None:
         write_json_atomic(self.folder / STAGE_MARKER, {"key": self.key, **recorded})
         self.pending.unlink(missing_ok=True)
+
+
+def _readable(path: Path) -> bool:
+    """Whether an output is there and, for JSON, whole (a file cut short by a full disk or a copy is redone)."""
+    if not path.exists():
+        return False
+    if path.suffix != ".json":
+        return True
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
