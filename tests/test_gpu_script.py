@@ -84,8 +84,8 @@ def test_seeds_script_brings_back_each_finished_seed_and_the_run_without_weights
     )
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     out = tmp_path / "out"
-    for seed in (0, 1):
-        assert json.loads((out / f"results-seed-{seed}.json").read_text())["seeds"] == [seed]
+    for seed in (0, 1):  # each seed joins the run folder's results: after seed 1 they hold seeds 0 and 1
+        assert json.loads((out / f"results-seed-{seed}.json").read_text())["seeds"] == list(range(seed + 1))
     assert json.loads((out / "results.json").read_text())["seeds"] == [0, 1]  # seed 2 of the config not run
     with tarfile.open(out / "run-light.tgz") as light:
         names = light.getnames()

@@ -2,7 +2,7 @@
 # One GPU lease for a many-seed `cart run` (issue 17's standard-preset comparison and ablations): full.sh once per
 # seed into one run folder, until DEADLINE_S, so a lease that runs short still brings back every finished seed; then
 # one aggregation over the finished seeds when AGGREGATE_S seconds are left for it. Under $OUT: each seed's
-# results-seed-N.json and cart-run-seed-N.log, the run's run.log and config.yaml, results.json (finished seeds), and
+# results-seed-N.json (a seed joins the run folder's results, so it holds every seed finished up to N) and cart-run-seed-N.log, the run's run.log and config.yaml, results.json (finished seeds), and
 # run-light.tgz: the run folder without weights or tokenizers (per-pair test scores, tuning grids, validation scores,
 # train results, circuits), enough for paired comparisons here (`cart compare`).
 # Usage: SEEDS=3,4 DEADLINE_S=540 bash bench/gpu/seeds.sh --preset standard --methods bt,cart ...

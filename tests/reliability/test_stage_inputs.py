@@ -77,3 +77,30 @@ def test_running_more_seeds_into_a_run_folder_adds_them_to_its_results(tmp_path,
     assert RunConfig.from_yaml(first.directory / "config.yaml").seeds == (0, 1)
     other = first.model_copy(update={"seeds": (2,), "bon_candidates": 4})  # other settings: a run of its own
     assert run_experiment(other, progress=False).seeds == [2]
+
+
+def test_an_interrupted_bound_sweep_resumes_at_its_first_unfinished_point(tmp_path, monkeypatch):
+    import cartrm.experiments.sweep as sweep
+    from cartrm.errors import CartError
+    from cartrm.experiments.config import BoundSweepConfig
+
+    config = BoundSweepConfig(model="tiny-bert", tail_sizes=(8, 16), n_head=32, n_test_tail=40)
+    config = config.model_copy(update={"train": config.train.model_copy(update={"max_steps": 2, "max_length": 48})})
+    real_point, points = sweep._point, []
+
+    def second_dies(*args, **kwargs):
+        points.append(args[4].name)
+        if len(points) == 2:
+            raise KeyboardInterrupt
+        return real_point(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "_point", second_dies)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_bound_sweep(config, tmp_path / "b", progress=False)
+    with pytest.raises(CartError, match="--resume continues the sweep"):
+        sweep.run_bound_sweep(config, tmp_path / "b", progress=False)
+    monkeypatch.setattr(sweep, "_point", lambda *a, **k: points.append(a[4].name) or real_point(*a, **k))
+    resumed = sweep.run_bound_sweep(config, tmp_path / "b", progress=False, resume=True)
+    assert points == ["n_tail_8", "n_tail_16", "n_tail_16"] and [p.n_tail for p in resumed.points] == [8, 16]
+    again = sweep.run_bound_sweep(config, tmp_path / "b", progress=False, resume=True)
+    assert again == resumed and len(points) == 3  # a finished sweep's resume reads it back

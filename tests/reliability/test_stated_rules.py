@@ -80,7 +80,7 @@ def test_pairs_that_differ_only_in_whitespace_are_dropped_with_a_count():
         {"prompt": "q", "chosen": "the same  answer", "rejected": "the same answer\n"},
         {"prompt": "q", "chosen": "a good answer", "rejected": "a bad answer"},
     ]
-    with pytest.warns(UserWarning, match="dropped 1 of 2 pairs .*identical up to whitespace"):
+    with pytest.warns(UserWarning, match="dropped 1 of 2 pairs .*identical .*whitespace aside"):
         data = PreferenceDataset.from_records(rows, source="mine.jsonl")
     assert list(data.chosen) == ["a good answer"]
 

@@ -15,6 +15,7 @@ from cartrm.cli.app import (
     TRAIN_PANEL,
     DataOption,
     MaxPairsOption,
+    OverwriteOption,
     RequiredTailOption,
     SplitOption,
     TailOption,
@@ -162,6 +163,15 @@ def assess(
 )
 def bound(
     out: Annotated[Path, typer.Option(help="output folder: bound.json, bound.png and one sub-folder per N_tail")],
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="continue the sweep in --out: finished points are kept, an interrupted one "
+            "continues from its last checkpoint",
+        ),
+    ] = False,
+    overwrite: OverwriteOption = False,
     config_file: ConfigFileOption = None,
     **settings: Any,
 ) -> None:
@@ -171,7 +181,7 @@ def bound(
 
     training = TrainConfig(**settings_of(TrainConfig, settings))  # its seed is the sweep's (one --seed)
     config = BoundSweepConfig(**settings_of(BoundSweepConfig, settings), train=training)
-    sweep = run_bound_sweep(config, out)
+    sweep = run_bound_sweep(config, out, resume=resume, overwrite=overwrite)
     sweep.save(out / "bound.json")
     plot_bound_sweep(sweep, out / "bound.png")
     for point in sweep.points:

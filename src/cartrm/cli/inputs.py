@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from cartrm.errors import CartError
+from cartrm.runs.folder import RUN_MARKERS
 
 
 def check_out(out: Path, *, file: bool = False) -> Path:
@@ -99,7 +100,8 @@ def warm_start(init_from: Path, out: Path) -> str:
 def not_into_start(model: str, out: Path) -> None:
     """Refuse ``--out`` equal to the ``--model`` folder: training (with --overwrite) would delete the weights it
     starts from."""
-    if Path(model).is_dir() and out.exists() and Path(model).resolve() == out.resolve():
+    trained = any((out / marker).exists() for marker in RUN_MARKERS)  # other folders --overwrite refuses to clear
+    if trained and Path(model).is_dir() and Path(model).resolve() == out.resolve():
         raise CartError(f"--model {model} is also --out: write the trained model to another folder")
 
 

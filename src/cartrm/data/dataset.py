@@ -200,8 +200,8 @@ def _warn_identical(source: str, lines: list[int], total: int) -> None:
             file=source,
         )
     warnings.warn(
-        f"{source}: dropped {len(lines)} of {total} pairs whose chosen and rejected are identical up to whitespace "
-        f"(lines {shown})",
+        f"{source}: dropped {len(lines)} of {total} pairs whose chosen and rejected are identical (lines {shown}), "
+        "whitespace aside",
         stacklevel=3,
     )
 

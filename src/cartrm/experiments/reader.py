@@ -24,7 +24,7 @@ class FinishedRun:
     @cached_property
     def layout(self) -> RunLayout:
         if not (self.root / "config.yaml").exists():
-            raise CartError(f"{self.root}: not a cart run folder (config.yaml is missing)")
+            raise CartError(f"{self.root}: not a finished cart run (config.yaml is missing)")
         return RunLayout(Path(self.root))
 
     @cached_property

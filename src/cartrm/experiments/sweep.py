@@ -9,6 +9,7 @@ A one-sided Spearman test then asks whether the gap grows with sqrt(|C_tail|·lo
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,17 @@ from pydantic import BaseModel
 from cartrm.circuits.discover import discover
 from cartrm.data.tail import parse_tail_spec
 from cartrm.datasets import BenchmarkConfig, make_longtail_dataset
+from cartrm.errors import CartError
 from cartrm.experiments.config import BoundSweepConfig
-from cartrm.io import Artifact
+from cartrm.io import Artifact, write_json_atomic
 from cartrm.models import RewardModel
+from cartrm.runs import key_dump, stage_key
+from cartrm.runs.stage import Stage
 from cartrm.training import train
 from cartrm.vulnerability.bound import bradley_terry_loss, complexity_term, trend_test
 
 TAIL_SPEC = "label:is_tail"
+POINT_FILE = "point.json"
 
 
 class BoundPoint(BaseModel):
@@ -50,8 +55,14 @@ class BoundSweep(Artifact):
     p_divergence: float | None
 
 
-def run_bound_sweep(config: BoundSweepConfig, out: str | Path, progress: bool = True) -> BoundSweep:
+def run_bound_sweep(
+    config: BoundSweepConfig, out: str | Path, progress: bool = True, *, resume: bool = False, overwrite: bool = False
+) -> BoundSweep:
+    """Every point of the sweep in ``out/n_tail_N/``. Each point is a stage (:class:`~cartrm.runs.stage.Stage`):
+    with ``resume`` the points an earlier run finished with these settings are read back and an interrupted one
+    continues from its last checkpoint; ``overwrite`` starts over; without either, ``out`` must be empty."""
     out = Path(out)
+    _claim(out, resume, overwrite)
     largest = max(config.tail_sizes)
     pool = make_longtail_dataset(
         BenchmarkConfig(
@@ -72,7 +83,14 @@ def run_bound_sweep(config: BoundSweepConfig, out: str | Path, progress: bool = 
     points = []
     for n_tail in sorted(config.tail_sizes):
         data = train_pool.select(np.sort(np.concatenate([head_rows, tail_order[:n_tail]])))
-        points.append(_point(config, data, test, test_tail, out / f"n_tail_{n_tail}", progress))
+        key = stage_key({k: v for k, v in key_dump(config).items() if k != "tail_sizes"}, largest, n_tail)
+        stage = Stage(out / f"n_tail_{n_tail}", key, outputs=(POINT_FILE,))
+        if not stage.done():
+            resumes = stage.begin(resumable=True)
+            point = _point(config, data, test, test_tail, stage.folder, progress, resumes)
+            write_json_atomic(stage.folder / POINT_FILE, point.model_dump())
+            stage.finish()
+        points.append(BoundPoint.model_validate_json((stage.folder / POINT_FILE).read_text()))
     gaps = np.array([p.gap for p in points])
     trend = (
         trend_test(gaps, np.array([p.complexity for p in points]), np.array([p.divergence for p in points]))
@@ -89,9 +107,25 @@ def run_bound_sweep(config: BoundSweepConfig, out: str | Path, progress: bool = 
     )
 
 
-def _point(config: BoundSweepConfig, data, test, test_tail: np.ndarray, folder: Path, progress: bool) -> BoundPoint:
+def _claim(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise CartError("--resume continues the sweep in --out and --overwrite starts over: pick one")
+    if overwrite:
+        shutil.rmtree(out, ignore_errors=True)
+    elif not resume and out.is_dir() and any(out.iterdir()):
+        raise CartError(
+            f"--out {out}: the folder is not empty; --resume continues the sweep in it, --overwrite replaces it"
+        )
+
+
+def _point(
+    config: BoundSweepConfig, data, test, test_tail: np.ndarray, folder: Path, progress: bool, resumes: bool
+) -> BoundPoint:
     model = RewardModel.load(config.model, seed=config.seed)
-    train(model, data, config.train, folder / "model", progress=progress)
+    checkpointed = resumes and any((folder / "model" / "checkpoints").glob("step-*/trainer_state.json"))
+    if not checkpointed:
+        shutil.rmtree(folder / "model", ignore_errors=True)
+    train(model, data, config.train, folder / "model", resume=checkpointed, progress=progress)
     chosen, rejected = model.score_pairs(test, progress=progress)
     margins = chosen - rejected
     tail = parse_tail_spec(TAIL_SPEC).fit(data).transform(data)
