@@ -35,11 +35,9 @@ from cartrm.errors import CartError
 from cartrm.io import Artifact, write_json_atomic
 from cartrm.models.reward_model import RewardModel, default_device, model_max_positions
 from cartrm.runs import RunFolder, digest, run_identity
-from cartrm.training import cart as _cart  # noqa: F401  (the built-in CART method registers itself)
-from cartrm.training.batches import BatchBuilder, fit_max_length
+from cartrm.training.batches import BatchBuilder, TrainBatch, fit_max_length
 from cartrm.training.config import TrainConfig
-from cartrm.training.methods import TrainingContext, get_method
-from cartrm.training.sampling import EpochShuffleSampler, TailAddingSampler, TailAwareSampler
+from cartrm.training.methods import TrainingContext, TrainingMethod, get_method
 from cartrm.vulnerability.result import VulnerabilityReport
 
 CHECKPOINTS_KEPT = 2
@@ -143,29 +141,14 @@ def train(
             disable_dropout(reward_model.model)
         builder = BatchBuilder(reward_model, dataset, tail_mask, max_length=max_length)
         lengths = builder.lengths() if config.group_by_length and builder.pairwise else None
-        sampler: TailAwareSampler | TailAddingSampler | EpochShuffleSampler
-        loader_batch = config.batch_size
-        if method.min_tail_per_batch and tail_mask is not None and method.adds_tail_pairs:
-            sampler = TailAddingSampler(
-                tail_mask, config.batch_size, method.min_tail_per_batch, config.seed, lengths=lengths
-            )
-            loader_batch += method.min_tail_per_batch
-        elif method.min_tail_per_batch and tail_mask is not None:
-            sampler = TailAwareSampler(
-                tail_mask, config.batch_size, method.min_tail_per_batch, config.seed, lengths=lengths
-            )
-        else:
-            sampler = EpochShuffleSampler(len(dataset), config.seed, lengths=lengths, batch_size=config.batch_size)
-        max_tokens = config.batch_tokens(default_device().type) if method.splittable else None
+        draw = method.sampler(builder.is_tail, config.batch_size, config.seed, lengths)
+        plan = method.batch_plan(default_device().type)
         loader: DataLoader = DataLoader(
             range(len(dataset)),  # type: ignore[arg-type]  # any sized sequence of indices works
-            batch_size=loader_batch,
-            sampler=sampler,
+            batch_size=draw.batch_size,
+            sampler=draw.sampler,
             collate_fn=functools.partial(
-                builder.chunks,
-                max_tokens=max_tokens,
-                weigh=method.example_weights,
-                tail_together=method.keeps_tail_together,
+                builder.chunks, max_tokens=plan.max_tokens, weigh=plan.weigh, tail_together=plan.tail_together
             ),
             generator=torch.Generator().manual_seed(config.seed),
         )
@@ -343,7 +326,7 @@ def _texts(dataset: PreferenceDataset | PointwiseDataset) -> int:
 
 
 def _forward_backward(
-    accelerator: Any, model: Any, method: Any, chunks: list[dict[str, torch.Tensor]], step: int, out: Path
+    accelerator: Any, model: Any, method: TrainingMethod, chunks: list[TrainBatch], step: int, out: Path
 ) -> dict[str, float]:
     """Loss and gradients of one batch, one forward/backward pass per pass of ``method.passes`` (only the last one
     synchronises gradients across processes); the logs are the summed loss and, for every other value, its mean
@@ -358,7 +341,7 @@ def _forward_backward(
             _check_finite(loss, step + 1, out)
             accelerator.backward(loss)
         for key, value in logs.items():
-            size = 1 if key == "loss" else len(batch["index"])
+            size = 1 if key == "loss" else len(batch.index)
             sums[key] = sums.get(key, 0.0) + value * size
             examples[key] = examples.get(key, 0) + size
     return {key: total if key == "loss" else total / examples[key] for key, total in sums.items()}
