@@ -52,7 +52,7 @@ class CartConfig(BaseModel):
     aug_transforms: tuple[str, ...] = Field(
         ("rare_token", "drop_shared_sentence", "reorder", "format"),
         description=(
-            "rule-based G(x) (see cartrm.training.augment.TRANSFORMS); 'synonym' is left out by default because "
+            "rule-based G(x) (see cartrm.training.transforms.TRANSFORMS); 'synonym' is left out by default because "
             "it kept the gold label on only ~71% of benchmark tail pairs"
         ),
     )
