@@ -91,11 +91,11 @@ class Run:
     optimizer: Any
     scheduler: Any
     loader: Any
-    total_steps: int = 0
-    micro_per_epoch: int = 0
-    run_digest: str = ""
-    max_length: int = 0
-    truncated: int = 0
+    total_steps: int
+    micro_per_epoch: int
+    run_digest: str  # the run identity's digest, recorded in every checkpoint
+    max_length: int
+    truncated: int
     global_step: int = 0
     micro: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -250,9 +250,21 @@ def _prepare(inputs: Inputs, accelerator: Any, config: TrainConfig, run_digest: 
         num_training_steps=total_steps * accelerator.num_processes,
     )
     model, optimizer, loader, scheduler = accelerator.prepare(reward_model.model, optimizer, loader, scheduler)
-    run = Run(inputs, accelerator, config, method, model, optimizer, scheduler, loader)
-    run.total_steps, run.micro_per_epoch, run.run_digest = total_steps, micro_per_epoch, run_digest
-    run.max_length, run.truncated = max_length, truncated
+    run = Run(
+        inputs,
+        accelerator,
+        config,
+        method,
+        model,
+        optimizer,
+        scheduler,
+        loader,
+        total_steps=total_steps,
+        micro_per_epoch=micro_per_epoch,
+        run_digest=run_digest,
+        max_length=max_length,
+        truncated=truncated,
+    )
     _restore(run, resume)
     return run
 
