@@ -16,17 +16,14 @@ from cartrm.datasets.longtail.tables import DOMAIN_BY_NAME, ENTHUSIASTIC_CLOSERS
 from cartrm.errors import CartError
 from cartrm.models import RewardModel
 from cartrm.training.augment import (
-    SYNONYMS,
-    TRANSFORMS,
     LMRewriter,
     augment_tail_pairs,
     circuit_scores,
     generate_candidates,
-    group_vocabularies,
     select_at_random,
     select_by_circuits,
-    tail_vocabulary,
 )
+from cartrm.training.transforms import SYNONYMS, TRANSFORMS, group_vocabularies, tail_vocabulary
 
 CONFIG = BenchmarkConfig(n_train=300, n_validation=0, n_test_head=50, n_test_tail=50, seed=1)
 TOKENS = re.compile(r"[A-Za-z]+|[^A-Za-z\s]+")

@@ -4,6 +4,7 @@ import torch
 from cartrm.capture import ActivationCapture, list_sites, patch_response_tokens, pool, pooling_mask
 from cartrm.errors import CartError
 from cartrm.models import RewardModel, reward_forward
+from cartrm.models.reward_model import TokenBatch
 
 FAMILIES = ["tiny-bert", "tiny-gpt2", "tiny-llama"]
 
@@ -42,11 +43,11 @@ def test_mlp_site_is_the_post_activation_hidden_layer():
     batch = batch_of(model)
     try:
         with ActivationCapture(model.model, [site]) as capture:
-            capture.set_mask(torch.ones_like(batch["attention_mask"]) * batch["attention_mask"])
+            capture.set_mask(torch.ones_like(batch.attention_mask) * batch.attention_mask)
             reward_forward(model.model, batch)
     finally:
         handle.remove()
-    expected = pool(torch.nn.functional.gelu(seen["pre"]), batch["attention_mask"])
+    expected = pool(torch.nn.functional.gelu(seen["pre"]), batch.attention_mask)
     torch.testing.assert_close(capture.pooled[site.name], expected)
 
 
@@ -61,10 +62,11 @@ def test_pooling_methods_on_a_known_tensor():
 
 
 def test_pooling_mask_falls_back_to_all_tokens_for_an_empty_response():
-    batch = {
-        "response_mask": torch.tensor([[0, 0, 0], [0, 1, 1]]),
-        "attention_mask": torch.tensor([[1, 1, 0], [1, 1, 1]]),
-    }
+    batch = TokenBatch(
+        input_ids=torch.zeros(2, 3, dtype=torch.long),
+        response_mask=torch.tensor([[0, 0, 0], [0, 1, 1]]),
+        attention_mask=torch.tensor([[1, 1, 0], [1, 1, 1]]),
+    )
     assert pooling_mask(batch).tolist() == [[1, 1, 0], [0, 1, 1]]
 
 
@@ -102,7 +104,7 @@ def test_patching_a_site_that_does_not_feed_the_score_changes_nothing():
     model = RewardModel.load("tiny-gpt2")
     site = list_sites(model.model, ("mlp",), layers=[1])[0]
     batch = batch_of(model, prompts=("Q?\n",), responses=("one two three four",))
-    not_last = batch["attention_mask"].clone()
+    not_last = batch.attention_mask.clone()
     not_last[0, -1] = 0
     with model.eval_mode(), torch.no_grad():
         baseline = reward_forward(model.model, batch)

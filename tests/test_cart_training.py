@@ -15,10 +15,10 @@ from cartrm.data.tail import TailSplit
 from cartrm.errors import CartError
 from cartrm.models import RewardModel, reward_forward
 from cartrm.training import TrainConfig, register, train
-from cartrm.training.batches import BatchBuilder
-from cartrm.training.cart import CircuitAwareTraining, TargetCircuit, circuit_variance, progressive_weight
+from cartrm.training.batches import AugmentedBatch, BatchBuilder
 from cartrm.training.config import CartConfig
 from cartrm.training.methods import TrainingContext, get_method, pairwise_losses
+from cartrm.training.methods.cart import CircuitAwareTraining, TargetCircuit, circuit_variance, progressive_weight
 from cartrm.training.sampling import TailAwareSampler
 from tests.helpers import PLANTED, planted_data, planted_model
 
@@ -122,15 +122,15 @@ def test_eq_12_within_sides_leaves_the_chosen_rejected_gap_out():
 
 
 def test_augmented_pairs_join_the_batch_mean_with_weight_w_t_over_b():
-    from cartrm.training.cart import AUGMENTED
-
     model = RewardModel.load("tiny-bert", seed=0)
     model.model.eval()
     encoded = model.encode(["q"] * 8, [f"good answer {i}" for i in range(4)] + [f"bad {i}" for i in range(4)])
-    batch = {**model.collate(encoded, list(range(8))), "margin": torch.zeros(4), AUGMENTED: torch.tensor(True)}
-    batch["normaliser"] = torch.tensor(16.0)  # the batch the 4 augmented pairs belong to has 16 pairs
+    text = model.collate(encoded, list(range(8)))
+    batch = AugmentedBatch(  # the batch the 4 augmented pairs belong to has 16 pairs
+        text.input_ids, text.attention_mask, text.response_mask, torch.arange(4), torch.zeros(4), torch.tensor(16.0)
+    )
     with torch.no_grad():
-        losses, _ = pairwise_losses(reward_forward(model.model, batch), batch)
+        losses, _ = pairwise_losses(reward_forward(model.model, batch), batch.margin)
         for scaling, expected in (("separate_mean", losses.mean()), ("batch_share", 0.5 * losses.sum() / 16)):
             method = get_method("cart", TrainConfig(method="cart", cart=CartConfig(aug_scaling=scaling)))
             method.eta = 0.1  # w_t = min(1, 0.1 · (4 + 1)) = 0.5 at step 4
@@ -141,15 +141,15 @@ def test_augmented_pairs_join_the_batch_mean_with_weight_w_t_over_b():
 
 def test_label_smoothing_loss_has_its_optimum_at_the_smoothed_target():
     epsilon = 0.1
-    batch = {"margin": torch.zeros(1)}
+    margin = torch.zeros(1)
     optimum = math.log((1 - epsilon) / epsilon)
     for z, sign in ((optimum - 1, -1), (optimum, 0), (optimum + 1, 1)):
         logit = torch.tensor([z], requires_grad=True)
         rewards = torch.cat([logit, torch.zeros(1)])
-        losses, _ = pairwise_losses(rewards, batch, smoothing=epsilon)
+        losses, _ = pairwise_losses(rewards, margin, smoothing=epsilon)
         losses.sum().backward()
         assert np.sign(round(logit.grad.item(), 6)) == sign
-    at_zero, _ = pairwise_losses(torch.zeros(2), batch, smoothing=epsilon)
+    at_zero, _ = pairwise_losses(torch.zeros(2), margin, smoothing=epsilon)
     assert at_zero.item() == pytest.approx(math.log(2))
 
 
@@ -408,8 +408,8 @@ def test_a_split_cart_batch_gives_the_whole_batch_gradient(planted, planted_circ
 
     with model.eval_mode():
         (one, one_logs, whole), (several, split_logs, split) = gradient(None), gradient(1)
-    assert len(one) == 2 and "augmented" in one[0]  # L_aug's pass, then the batch
-    assert sorted(several[1]["index"].tolist()) == [170, 171, 172] and len(several) == 2 + 7  # tail rows share a pass
+    assert len(one) == 2 and isinstance(one[0], AugmentedBatch)  # L_aug's pass, then the batch
+    assert sorted(several[1].index.tolist()) == [170, 171, 172] and len(several) == 2 + 7  # tail rows share a pass
     assert "circuit_var" in split_logs[1][1] and all("circuit_var" not in logs for _, logs in split_logs[2:])
     assert sum(logs["loss"] for _, logs in split_logs) == pytest.approx(
         sum(logs["loss"] for _, logs in one_logs), rel=1e-5
@@ -469,7 +469,7 @@ def test_circuit_dropout_drops_whole_circuits_of_tail_pairs_only(planted, plante
     method.setup(model, data, TrainingContext(mask, total_steps=10, output_dir=tmp_path, circuits=circuits))
     _, chunks = _tail_batch_passes(method, model, data, mask, [0, 1, 2, 170, 171, 172])
     batch = method.passes(chunks, step=0)[0]
-    is_tail = batch["is_tail"].bool()
+    is_tail = batch.is_tail.bool()
     dropped = []
     for step in range(200):
         for site, intervene in method._circuit_dropout(batch, step).items():
@@ -514,7 +514,7 @@ def test_cart_trains_with_circuit_dropout_and_random_per_group_augmentations(pla
 
 
 def test_circuit_invariance_is_eq_12_s_invariance_form_on_a_known_case():
-    from cartrm.training.cart import circuit_invariance
+    from cartrm.training.methods.cart import circuit_invariance
 
     pooled = {"s": torch.tensor([[1.0, 4.0], [2.0, 0.0], [0.0, 0.0], [0.0, 2.0]])}  # edited rows, then originals
     one = TargetCircuit("c0", np.array([0]), {"s": np.array([0])})
@@ -535,7 +535,7 @@ def test_the_invariance_form_adds_its_penalty_to_the_augmentation_pass(planted, 
         _, chunks = _tail_batch_passes(method, model, data, mask, [0, 1, 2, 170, 171])
         augmented, batch = method.passes(chunks, step=1)
         sides = 4 if form == "invariance" else 2
-        assert len(augmented["input_ids"]) == sides * len(augmented["index"])
+        assert len(augmented.input_ids) == sides * len(augmented.index)
         with model.eval_mode():  # no dropout: the same forward every call
             loss, logs = method.loss(model.model, augmented, step=1)
             assert ("circuit_var" in method.loss(model.model, batch, step=1)[1]) == (form == "pooled")

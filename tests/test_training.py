@@ -10,6 +10,7 @@ from cartrm.data import PointwiseDataset
 from cartrm.errors import CartError
 from cartrm.models import RewardModel
 from cartrm.training import TrainConfig, register, train
+from cartrm.training.batches import TrainBatch
 from cartrm.training.methods import BradleyTerry, get_method
 from tests.helpers import planted_pairs
 
@@ -156,16 +157,17 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 def _loss(batch_rewards, **batch_fields):
     """Run the Bradley–Terry method on fixed rewards by patching the forward pass."""
     method = get_method("bt", TrainConfig(center_rewards_coefficient=batch_fields.pop("center", None)))
-    import cartrm.training.methods as methods
+    import cartrm.training.methods.bt as bt
 
-    original = methods.reward_forward
-    methods.reward_forward = lambda module, batch: torch.tensor(batch_rewards, dtype=torch.float32)
+    fields = {k: torch.tensor(v, dtype=torch.float32) for k, v in batch_fields.items()}
+    empty = torch.zeros((len(batch_rewards), 0), dtype=torch.long)
+    batch = TrainBatch(empty, empty, empty, torch.arange(len(fields["weight"])), is_tail=fields["weight"] < 0, **fields)
+    original = bt.reward_forward
+    bt.reward_forward = lambda module, batch: torch.tensor(batch_rewards, dtype=torch.float32)
     try:
-        return method.loss(None, {k: torch.tensor(v, dtype=torch.float32) for k, v in batch_fields.items()}, 0)[
-            0
-        ].item()
+        return method.loss(None, batch, 0)[0].item()
     finally:
-        methods.reward_forward = original
+        bt.reward_forward = original
 
 
 def test_bradley_terry_loss_weights_margin_and_centering():

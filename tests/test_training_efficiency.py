@@ -30,7 +30,7 @@ def test_disable_dropout_makes_training_mode_deterministic(name):
             module.attention_dropout = 0.5
     batch = model.collate(model.encode(["a question "] * 4, ["an answer with several words"] * 4), range(4))
     model.model.train()
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
     assert not torch.equal(model.model(**inputs).logits, model.model(**inputs).logits)
     disable_dropout(model.model)
     assert torch.equal(model.model(**inputs).logits, model.model(**inputs).logits)
@@ -147,12 +147,12 @@ def test_chunks_respect_the_token_budget_and_keep_pairs_whole():
     builder = BatchBuilder(model, data)
     rows = list(range(40))
     chunks = builder.chunks(rows, max_tokens=300)
-    assert [int(i) for c in chunks for i in c["index"]] == rows
+    assert [int(i) for c in chunks for i in c.index] == rows
     for chunk in chunks:
-        assert chunk["input_ids"].shape[0] == 2 * len(chunk["index"])
-        assert chunk["input_ids"].numel() <= 300 or len(chunk["index"]) == 1
-        assert int(chunk["count"]) == 40
-    assert builder.chunks(rows, max_tokens=None)[0]["input_ids"].shape[0] == 80
+        assert chunk.input_ids.shape[0] == 2 * len(chunk.index)
+        assert chunk.input_ids.numel() <= 300 or len(chunk.index) == 1
+        assert chunk.count == 40
+    assert builder.chunks(rows, max_tokens=None)[0].input_ids.shape[0] == 80
 
 
 def test_default_max_length_is_the_longest_text_and_truncation_is_counted(tmp_path, capsys):

@@ -10,12 +10,15 @@ inside the hook before pooling, so patched values flow on through the model and 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from cartrm.capture.sites import Site
 from cartrm.errors import CartError
+
+if TYPE_CHECKING:
+    from cartrm.models.reward_model import TokenBatch
 
 POOLINGS = ("mean", "max", "last")
 Intervention = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -39,9 +42,9 @@ def pool(activations: torch.Tensor, response_mask: torch.Tensor, method: str = "
     raise CartError(f"unknown pooling '{method}'; choose from {', '.join(POOLINGS)}")
 
 
-def pooling_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def pooling_mask(batch: TokenBatch) -> torch.Tensor:
     """Response tokens, or all attended tokens for examples without response tokens."""
-    response, attention = batch["response_mask"], batch["attention_mask"]
+    response, attention = batch.response_mask, batch.attention_mask
     has_response = response.bool().any(dim=1, keepdim=True)
     return torch.where(has_response, response, attention)
 

@@ -68,8 +68,8 @@ def train(
     config_file: ConfigFileOption = None,
     **settings: Any,
 ) -> None:
-    """Train a reward model: bt (Bradley–Terry; squared error on scored data), label-smoothing, reweight,
-    hidden-reg, or cart (needs --tail-by)."""
+    """Train a reward model: bt (Bradley–Terry; squared error on scored data), cart (needs --tail-by) or any
+    baseline registered in cartrm.training.methods (--method)."""
     check_out(out)
     if init_from is not None:
         model = warm_start(init_from, out)

@@ -32,6 +32,15 @@ ENCODE_CHUNK = 256
 UNFINGERPRINTED_CONFIG_KEYS = {"_name_or_path", "transformers_version"}  # where/by what it was saved, not what it is
 
 
+@dataclass(frozen=True)
+class TokenBatch:
+    """A padded batch of texts: token ids, attention mask and response-token mask, each (B, T)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+
+
 @dataclass
 class EncodedTexts:
     """Tokenised texts (unpadded); ``response_mask`` marks the tokens of the response."""
@@ -107,7 +116,7 @@ class RewardModel:
             lengths.extend(len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"])
         return np.array(lengths, dtype=np.int64)
 
-    def collate(self, encoded: EncodedTexts, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
+    def collate(self, encoded: EncodedTexts, indices: Sequence[int] | np.ndarray) -> TokenBatch:
         """Pad the selected sequences into a batch (``input_ids``, ``attention_mask``, ``response_mask``)."""
         rows = [encoded.input_ids[i] for i in indices]
         width = max(len(r) for r in rows)
@@ -122,7 +131,7 @@ class RewardModel:
             ids[row, span] = torch.tensor(encoded.input_ids[i])
             attention[row, span] = 1
             response[row, span] = torch.tensor(encoded.response_mask[i])
-        return {"input_ids": ids, "attention_mask": attention, "response_mask": response}
+        return TokenBatch(input_ids=ids, attention_mask=attention, response_mask=response)
 
     def score(
         self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 64, progress: bool = False
@@ -157,11 +166,11 @@ class RewardModel:
             for start in tqdm(range(0, len(encoded), batch_size), desc="embedding", disable=not progress, leave=False):
                 batch = self.collate(encoded, range(start, min(start + batch_size, len(encoded))))
                 hidden = self.model(
-                    input_ids=batch["input_ids"].to(self.device),
-                    attention_mask=batch["attention_mask"].to(self.device),
+                    input_ids=batch.input_ids.to(self.device),
+                    attention_mask=batch.attention_mask.to(self.device),
                     output_hidden_states=True,
                 ).hidden_states[-1]
-                mask = batch["attention_mask"].to(hidden.device).unsqueeze(-1).to(hidden.dtype)
+                mask = batch.attention_mask.to(hidden.device).unsqueeze(-1).to(hidden.dtype)
                 out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy())
         return np.concatenate(out)
 
@@ -199,10 +208,10 @@ def default_device() -> torch.device:
     return torch.device(os.environ.get("CARTRM_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def reward_forward(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def reward_forward(model: Any, batch: TokenBatch) -> torch.Tensor:
     """``R(x)`` for a padded batch: the scalar logit of the sequence-classification head, shape (B,)."""
     device = next(model.parameters()).device
-    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+    logits = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits
     return logits.squeeze(-1)
 
 

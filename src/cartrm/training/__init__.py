@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'cartrm.training' has no attribute {name!r}")
-    importlib.import_module("cartrm.training.trainer")  # the trainer imports every built-in method (they register)
     value = getattr(importlib.import_module(_LAZY[name]), name)
     globals()[name] = value
     return value

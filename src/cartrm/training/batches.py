@@ -4,14 +4,54 @@ forward passes of bounded size whose losses sum to the whole batch's."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from cartrm.data.dataset import PointwiseDataset, PreferenceDataset
 from cartrm.errors import CartError
-from cartrm.models.reward_model import RewardModel
+from cartrm.models.reward_model import RewardModel, TokenBatch
+
+
+@dataclass(frozen=True)
+class TrainBatch(TokenBatch):
+    """One forward pass of training examples: pairs (chosen rows stacked over rejected rows, ``margin`` per pair) or
+    scored examples (``score``), their dataset rows ``index``, ``weight`` and ``is_tail`` per example. A pass of a
+    batch split into several carries the whole batch's ``normaliser`` (its summed weights, as the method weighs
+    them) and ``count`` of examples, so that the passes' losses sum to the whole batch's."""
+
+    index: torch.Tensor
+    weight: torch.Tensor
+    is_tail: torch.Tensor
+    margin: torch.Tensor | None = None
+    score: torch.Tensor | None = None
+    normaliser: torch.Tensor | None = None
+    count: int | None = None
+
+    @property
+    def scored(self) -> bool:
+        return self.score is not None
+
+    def examples(self) -> int:
+        """Examples in the whole batch (more than this pass's when the batch is split)."""
+        return len(self.weight) if self.count is None else self.count
+
+
+@dataclass(frozen=True)
+class AugmentedBatch(TokenBatch):
+    """CART's L_aug pass (eq. 10-11): the kept augmentations of a batch's tail pairs, chosen over rejected rows, with
+    ``index`` their augmentation rows and the ``normaliser`` of the batch they belong to. ``with_sources``: the
+    source pairs' texts follow (chosen, rejected), for the invariance form of eq. 12."""
+
+    index: torch.Tensor
+    margin: torch.Tensor
+    normaliser: torch.Tensor
+    with_sources: bool = False
+
+
+Weigh = Callable[[TrainBatch], torch.Tensor]
 
 
 class BatchBuilder:
@@ -51,8 +91,8 @@ class BatchBuilder:
         return self._lengths
 
     def chunks(
-        self, indices: list[int], max_tokens: int | None, weigh: Any = None, tail_together: bool = False
-    ) -> list[dict[str, torch.Tensor]]:
+        self, indices: list[int], max_tokens: int | None, weigh: Weigh | None = None, tail_together: bool = False
+    ) -> list[TrainBatch]:
         """The batch of ``indices`` as forward passes of at most ``max_tokens`` padded tokens each (at least one
         example per pass), consecutive in ``indices``; ``weigh`` (a method's ``example_weights``) gives the whole
         batch's ``normaliser`` and every pass carries it with the batch's ``count`` of examples, so that summing
@@ -65,12 +105,9 @@ class BatchBuilder:
             groups = ([tail] if tail else []) + (self._split(head, max_tokens) if head else [])
         if len(groups) == 1:
             return [self(groups[0])]
-        whole = {
-            "weight": torch.tensor(self.weight[indices], dtype=torch.float32),
-            "is_tail": torch.tensor(self.is_tail[indices]),
-        }
-        normaliser = (weigh(whole) if weigh else whole["weight"]).sum()
-        return [{**self(group), "normaliser": normaliser, "count": torch.tensor(len(indices))} for group in groups]
+        whole = self(list(indices), tokens=False)
+        normaliser = (weigh(whole) if weigh else whole.weight).sum()
+        return [self(group, normaliser=normaliser, count=len(indices)) for group in groups]
 
     def _split(self, indices: list[int], max_tokens: int) -> list[list[int]]:
         rows_per_example = 2 if self.pairwise else 1
@@ -86,17 +123,30 @@ class BatchBuilder:
             widest = wider
         return groups
 
-    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+    def __call__(
+        self,
+        indices: list[int],
+        *,
+        tokens: bool = True,
+        normaliser: torch.Tensor | None = None,
+        count: int | None = None,
+    ) -> TrainBatch:
+        """The batch of ``indices``; without ``tokens`` its texts are left empty (the per-example values only)."""
         rows = list(indices) + [i + self.n for i in indices] if self.pairwise else list(indices)
-        batch = self.model.collate(self.encoded, rows)
-        batch["index"] = torch.tensor(indices, dtype=torch.long)
-        batch["weight"] = torch.tensor(self.weight[indices], dtype=torch.float32)
-        batch["is_tail"] = torch.tensor(self.is_tail[indices], dtype=torch.bool)
-        if self.pairwise:
-            batch["margin"] = torch.tensor(self.margin[indices], dtype=torch.float32)
-        else:
-            batch["score"] = torch.tensor(self.score[indices], dtype=torch.float32)
-        return batch
+        empty = torch.zeros((len(rows), 0), dtype=torch.long)
+        text = self.model.collate(self.encoded, rows) if tokens else TokenBatch(empty, empty, empty)
+        return TrainBatch(
+            input_ids=text.input_ids,
+            attention_mask=text.attention_mask,
+            response_mask=text.response_mask,
+            index=torch.tensor(indices, dtype=torch.long),
+            weight=torch.tensor(self.weight[indices], dtype=torch.float32),
+            is_tail=torch.tensor(self.is_tail[indices], dtype=torch.bool),
+            margin=torch.tensor(self.margin[indices], dtype=torch.float32) if self.pairwise else None,
+            score=None if self.pairwise else torch.tensor(self.score[indices], dtype=torch.float32),
+            normaliser=normaliser,
+            count=count,
+        )
 
 
 def fit_max_length(

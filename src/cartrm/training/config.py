@@ -52,7 +52,7 @@ class CartConfig(BaseModel):
     aug_transforms: tuple[str, ...] = Field(
         ("rare_token", "drop_shared_sentence", "reorder", "format"),
         description=(
-            "rule-based G(x) (see cartrm.training.augment.TRANSFORMS); 'synonym' is left out by default because "
+            "rule-based G(x) (see cartrm.training.transforms.TRANSFORMS); 'synonym' is left out by default because "
             "it kept the gold label on only ~71% of benchmark tail pairs"
         ),
     )
@@ -141,7 +141,11 @@ class TrainConfig(BaseModel):
             return {k: v for k, v in values.items() if k != "tail_by"}
         return values
 
-    method: str = Field("bt", description="training method: bt, label-smoothing, reweight, hidden-reg or cart")
+    method: str = Field(
+        "bt",
+        description="training method: bt, cart or a baseline of cartrm.training.methods (each registers its name; "
+        "an unknown name is refused with the list)",
+    )
     epochs: float = Field(1.0, gt=0, description="passes over the data; a fraction stops part-way")
     max_steps: int | None = Field(None, gt=0, description="optimizer steps; overrides epochs when set")
     batch_size: int = Field(16, gt=0, description="pairs (or scored examples) per device per micro-batch")

@@ -65,7 +65,7 @@ register_design(
 
 
 def _builtins() -> dict[str, Design]:
-    importlib.import_module("cartrm.training.trainer")  # the trainer imports every built-in method (they register)
+    importlib.import_module("cartrm.training.methods")  # importing the package registers every built-in method
     return DESIGNS
 
 

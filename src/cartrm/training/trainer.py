@@ -2,25 +2,20 @@
 
 Layout of ``output_dir`` after training: the final reward model as a plain HF folder at the top level
 (``config.json``, ``model.safetensors``, tokenizer files), ``train_config.json``, ``train_result.json``,
-``checkpoints/step-N`` (accelerate state: model, optimizer, scheduler, RNG) and ``logs/`` (TensorBoard).
+``checkpoints/step-N`` (accelerate state: model, optimizer, scheduler, RNG; :mod:`cartrm.training.checkpoints`)
+and ``logs/`` (TensorBoard). The trainer asks the method (:mod:`cartrm.training.methods`) how to draw and split
+batches and knows no method by name.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import functools
-import gc
-import json
 import math
-import os
-import shutil
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +27,24 @@ from cartrm.circuits.result import Circuits
 from cartrm.data.dataset import PointwiseDataset, PreferenceDataset
 from cartrm.data.tail import TailSplit
 from cartrm.errors import CartError
-from cartrm.io import Artifact, write_json_atomic
+from cartrm.io import Artifact
 from cartrm.models.reward_model import RewardModel, default_device, model_max_positions
 from cartrm.runs import RunFolder, digest, run_identity
-from cartrm.training import cart as _cart  # noqa: F401  (the built-in CART method registers itself)
-from cartrm.training.batches import BatchBuilder, fit_max_length
+from cartrm.training.batches import BatchBuilder, TrainBatch, fit_max_length
+from cartrm.training.checkpoints import (
+    StopRequest,
+    check_finite,
+    checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    save_final,
+)
 from cartrm.training.config import TrainConfig
-from cartrm.training.methods import TrainingContext, get_method
-from cartrm.training.sampling import EpochShuffleSampler, TailAddingSampler, TailAwareSampler
+from cartrm.training.methods import TrainingContext, TrainingMethod, get_method
+from cartrm.training.runtime import hparams, parameter_groups, return_freed_buffers_to_the_os
 from cartrm.vulnerability.result import VulnerabilityReport
 
-CHECKPOINTS_KEPT = 2
-M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 4 * 2**20  # glibc's mallopt parameter number, and the value we set
+Evaluate = Callable[[RewardModel], dict[str, float]]
 
 
 class TrainResult(Artifact):
@@ -63,6 +64,45 @@ class TrainResult(Artifact):
     tail: str | None = None  # how the tail split was made (TailSplit.description)
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What one call of :func:`train` trains on and with."""
+
+    reward_model: RewardModel
+    dataset: PreferenceDataset | PointwiseDataset
+    tail_mask: np.ndarray | None
+    circuits: Circuits | None
+    vulnerability: VulnerabilityReport | None
+    out: Path
+    progress: bool
+    evaluate: Evaluate | None
+
+
+@dataclass
+class Run:
+    """A prepared run: the method, the accelerate-prepared model, optimizer, loader and schedule, and the loop's
+    position (``global_step``, ``micro``: micro-batches so far) with what it records."""
+
+    inputs: Inputs
+    accelerator: Any
+    config: TrainConfig
+    method: TrainingMethod
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    loader: Any
+    total_steps: int
+    micro_per_epoch: int
+    run_digest: str  # the run identity's digest, recorded in every checkpoint
+    max_length: int
+    truncated: int
+    global_step: int = 0
+    micro: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    curve: list[dict[str, float]] = field(default_factory=list)
+    running: list[float] = field(default_factory=list)
+
+
 def train(
     reward_model: RewardModel,
     dataset: PreferenceDataset | PointwiseDataset,
@@ -74,7 +114,7 @@ def train(
     vulnerability: VulnerabilityReport | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    evaluate: Callable[[RewardModel], dict[str, float]] | None = None,
+    evaluate: Evaluate | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``reward_model`` in place on ``dataset`` and save it to ``output_dir``.
@@ -89,30 +129,12 @@ def train(
     ``evaluate`` (e.g. accuracies on validation pairs) runs before the first step and every ``config.eval_steps``
     steps; its scores form ``TrainResult.curve``, a learning curve (they do not change training).
     """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
-    out = Path(output_dir)
     started = time.time()
-    tail_mask = None if tail is None else np.asarray(tail.mask, dtype=bool)
-    if tail_mask is not None and len(tail_mask) != len(dataset):
-        raise CartError(f"the tail split has {len(tail_mask)} entries for {len(dataset)} training examples")
-    if get_method(config.method, config).needs_tail and tail_mask is None:
-        raise CartError(f"method '{config.method}' needs the head/tail split: pass --tail-by")
-    on_cpu = default_device().type == "cpu"
-    if on_cpu:
-        return_freed_buffers_to_the_os()
-    AcceleratorState._reset_state()  # the precision of an earlier train() in this process must not stick
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        log_with="tensorboard",
-        project_dir=str(out / "logs"),
-        mixed_precision=_mixed_precision(config.mixed_precision),
-        cpu=on_cpu,  # without it accelerate runs torchrun's CPU processes as separate single runs
-    )
+    tail_mask = _tail_mask(tail, dataset, config)
+    inputs = Inputs(reward_model, dataset, tail_mask, circuits, vulnerability, Path(output_dir), progress, evaluate)
+    accelerator = _accelerator(config, inputs.out)
     identity = run_identity(
         config.model_dump(mode="json"),
         data=digest(dataset.to_records()),
@@ -121,229 +143,287 @@ def train(
         circuits=None if circuits is None else digest(circuits.model_dump(mode="json")),
         vulnerability=None if vulnerability is None else digest(vulnerability.model_dump(mode="json")),
     )
-    folder = RunFolder(out, identity, resume=resume, overwrite=overwrite)
+    folder = RunFolder(inputs.out, identity, resume=resume, overwrite=overwrite)
     with folder if accelerator.is_main_process else contextlib.nullcontext():
         accelerator.wait_for_everyone()
         set_seed(config.seed)
-        if config.max_length:
-            reward_model.max_length = config.max_length
-        max_length, truncated = fit_max_length(
-            reward_model, dataset, config.max_length or model_max_positions(reward_model.model)
-        )
-        max_length = config.max_length or max_length
-        if progress and accelerator.is_local_main_process:
-            print(
-                f"max length {max_length} tokens; {truncated} of {_texts(dataset)} texts are longer and lose "
-                "their start",
-                file=sys.stderr,
-            )
-        config = config.model_copy(update={"max_length": max_length})
-        method = get_method(config.method, config)
-        if config.disable_dropout:
-            disable_dropout(reward_model.model)
-        builder = BatchBuilder(reward_model, dataset, tail_mask, max_length=max_length)
-        lengths = builder.lengths() if config.group_by_length and builder.pairwise else None
-        sampler: TailAwareSampler | TailAddingSampler | EpochShuffleSampler
-        loader_batch = config.batch_size
-        if method.min_tail_per_batch and tail_mask is not None and method.adds_tail_pairs:
-            sampler = TailAddingSampler(
-                tail_mask, config.batch_size, method.min_tail_per_batch, config.seed, lengths=lengths
-            )
-            loader_batch += method.min_tail_per_batch
-        elif method.min_tail_per_batch and tail_mask is not None:
-            sampler = TailAwareSampler(
-                tail_mask, config.batch_size, method.min_tail_per_batch, config.seed, lengths=lengths
-            )
-        else:
-            sampler = EpochShuffleSampler(len(dataset), config.seed, lengths=lengths, batch_size=config.batch_size)
-        max_tokens = config.batch_tokens(default_device().type) if method.splittable else None
-        loader: DataLoader = DataLoader(
-            range(len(dataset)),  # type: ignore[arg-type]  # any sized sequence of indices works
-            batch_size=loader_batch,
-            sampler=sampler,
-            collate_fn=functools.partial(
-                builder.chunks,
-                max_tokens=max_tokens,
-                weigh=method.example_weights,
-                tail_together=method.keeps_tail_together,
-            ),
-            generator=torch.Generator().manual_seed(config.seed),
-        )
-        optimizer = torch.optim.AdamW(
-            _parameter_groups(reward_model.model, config.weight_decay), lr=config.learning_rate
-        )
-        micro_per_epoch = math.ceil(len(loader) / accelerator.num_processes)
-        steps_per_epoch = math.ceil(micro_per_epoch / config.gradient_accumulation_steps)
-        total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-        context = TrainingContext(
-            tail_mask=builder.is_tail,
-            total_steps=total_steps,
-            output_dir=out,
-            progress=progress,
-            max_length=max_length,
-            circuits=circuits,
-            vulnerability=vulnerability,
-        )
-        method.setup(reward_model, dataset, context)
-        scheduler = get_scheduler(
-            "linear",
-            optimizer,
-            num_warmup_steps=int(config.warmup_ratio * total_steps) * accelerator.num_processes,
-            num_training_steps=total_steps * accelerator.num_processes,
-        )
-        model, optimizer, loader, scheduler = accelerator.prepare(reward_model.model, optimizer, loader, scheduler)
-        state: dict[str, Any] = (
-            _resume(accelerator, out, digest(identity))
-            if resume
-            else {"global_step": 0, "micro": 0, "history": [], "curve": [], "method": {}}
-        )
-        method.restore(state.get("method", {}))
-        accelerator.init_trackers("train", config=_hparams(config.model_dump()))
-        model.train()
-        global_step, micro, history = state["global_step"], state["micro"], state["history"]
-        curve: list[dict[str, float]] = state.get("curve", [])
+        run = _prepare(inputs, accelerator, config, digest(identity), resume)
+        _Loop(run, resume).run()
+        return _finish(run, None if tail is None else tail.description, started)
 
-        def score_curve(step: int) -> None:
-            if evaluate is not None and config.eval_steps and (step % config.eval_steps == 0 or step == total_steps):
-                scores = evaluate(reward_model)
-                curve.append({"step": step, **scores})
-                accelerator.log({f"eval/{k}": v for k, v in scores.items()}, step=step)
 
-        if not curve:
-            score_curve(0)
-        bar = tqdm(
-            total=total_steps,
-            initial=global_step,
-            desc=f"train[{config.method}]",
-            disable=not progress or not accelerator.is_local_main_process,
+def _tail_mask(
+    tail: TailSplit | None, dataset: PreferenceDataset | PointwiseDataset, config: TrainConfig
+) -> np.ndarray | None:
+    """The tail split as a mask over the training rows; refuses a split of other data, or none for a method that
+    needs it."""
+    tail_mask = None if tail is None else np.asarray(tail.mask, dtype=bool)
+    if tail_mask is not None and len(tail_mask) != len(dataset):
+        raise CartError(f"the tail split has {len(tail_mask)} entries for {len(dataset)} training examples")
+    if get_method(config.method, config).needs_tail and tail_mask is None:
+        raise CartError(f"method '{config.method}' needs the head/tail split: pass --tail-by")
+    return tail_mask
+
+
+def _accelerator(config: TrainConfig, out: Path) -> Any:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    on_cpu = default_device().type == "cpu"
+    if on_cpu:
+        return_freed_buffers_to_the_os()
+    AcceleratorState._reset_state()  # the precision of an earlier train() in this process must not stick
+    return Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with="tensorboard",
+        project_dir=str(out / "logs"),
+        mixed_precision=_mixed_precision(config.mixed_precision),
+        cpu=on_cpu,  # without it accelerate runs torchrun's CPU processes as separate single runs
+    )
+
+
+def _fit_length(inputs: Inputs, config: TrainConfig, accelerator: Any) -> tuple[int, int]:
+    """The token limit of the training texts (set on the model) and how many texts are longer."""
+    reward_model, dataset = inputs.reward_model, inputs.dataset
+    if config.max_length:
+        reward_model.max_length = config.max_length
+    max_length, truncated = fit_max_length(
+        reward_model, dataset, config.max_length or model_max_positions(reward_model.model)
+    )
+    max_length = config.max_length or max_length
+    if inputs.progress and accelerator.is_local_main_process:
+        print(
+            f"max length {max_length} tokens; {truncated} of {_texts(dataset)} texts are longer and lose their start",
+            file=sys.stderr,
         )
-        running: list[float] = []
-        stop = _StopRequest()
-        saved_step = global_step if resume else None
+    return max_length, truncated
 
-        def save(step: int, micro_batches: int) -> int:
-            _checkpoint(
-                accelerator,
-                out,
-                {
-                    "global_step": step,
-                    "micro": micro_batches,
-                    "history": history,
-                    "curve": curve,
-                    "method": method.state(),
-                    "run": digest(identity),
-                },
-            )
-            return step
 
+def _loader(method: TrainingMethod, builder: BatchBuilder, config: TrainConfig) -> DataLoader:
+    """Batches as the method draws them (its sampler) and splits them into forward passes (its batch plan)."""
+    lengths = builder.lengths() if config.group_by_length and builder.pairwise else None
+    draw = method.sampler(builder.is_tail, config.batch_size, config.seed, lengths)
+    plan = method.batch_plan(default_device().type)
+    return DataLoader(
+        range(builder.n),  # type: ignore[arg-type]  # any sized sequence of indices works
+        batch_size=draw.batch_size,
+        sampler=draw.sampler,
+        collate_fn=functools.partial(
+            builder.chunks, max_tokens=plan.max_tokens, weigh=plan.weigh, tail_together=plan.tail_together
+        ),
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+
+
+def _prepare(inputs: Inputs, accelerator: Any, config: TrainConfig, run_digest: str, resume: bool) -> Run:
+    """Everything before the first step, in the order that fixes the run's random draws: the token limit, the
+    method, the loader, the optimizer, the method's setup, the schedule, accelerate's preparation, the resumed
+    position."""
+    from transformers import get_scheduler
+
+    reward_model = inputs.reward_model
+    max_length, truncated = _fit_length(inputs, config, accelerator)
+    config = config.model_copy(update={"max_length": max_length})
+    method = get_method(config.method, config)
+    if config.disable_dropout:
+        disable_dropout(reward_model.model)
+    builder = BatchBuilder(reward_model, inputs.dataset, inputs.tail_mask, max_length=max_length)
+    loader = _loader(method, builder, config)
+    optimizer = torch.optim.AdamW(parameter_groups(reward_model.model, config.weight_decay), lr=config.learning_rate)
+    micro_per_epoch = math.ceil(len(loader) / accelerator.num_processes)
+    steps_per_epoch = math.ceil(micro_per_epoch / config.gradient_accumulation_steps)
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    context = TrainingContext(
+        tail_mask=builder.is_tail,
+        total_steps=total_steps,
+        output_dir=inputs.out,
+        progress=inputs.progress,
+        max_length=max_length,
+        circuits=inputs.circuits,
+        vulnerability=inputs.vulnerability,
+    )
+    method.setup(reward_model, inputs.dataset, context)
+    scheduler = get_scheduler(
+        "linear",
+        optimizer,
+        num_warmup_steps=int(config.warmup_ratio * total_steps) * accelerator.num_processes,
+        num_training_steps=total_steps * accelerator.num_processes,
+    )
+    model, optimizer, loader, scheduler = accelerator.prepare(reward_model.model, optimizer, loader, scheduler)
+    run = Run(
+        inputs,
+        accelerator,
+        config,
+        method,
+        model,
+        optimizer,
+        scheduler,
+        loader,
+        total_steps=total_steps,
+        micro_per_epoch=micro_per_epoch,
+        run_digest=run_digest,
+        max_length=max_length,
+        truncated=truncated,
+    )
+    _restore(run, resume)
+    return run
+
+
+def _restore(run: Run, resume: bool) -> None:
+    """The loop's position (from the newest checkpoint when resuming) and the method's state; then the trackers
+    start and the model is put in training mode."""
+    state: dict[str, Any] = (
+        load_checkpoint(run.accelerator, run.inputs.out, run.run_digest)
+        if resume
+        else {"global_step": 0, "micro": 0, "history": [], "curve": [], "method": {}}
+    )
+    run.method.restore(state.get("method", {}))
+    run.accelerator.init_trackers("train", config=hparams(run.config.model_dump()))
+    run.model.train()
+    run.global_step, run.micro, run.history = state["global_step"], state["micro"], state["history"]
+    run.curve = state.get("curve", [])
+
+
+class _Loop:
+    """The optimizer steps of a prepared run: epochs of micro-batches, logging, learning-curve scores,
+    checkpoints, and stopping at a step boundary on request."""
+
+    def __init__(self, run: Run, resume: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.run_ = run
+        if not run.curve:
+            self.score_curve(0)
+        self.bar = tqdm(
+            total=run.total_steps,
+            initial=run.global_step,
+            desc=f"train[{run.config.method}]",
+            disable=not run.inputs.progress or not run.accelerator.is_local_main_process,
+        )
+        self.stop = StopRequest()
+        self.saved_step = run.global_step if resume else None
+
+    def score_curve(self, step: int) -> None:
+        run = self.run_
+        evaluate, config = run.inputs.evaluate, run.config
+        if evaluate is not None and config.eval_steps and (step % config.eval_steps == 0 or step == run.total_steps):
+            scores = evaluate(run.inputs.reward_model)
+            run.curve.append({"step": step, **scores})
+            run.accelerator.log({f"eval/{k}": v for k, v in scores.items()}, step=step)
+
+    def save(self, step: int, micro_batches: int) -> int:
+        run = self.run_
+        save_checkpoint(
+            run.accelerator,
+            run.inputs.out,
+            {
+                "global_step": step,
+                "micro": micro_batches,
+                "history": run.history,
+                "curve": run.curve,
+                "method": run.method.state(),
+                "run": run.run_digest,
+            },
+        )
+        return step
+
+    def run(self) -> None:
+        run = self.run_
         try:
-            while global_step < total_steps and not stop.agreed(accelerator):
-                epoch, offset = divmod(micro, micro_per_epoch)
-                batches: Any = accelerator.skip_first_batches(loader, offset) if offset else loader
-                batches.set_epoch(epoch)  # accelerate's loaders pass the epoch on to the sampler when they start
-                for chunks in batches:
-                    with accelerator.accumulate(model):
-                        logs = _forward_backward(accelerator, model, method, chunks, global_step, out)
-                        if accelerator.sync_gradients and config.max_grad_norm:
-                            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                        optimizer.step()
-                        scheduler.step()
-                        optimizer.zero_grad()
-                    micro += 1
-                    running.append(logs["loss"])
-                    if not accelerator.sync_gradients:
-                        continue
-                    global_step += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
-                    if global_step % config.logging_steps == 0 or global_step == total_steps:
-                        entry = {
-                            "step": global_step,
-                            "epoch": micro / micro_per_epoch,
-                            "lr": scheduler.get_last_lr()[0],
-                            **logs,
-                        }
-                        history.append(entry)
-                        accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=global_step)
-                    score_curve(global_step)
-                    end_of_epoch = micro % micro_per_epoch == 0
-                    if (
-                        global_step >= total_steps
-                        or (config.save_steps and global_step % config.save_steps == 0)
-                        or (not config.save_steps and end_of_epoch)
-                    ):
-                        saved_step = save(global_step, micro)
-                    if global_step >= total_steps or stop.agreed(accelerator):
-                        break
-            if global_step < total_steps:
-                if saved_step != global_step:
-                    save(global_step, micro)
+            while run.global_step < run.total_steps and not self.stop.agreed(run.accelerator):
+                self._epoch()
+            if run.global_step < run.total_steps:
+                if self.saved_step != run.global_step:
+                    self.save(run.global_step, run.micro)
                 raise CartError(
-                    f"interrupted at step {global_step} of {total_steps}; checkpoint saved in {out / 'checkpoints'}; "
-                    "continue with --resume"
+                    f"interrupted at step {run.global_step} of {run.total_steps}; checkpoint saved in "
+                    f"{run.inputs.out / 'checkpoints'}; continue with --resume"
                 )
         except KeyboardInterrupt:
-            found = _checkpoints(out)
+            found = checkpoints(run.inputs.out)
             last = f"the last checkpoint is {found[-1]}" if found else "no checkpoint was saved"
             raise CartError(
-                f"aborted during step {global_step + 1} of {total_steps}; {last}; continue with --resume"
+                f"aborted during step {run.global_step + 1} of {run.total_steps}; {last}; continue with --resume"
             ) from None
         finally:
-            stop.close()
-            bar.close()
-        accelerator.wait_for_everyone()
-        accelerator.end_training()
-        reward_model.model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # scoring after training: float32
-        result = TrainResult(
-            output_dir=str(out),
-            method=config.method,
-            global_step=global_step,
-            total_steps=total_steps,
-            final_loss=float(np.mean(running[-20:])) if running else float("nan"),
-            seconds=time.time() - started,
-            history=history,
-            curve=curve,
-            max_length=max_length,
-            truncated=truncated,
-            tail=None if tail is None else tail.description,
-        )
-        if accelerator.is_main_process:
-            _save_final(reward_model, config, result, out)
-        return result
+            self.stop.close()
+            self.bar.close()
+
+    def _epoch(self) -> None:
+        """The rest of the current epoch (from where a resumed run stopped), or until the last step or a stop."""
+        run = self.run_
+        epoch, offset = divmod(run.micro, run.micro_per_epoch)
+        batches: Any = run.accelerator.skip_first_batches(run.loader, offset) if offset else run.loader
+        batches.set_epoch(epoch)  # accelerate's loaders pass the epoch on to the sampler when they start
+        for chunks in batches:
+            with run.accelerator.accumulate(run.model):
+                logs = _forward_backward(
+                    run.accelerator, run.model, run.method, chunks, run.global_step, run.inputs.out
+                )
+                if run.accelerator.sync_gradients and run.config.max_grad_norm:
+                    run.accelerator.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
+                run.optimizer.step()
+                run.scheduler.step()
+                run.optimizer.zero_grad()
+            run.micro += 1
+            run.running.append(logs["loss"])
+            if not run.accelerator.sync_gradients:
+                continue
+            if self._step_done(logs):
+                break
+
+    def _step_done(self, logs: dict[str, float]) -> bool:
+        """After an optimizer step: progress, logs, curve, checkpoint; True when the loop is to stop."""
+        run, config = self.run_, self.run_.config
+        run.global_step += 1
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{np.mean(run.running[-20:]):.4f}")
+        if run.global_step % config.logging_steps == 0 or run.global_step == run.total_steps:
+            entry = {
+                "step": run.global_step,
+                "epoch": run.micro / run.micro_per_epoch,
+                "lr": run.scheduler.get_last_lr()[0],
+                **logs,
+            }
+            run.history.append(entry)
+            run.accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=run.global_step)
+        self.score_curve(run.global_step)
+        end_of_epoch = run.micro % run.micro_per_epoch == 0
+        if (
+            run.global_step >= run.total_steps
+            or (config.save_steps and run.global_step % config.save_steps == 0)
+            or (not config.save_steps and end_of_epoch)
+        ):
+            self.saved_step = self.save(run.global_step, run.micro)
+        return run.global_step >= run.total_steps or self.stop.agreed(run.accelerator)
 
 
-def return_freed_buffers_to_the_os(threshold: int = MMAP_THRESHOLD) -> None:
-    """Fix glibc's mmap threshold so that freed activation buffers leave the process (and trim the heaps now).
-
-    glibc serves allocations below the threshold from heaps that keep freed memory, and it raises the threshold
-    (up to 32 MiB) whenever a large buffer is freed, so after the first step most activations of a forward pass
-    live in heaps that only grow. With the threshold fixed at 4 MiB, training MiniLM on 320 HH-RLHF pairs peaked
-    at 1.47 GB instead of 1.74 GB resident (``bench/vs_trl.py``). A no-op where libc has no ``mallopt``.
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, threshold)
-        gc.collect()
-        libc.malloc_trim(0)  # and hand back what earlier work in this process left free in the heaps
-    except (OSError, AttributeError):
-        return
-
-
-def _mixed_precision(setting: str) -> str:
-    """``auto``: bf16 autocast on a CUDA GPU that supports it (weights and optimizer stay float32), else none.
-    CPUs without native bf16 instructions run bf16 several times slower than float32, so ``auto`` keeps them in
-    float32."""
-    if setting != "auto":
-        return setting
-    return "bf16" if default_device().type == "cuda" and torch.cuda.is_bf16_supported() else "no"
-
-
-def _texts(dataset: PreferenceDataset | PointwiseDataset) -> int:
-    return len(dataset) * (2 if isinstance(dataset, PreferenceDataset) else 1)
+def _finish(run: Run, tail: str | None, started: float) -> TrainResult:
+    """End training, put the unwrapped float32 model back on the reward model, save it with the result."""
+    accelerator, reward_model = run.accelerator, run.inputs.reward_model
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    reward_model.model = accelerator.unwrap_model(run.model, keep_fp32_wrapper=False)  # scoring after: float32
+    result = TrainResult(
+        output_dir=str(run.inputs.out),
+        method=run.config.method,
+        global_step=run.global_step,
+        total_steps=run.total_steps,
+        final_loss=float(np.mean(run.running[-20:])) if run.running else float("nan"),
+        seconds=time.time() - started,
+        history=run.history,
+        curve=run.curve,
+        max_length=run.max_length,
+        truncated=run.truncated,
+        tail=tail,
+    )
+    if accelerator.is_main_process:
+        save_final(reward_model, run.config, result, run.inputs.out)
+    return result
 
 
 def _forward_backward(
-    accelerator: Any, model: Any, method: Any, chunks: list[dict[str, torch.Tensor]], step: int, out: Path
+    accelerator: Any, model: Any, method: TrainingMethod, chunks: list[TrainBatch], step: int, out: Path
 ) -> dict[str, float]:
     """Loss and gradients of one batch, one forward/backward pass per pass of ``method.passes`` (only the last one
     synchronises gradients across processes); the logs are the summed loss and, for every other value, its mean
@@ -355,13 +435,22 @@ def _forward_backward(
         last = position == len(passes) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
             loss, logs = method.loss(model, batch, step)
-            _check_finite(loss, step + 1, out)
+            check_finite(loss, step + 1, out)
             accelerator.backward(loss)
         for key, value in logs.items():
-            size = 1 if key == "loss" else len(batch["index"])
+            size = 1 if key == "loss" else len(batch.index)
             sums[key] = sums.get(key, 0.0) + value * size
             examples[key] = examples.get(key, 0) + size
     return {key: total if key == "loss" else total / examples[key] for key, total in sums.items()}
+
+
+def _mixed_precision(setting: str) -> str:
+    """``auto``: bf16 autocast on a CUDA GPU that supports it (weights and optimizer stay float32), else none.
+    CPUs without native bf16 instructions run bf16 several times slower than float32, so ``auto`` keeps them in
+    float32."""
+    if setting != "auto":
+        return setting
+    return "bf16" if default_device().type == "cuda" and torch.cuda.is_bf16_supported() else "no"
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -378,118 +467,5 @@ def disable_dropout(model: torch.nn.Module) -> None:
             setattr(module, "attention_dropout", 0.0)  # noqa: B010  (nn.Module types its attributes as tensors)
 
 
-class _StopRequest:
-    """Ctrl-C (SIGINT) asks training to stop at the next optimizer-step boundary, where a checkpoint resumes to
-    exactly the weights of an uninterrupted run (mid-step, dropout RNG and partial gradients would be lost);
-    a second Ctrl-C aborts at once. All processes stop at the same step: the request is max-reduced across them."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(
-            "\nstopping after the current step and saving a checkpoint (Ctrl-C again to abort)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def agreed(self, accelerator: Any) -> bool:
-        if accelerator.num_processes == 1:
-            return self.requested
-        flag = torch.tensor([float(self.requested)], device=accelerator.device)
-        return bool(accelerator.reduce(flag, reduction="max").item())
-
-    def close(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
-def _check_finite(loss: torch.Tensor, step: int, out: Path) -> None:
-    """Stop before a NaN/inf loss reaches the weights; the last checkpoint stays the last good one."""
-    if not torch.isfinite(loss).all():
-        found = _checkpoints(out)
-        last = f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was saved yet"
-        raise CartError(
-            f"step {step}: the loss is {loss.item()}; training stopped before applying it ({last}; try a lower --lr)"
-        )
-
-
-def _hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flat ``{name: scalar}`` for TensorBoard's hparams (nested configs become ``cart.x``; None is dropped)."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_hparams(value, f"{prefix}{key}."))
-        elif value is not None:
-            flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return flat
-
-
-def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases and normalisation weights (the usual AdamW practice)."""
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _checkpoint(accelerator: Any, out: Path, loop_state: dict[str, Any]) -> None:
-    """Save accelerate state + loop position (and the method's state) under ``checkpoints/step-N`` atomically;
-    keep the newest few."""
-    folder = out / "checkpoints" / f"step-{loop_state['global_step']}"
-    if accelerator.is_main_process:
-        tmp = folder.with_name(f".{folder.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    accelerator.save_state(str(tmp))
-    if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps(loop_state))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-        for old in _checkpoints(out)[:-CHECKPOINTS_KEPT]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
-def _checkpoints(out: Path) -> list[Path]:
-    folder = out / "checkpoints"
-    found = [p for p in folder.glob("step-*") if (p / "trainer_state.json").exists()] if folder.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def _resume(accelerator: Any, out: Path, run: str) -> dict[str, Any]:
-    """The loop state of the newest checkpoint, which must belong to ``run`` (the run identity's digest)."""
-    checkpoints = _checkpoints(out)
-    if not checkpoints:
-        raise CartError(f"--resume: no checkpoint found under {out / 'checkpoints'}")
-    state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
-    if state.get("run") != run:
-        raise CartError(f"--resume: {checkpoints[-1]} belongs to another run than {out / 'run.json'}")
-    accelerator.load_state(str(checkpoints[-1]))
-    return state
-
-
-def _save_final(reward_model: RewardModel, config: TrainConfig, result: TrainResult, out: Path) -> None:
-    """Write the model files into ``out``; ``config.json`` goes last so a half-saved folder never loads."""
-    staging = out / ".final.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        reward_model.save_into(staging)
-        files = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
-        (out / "config.json").unlink(missing_ok=True)
-        for path in files:
-            os.replace(path, out / path.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    write_json_atomic(out / "train_config.json", config.model_dump())
-    result.save(out / "train_result.json")
+def _texts(dataset: PreferenceDataset | PointwiseDataset) -> int:
+    return len(dataset) * (2 if isinstance(dataset, PreferenceDataset) else 1)
