@@ -136,6 +136,13 @@ def ensemble(
         Optional[Path],
         typer.Option(help="vulnerability.json with the targets C_v", rich_help_panel=CART_PANEL),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="continue in --out: finished members are kept, an interrupted one continues from its last checkpoint",
+        ),
+    ] = False,
     overwrite: OverwriteOption = False,
     config_file: ConfigFileOption = None,
     **settings: Any,
@@ -173,6 +180,7 @@ def ensemble(
         circuits=Circuits.load(circuits) if circuits else None,
         targets=report.targets if report else None,
         overwrite=overwrite,
+        resume=resume,
     )
     typer.echo(
         f"α = {', '.join(f'{a:.3f}' for a in result.alpha)}; tail-circuit overlap {result.overlap}; "

@@ -33,6 +33,7 @@ from cartrm.experiments.config import EnsembleConfig
 from cartrm.io import Artifact
 from cartrm.models.ensemble import ENSEMBLE_SCHEMA_VERSION, EnsembleRewardModel
 from cartrm.models.reward_model import RewardModel
+from cartrm.training.checkpoints import checkpoints
 from cartrm.training.config import TrainConfig
 from cartrm.training.ensemble import (
     ensemble_pairwise_loss,
@@ -86,6 +87,7 @@ def train_ensemble(
     targets: Sequence[str] | None = None,
     trained: Mapping[int, str | Path] | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
 ) -> EnsembleResult:
     """Train K members from ``base_model``, measure their circuit overlap, fit α and save the ensemble.
@@ -96,7 +98,8 @@ def train_ensemble(
     for ``cart``; other methods ignore both. ``trained`` maps a member's index to a folder where a model was
     already trained from ``base_model`` on ``dataset`` with exactly that member's settings
     (:func:`member_train_config`; e.g. a run's bt model is ``ensemble-mean``'s member 0): it is copied, not
-    retrained. ``overwrite`` replaces members an earlier run left in ``output_dir``.
+    retrained. ``overwrite`` replaces members an earlier run left in ``output_dir``; ``resume`` keeps the members an
+    earlier run of the same settings finished and continues an interrupted one from its last checkpoint.
     """
     started = time.time()
     get_method(config.method, config.train)  # an unknown method fails before any training
@@ -110,10 +113,19 @@ def train_ensemble(
     out = Path(output_dir)
     trained = trained or {}
     members = [
-        _copied_member(Path(trained[i]), out / "members" / f"member-{i}", overwrite)
+        _copied_member(Path(trained[i]), out / "members" / f"member-{i}", overwrite or resume)
         if i in trained
         else _train_member(
-            base_model, dataset, tail, config, i, slices[i] if slices else None, circuits, out, overwrite, progress
+            base_model,
+            dataset,
+            tail,
+            config,
+            i,
+            slices[i] if slices else None,
+            circuits,
+            out,
+            (overwrite, resume),
+            progress,
         )
         for i in range(config.members)
     ]
@@ -199,18 +211,26 @@ def _train_member(
     targets: tuple[str, ...] | None,
     circuits: Circuits | None,
     out: Path,
-    overwrite: bool,
+    overwrite_or_resume: tuple[bool, bool],
     progress: bool,
 ) -> RewardModel:
+    """Member i trained into ``members/member-i``; resuming, a member with a checkpoint continues (or, finished, is
+    kept) and one killed before its first checkpoint starts over."""
+    overwrite, resume = overwrite_or_resume
     member_config = member_train_config(config, i, targets)
+    folder = out / "members" / f"member-{i}"
+    resumes = resume and bool(checkpoints(folder))
+    if resume and not resumes:
+        shutil.rmtree(folder, ignore_errors=True)
     model = RewardModel.load(base_model, max_length=config.train.max_length, seed=member_config.seed)
     train(
         model,
         dataset,
         member_config,
-        out / "members" / f"member-{i}",
+        folder,
         tail=tail,
         circuits=circuits if config.method == "cart" else None,
+        resume=resumes,
         overwrite=overwrite,
         progress=progress,
     )

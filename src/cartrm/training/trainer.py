@@ -146,10 +146,30 @@ def train(
     folder = RunFolder(inputs.out, identity, resume=resume, overwrite=overwrite)
     with folder if accelerator.is_main_process else contextlib.nullcontext():
         accelerator.wait_for_everyone()
+        finished = _finished_run(inputs) if resume else None
+        if finished is not None:
+            return finished
         set_seed(config.seed)
         run = _prepare(inputs, accelerator, config, digest(identity), resume)
         _Loop(run, resume).run()
         return _finish(run, None if tail is None else tail.description, started)
+
+
+def _finished_run(inputs: Inputs) -> TrainResult | None:
+    """A resumed run that had already finished (its identity was checked on entry): its saved model goes back on
+    the reward model and its result is returned unchanged, so resuming it again is a no-op."""
+    path = inputs.out / "train_result.json"
+    if not path.exists():
+        return None
+    result = TrainResult.load(path)
+    if result.global_step < result.total_steps:
+        return None
+    inputs.reward_model.model = RewardModel.load(inputs.out, max_length=result.max_length).model
+    if result.max_length:
+        inputs.reward_model.max_length = result.max_length
+    if inputs.progress:
+        print(f"{inputs.out}: the run finished at step {result.global_step}; nothing to resume", file=sys.stderr)
+    return result
 
 
 def _tail_mask(
