@@ -183,6 +183,22 @@ class PreferenceDataset(_Table):
         return dataset
 
 
+def _check_unicode(value: Any, source: str, line: int, name: str) -> None:
+    """JSON can spell a lone UTF-16 surrogate ("\\ud800") that no tokenizer can read: refused where it is."""
+    texts = [value] if isinstance(value, str) else [m.get("content") for m in value if isinstance(m, dict)]
+    for text in texts:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise DataError(
+                    f"invalid Unicode: an unpaired surrogate at character {exc.start}",
+                    file=source,
+                    line=line,
+                    field=name,
+                ) from None
+
+
 def _same_response(chosen: Any, rejected: Any) -> bool:
     """Whether two responses are the same text, up to whitespace (a pair that differs only there is no preference a
     reward model should learn; tokenizers mostly read it as the same text)."""
@@ -336,6 +352,7 @@ def _split_hh(chosen: str, rejected: str, source: str, line: int) -> tuple[str, 
 
 
 def _parse_turns(value: Any, source: str, line: int, name: str, allow_empty: bool = False) -> Turns:
+    _check_unicode(value, source, line, name)
     if isinstance(value, list):
         try:
             return validate_messages(value, name)
@@ -369,7 +386,7 @@ def _as_float(value: Any, source: str, line: int, name: str) -> float:
         raise DataError(f"expected a number, got {value!r}", file=source, line=line, field=name)
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DataError(f"expected a number, got {value!r}", file=source, line=line, field=name) from None
     if not math.isfinite(number):
         raise DataError(f"expected a finite number, got {value!r}", file=source, line=line, field=name)

@@ -61,6 +61,8 @@ def _read_jsonl(handle: io.TextIOBase, path: Path) -> Iterator[tuple[int, dict]]
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", file=path, line=number) from exc
+        except (RecursionError, ValueError) as exc:  # nesting too deep, an integer of thousands of digits
+            raise DataError(f"unreadable JSON value ({_reason(exc)})", file=path, line=number) from None
         yield number, _require_object(record, path, number)
 
 
@@ -69,12 +71,20 @@ def _read_json(handle: io.TextIOBase, path: Path) -> Iterator[tuple[int, dict]]:
         data = json.load(handle)
     except json.JSONDecodeError as exc:
         raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", file=path, line=exc.lineno) from exc
+    except (RecursionError, ValueError) as exc:
+        raise DataError(f"unreadable JSON value ({_reason(exc)})", file=path) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
         raise DataError('a JSON file must hold a list of records (or {"data": [...]})', file=path)
     for number, record in enumerate(data, start=1):
         yield number, _require_object(record, path, number)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _read_csv(handle: io.TextIOBase, path: Path) -> Iterator[tuple[int, dict]]:

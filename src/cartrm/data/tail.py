@@ -273,7 +273,12 @@ def _tfidf_embedder(corpus: list[str]) -> Embedder:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import Normalizer
 
-    vectorizer = TfidfVectorizer(sublinear_tf=True).fit(corpus)
+    try:
+        vectorizer = TfidfVectorizer(sublinear_tf=True).fit(corpus)
+    except ValueError:  # scikit-learn's "empty vocabulary"
+        raise CartError(
+            "density:…:tfidf found no words in the texts (only symbols or digits); use density:Q with a model"
+        ) from None
     n_components = max(1, min(64, len(corpus) - 1, len(vectorizer.vocabulary_)))
     pipeline = make_pipeline(vectorizer, TruncatedSVD(n_components, random_state=0), Normalizer())
     pipeline.fit(corpus)

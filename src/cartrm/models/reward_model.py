@@ -203,9 +203,31 @@ class RewardModel:
         self.tokenizer.save_pretrained(folder)
 
 
+DEVICE_KINDS = ("cpu", "cuda", "mps", "xpu")  # devices a model can train and score on ("meta" holds no weights)
+
+
 def default_device() -> torch.device:
-    """Where models are placed: ``CARTRM_DEVICE`` when set, else the first CUDA GPU when there is one, else the CPU."""
-    return torch.device(os.environ.get("CARTRM_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """Where models are placed: ``CARTRM_DEVICE`` when set, else the first CUDA GPU when there is one, else the CPU.
+    A ``CARTRM_DEVICE`` that is not a device kind, or names one this machine lacks, is one line."""
+    chosen = os.environ.get("CARTRM_DEVICE")
+    if not chosen:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(chosen)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in DEVICE_KINDS:
+        raise CartError(f"CARTRM_DEVICE={chosen}: not a device; use one of {', '.join(DEVICE_KINDS)} (e.g. cuda:0)")
+    if device.type != "cpu" and not _available(device):
+        raise CartError(f"CARTRM_DEVICE={chosen}: this machine has no such device; unset it to use the CPU")
+    return device
+
+
+def _available(device: torch.device) -> bool:
+    backend = getattr(torch, device.type, None)
+    if backend is None or not backend.is_available():
+        return False
+    return device.index is None or device.index < backend.device_count()
 
 
 def reward_forward(model: Any, batch: TokenBatch) -> torch.Tensor:
@@ -256,7 +278,7 @@ def _from_pretrained(path: Path, quiet: bool) -> tuple[Any, Any]:
         model, loading = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=1, output_loading_info=True
         )
-    except (OSError, ValueError, SafetensorError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # RuntimeError: weights of other shapes
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         raise CartError(f"cannot load a reward model from {path}: {lines[0]}") from exc
     finally:

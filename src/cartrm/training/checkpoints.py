@@ -62,7 +62,8 @@ def check_finite(loss: torch.Tensor, step: int, out: Path) -> None:
         found = checkpoints(out)
         last = f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was saved yet"
         raise CartError(
-            f"step {step}: the loss is {loss.item()}; training stopped before applying it ({last}; try a lower --lr)"
+            f"step {step}: the loss is {loss.item()}; training stopped before applying it ({last}); a learning rate, "
+            "tail weight or data weight/margin too large for float32 does this: try a lower --lr first"
         )
 
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cartrm.runs import KEYED_WHEN_SET
 
+MAX_EPOCHS = 1000  # more passes than anyone trains a reward model for: a typo (1e300 would never end)
 CPU_BATCH_TOKENS = 2048  # padded tokens per forward pass on a CPU: same speed as one pass, far less memory
 
 
@@ -20,7 +21,7 @@ class CartConfig(BaseModel):
     circuits on the current model itself.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf and NaN are never settings
 
     target_circuits: tuple[str, ...] | None = Field(
         None, description="explicit circuit ids for C_v (overrides the targets)"
@@ -130,7 +131,7 @@ class CartConfig(BaseModel):
 class TrainConfig(BaseModel):
     """Settings of one training run; its inputs (data, tail split, circuits) are arguments of ``train``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf and NaN are never settings
 
     @model_validator(mode="before")
     @classmethod
@@ -146,7 +147,7 @@ class TrainConfig(BaseModel):
         description="training method: bt, cart or a baseline of cartrm.training.methods (each registers its name; "
         "an unknown name is refused with the list)",
     )
-    epochs: float = Field(1.0, gt=0, description="passes over the data; a fraction stops part-way")
+    epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS, description="passes over the data; a fraction stops part-way")
     max_steps: int | None = Field(None, gt=0, description="optimizer steps; overrides epochs when set")
     batch_size: int = Field(16, gt=0, description="pairs (or scored examples) per device per micro-batch")
     gradient_accumulation_steps: int = Field(1, gt=0, description="micro-batches per optimizer step")

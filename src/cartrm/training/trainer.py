@@ -132,6 +132,7 @@ def train(
     from accelerate.utils import set_seed
 
     started = time.time()
+    _check_length(reward_model, config)
     tail_mask = _tail_mask(tail, dataset, config)
     inputs = Inputs(reward_model, dataset, tail_mask, circuits, vulnerability, Path(output_dir), progress, evaluate)
     accelerator = _accelerator(config, inputs.out)
@@ -153,6 +154,16 @@ def train(
         run = _prepare(inputs, accelerator, config, digest(identity), resume)
         _Loop(run, resume).run()
         return _finish(run, None if tail is None else tail.description, started)
+
+
+def _check_length(reward_model: RewardModel, config: TrainConfig) -> None:
+    """A token limit beyond the model's position embeddings fails mid-training (an index error): refused first."""
+    positions = model_max_positions(reward_model.model)
+    if config.max_length and config.max_length > positions:
+        raise CartError(
+            f"--max-length {config.max_length} is beyond the {positions} positions {reward_model.name or 'the model'} "
+            "embeds; use at most that"
+        )
 
 
 def _finished_run(inputs: Inputs) -> TrainResult | None:
