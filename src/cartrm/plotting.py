@@ -13,6 +13,11 @@ from cartrm.io import atomic_path  # noqa: E402
 
 
 def save_figure(figure, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(figure)
+    """Write ``figure`` to ``path`` whole or not at all; a failed write (a full disk) names ``path``."""
+    try:
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+    finally:
+        plt.close(figure)

@@ -81,3 +81,36 @@ def test_weights_of_another_shape_are_one_line(tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": config["intermediate_size"] * 2}))
     with pytest.raises(CartError, match=f"cannot load a reward model from {folder}"):
         RewardModel.load(folder)
+
+
+def test_a_full_disk_during_discover_names_the_file_and_leaves_no_circuits_json(tmp_path, monkeypatch):
+    import errno
+
+    from matplotlib.figure import Figure
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    data, out = write_jsonl(tmp_path / "d.jsonl", GOOD_ROWS), tmp_path / "out"
+    args = ["discover", "--data", data, "--model", "tiny-bert", "--tail-by", "label:is_tail", "--out", out]
+    result = invoke(*args, "--patch-pairs", 0, "--n-permutations", 0)
+    assert result.exit_code == 1 and f"{out / 'delta_hist.png'}: No space left on device" in result.output
+    assert not (out / "circuits.json").exists()
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    def full_disk(self, output_dir, **kwargs):
+        from pathlib import Path
+
+        Path(output_dir).mkdir(parents=True)
+        (Path(output_dir) / "model.safetensors").write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(Accelerator, "save_state", full_disk)
+    data, out = write_jsonl(tmp_path / "d.jsonl", GOOD_ROWS), tmp_path / "out"
+    result = invoke("train", "--data", data, "--model", "tiny-bert", "--out", out, "--max-steps", 2, "--save-steps", 1)
+    assert result.exit_code == 1 and "cannot write the checkpoint" in result.output and "Traceback" not in result.output
+    assert not list(out.rglob(".step-*.tmp")) if out.exists() else True

@@ -92,9 +92,9 @@ def discover(
     circuits = run_discovery(
         reward_model, dataset, tail, config, cache_dir=out / "activations" if cache_activations else None
     )
-    circuits.save(out / "circuits.json")
-    plot_delta_histogram(circuits, out / "delta_hist.png")
+    plot_delta_histogram(circuits, out / "delta_hist.png")  # the plots first: circuits.json means a whole result
     plot_coherence_graph(circuits, out / "coherence_graph.png")
+    circuits.save(out / "circuits.json")
     typer.echo(
         f"{circuits.n_significant} of {circuits.n_features} neurons pass FDR {config.fdr}; "
         f"{len(circuits.circuits)} circuits; "

@@ -76,9 +76,17 @@ def save_checkpoint(accelerator: Any, out: Path, loop_state: dict[str, Any]) -> 
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     tmp = folder.with_name(f".{folder.name}.tmp")
-    accelerator.save_state(str(tmp))
+    try:
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            (tmp / "trainer_state.json").write_text(json.dumps(loop_state))
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        found = checkpoints(out)
+        last = f"the last checkpoint is {found[-1]}" if found else "no checkpoint was saved"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CartError(f"cannot write the checkpoint {folder} ({reason}); {last}") from None
     if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps(loop_state))
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
         for old in checkpoints(out)[:-CHECKPOINTS_KEPT]:
