@@ -22,7 +22,16 @@ from cartrm.training.config import TrainConfig
 from cartrm.vulnerability.assess import AssessConfig
 
 BENCHMARK_TAIL_SPEC = "label:is_tail"
-ALL_METHODS = ("bt", "label-smoothing", "reweight", "hidden-reg", "tail-upsample", "ensemble-mean", "cart", "cart-ensemble")
+ALL_METHODS = (
+    "bt",
+    "label-smoothing",
+    "reweight",
+    "hidden-reg",
+    "tail-upsample",
+    "ensemble-mean",
+    "cart",
+    "cart-ensemble",
+)
 QUICK_METHODS = ("bt", "cart")
 STANDARD_METHODS = ("bt", "bt-continued", "cart")  # add reweight,ensemble-mean with --methods (docs/results.md)
 STANDARD_TRAIN_PAIRS, STANDARD_BT_STEPS, STANDARD_CONTINUE_STEPS = 1600, 100, 50  # docs/results.md: sizing
