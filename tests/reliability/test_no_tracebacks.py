@@ -18,7 +18,7 @@ from tests.reliability.test_bad_inputs import GOOD_ROWS, assert_one_line_error, 
     [
         ('{"chosen": ' + "[" * 100_000 + "]" * 100_000 + ', "rejected": "b"}', "nested too deeply"),
         ('{"chosen": "a", "rejected": "b", "margin": ' + "9" * 5000 + "}", "4300 digits"),
-        ('{"chosen": "a", "rejected": "b", "margin": 1e400}', "field 'margin': expected a finite number"),
+        ('{"chosen": "a", "rejected": "b", "margin": 1' + "0" * 400 + "}", "field 'margin': expected a number"),
         ('{"chosen": "a \\ud800 x", "rejected": "b"}', "field 'chosen': invalid Unicode"),
     ],
 )
