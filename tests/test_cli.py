@@ -273,6 +273,8 @@ def test_the_full_preset_on_cpu_warns_how_long_it_takes(tmp_path, monkeypatch):
     monkeypatch.setattr(cartrm.cli.experiment, "_has_gpu", lambda: False)
     assert "tens of hours" in invoke("run", "--full", "--out", tmp_path / "run").stderr
     assert "tens of hours" not in invoke("run", "--quick", "--out", tmp_path / "run").stderr
+    refused = invoke("run", "--out", tmp_path / "run")  # no preset on a CPU: the 40-hour run is not the default
+    assert refused.exit_code == 1 and "choose --quick" in refused.output
     monkeypatch.setattr(cartrm.cli.experiment, "_has_gpu", lambda: True)
     assert "tens of hours" not in invoke("run", "--full", "--out", tmp_path / "run").stderr
 

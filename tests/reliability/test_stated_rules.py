@@ -13,6 +13,8 @@ from cartrm.data.tail import parse_tail_spec
 from cartrm.errors import DataError
 from cartrm.experiments.run_config import UserSplit
 from cartrm.experiments.seed_data import user_splits
+from cartrm.models import RewardModel
+from cartrm.training import TrainConfig
 from tests.reliability.test_bad_inputs import GOOD_ROWS, assert_one_line_error, invoke, write_jsonl
 
 
@@ -152,3 +154,32 @@ def test_shares_that_empty_a_split_are_named_before_anything_runs(test_share, em
     tail = np.arange(12) % 4 == 0
     with pytest.raises(CartError, match=f"leave the {empty} split empty"):
         user_splits(data, 0, tail, UserSplit(test_share=test_share, min_tail_test=0))
+
+
+def test_a_hugging_face_dataset_trains_and_evaluates_as_the_readme_says(tmp_path):
+    import datasets
+
+    from cartrm.evaluation import evaluate
+    from cartrm.training import train
+
+    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in GOOD_ROWS]
+    hf = datasets.Dataset.from_list(rows)
+    model = RewardModel.load("tiny-bert")
+    result = train(model, hf, TrainConfig(max_steps=1, batch_size=8), tmp_path / "m", progress=False)
+    assert result.global_step == 1
+    assert evaluate(model, hf).overall.n == len(rows)
+
+
+def test_a_hub_id_says_models_load_from_local_folders():
+    from cartrm.errors import CartError
+
+    with pytest.raises(CartError, match="local folders only .*huggingface-cli download Skywork/RM"):
+        RewardModel.load("Skywork/RM")
+
+
+def test_evaluate_never_writes_into_the_model_folder(tmp_path):
+    model, data = tmp_path / "model", write_jsonl(tmp_path / "d.jsonl", GOOD_ROWS)
+    RewardModel.load("tiny-bert").save(model)
+    result = invoke("evaluate", "--model", model, "--data", data, "--out", model)
+    assert result.exit_code == 1 and "is the model folder" in result.output
+    assert not (model / "metrics.json").exists()

@@ -25,6 +25,7 @@ from cartrm.cli.app import (
 )
 from cartrm.cli.inputs import check_out, inputs, summary
 from cartrm.cli.options import ConfigFileOption, config_options, settings_of, with_options
+from cartrm.errors import CartError
 from cartrm.experiments.config import BoundSweepConfig
 from cartrm.training.config import TrainConfig
 from cartrm.vulnerability.config import AssessConfig
@@ -45,6 +46,8 @@ def evaluate(
 ) -> None:
     """Pairwise accuracy overall / head / tail / per column, with bootstrap 95% intervals; writes metrics.json."""
     check_out(out)
+    if Path(model).is_dir() and out.exists() and Path(model).resolve() == out.resolve():
+        raise CartError(f"--out {out} is the model folder: write metrics.json elsewhere, the model stays as trained")
     from cartrm.evaluation import evaluate as run_evaluation
 
     dataset, reward_model, tail = inputs(

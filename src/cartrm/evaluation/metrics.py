@@ -182,7 +182,12 @@ def evaluate(
     seed: int = 0,
     progress: bool = False,
 ) -> EvaluationReport:
-    """Score every pair with ``reward_model`` and compute the report."""
+    """Score every pair with ``reward_model`` and compute the report; ``dataset`` may also be a
+    ``datasets.Dataset`` (or anything :func:`cartrm.data.load_preferences` reads)."""
+    from cartrm.data import PreferenceDataset, load_preferences
+
+    if not isinstance(dataset, PreferenceDataset):
+        dataset = load_preferences(dataset)
     chosen, rejected = reward_model.score_pairs(dataset, batch_size=batch_size, progress=progress)
     return evaluate_scores(
         chosen,

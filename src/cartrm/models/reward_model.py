@@ -75,8 +75,14 @@ class RewardModel:
         else:
             path = minilm_path() if name == "minilm" else Path(name)
             if name != "minilm" and not path.is_dir():
+                hub = (
+                    "; models load from local folders only (nothing is downloaded): fetch it where there is network "
+                    f"(huggingface-cli download {name} --local-dir DIR) and pass the folder"
+                    if name.count("/") == 1 and not path.exists()
+                    else ""
+                )
                 raise CartError(
-                    f"model '{name}' is neither a built-in ({', '.join(BUILTIN_NAMES)}) nor a local model folder"
+                    f"model '{name}' is neither a built-in ({', '.join(BUILTIN_NAMES)}) nor a local model folder{hub}"
                 )
             model, tokenizer = _from_pretrained(path, quiet=name == "minilm")
         limit = max_length or min(DEFAULT_MAX_LENGTH, model_max_positions(model), _saved_max_length(tokenizer))

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cartrm.circuits.result import Circuits
-from cartrm.data.dataset import PointwiseDataset, PreferenceDataset
+from cartrm.data.dataset import PointwiseDataset, PreferenceDataset, load_dataset
 from cartrm.data.tail import TailSplit
 from cartrm.errors import CartError
 from cartrm.io import Artifact
@@ -132,6 +132,8 @@ def train(
     from accelerate.utils import set_seed
 
     started = time.time()
+    if not isinstance(dataset, PreferenceDataset | PointwiseDataset):  # a datasets.Dataset: read at the edge
+        dataset = load_dataset(dataset)
     _check_length(reward_model, config)
     tail_mask = _tail_mask(tail, dataset, config)
     inputs = Inputs(reward_model, dataset, tail_mask, circuits, vulnerability, Path(output_dir), progress, evaluate)
