@@ -58,12 +58,12 @@ def train(
     circuits: Annotated[
         Optional[Path],
         typer.Option(
-            help="circuits.json from cart discover (default: discover after a warm-up)", rich_help_panel=CART_PANEL
+            help="circuits.json from cart discover (default: discover after a warm-up)",
         ),
     ] = None,
     vulnerability: Annotated[
         Optional[Path],
-        typer.Option(help="vulnerability.json from cart assess: its targets are C_v", rich_help_panel=CART_PANEL),
+        typer.Option(help="vulnerability.json from cart assess: its targets are C_v"),
     ] = None,
     config_file: ConfigFileOption = None,
     **settings: Any,
