@@ -12,6 +12,7 @@ An ensemble folder holds ``ensemble.json`` and ``member-0/``, ``member-1/``, …
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 import warnings
@@ -112,21 +113,11 @@ def train_ensemble(
     slices = split_targets(list(targets), config.members) if targets and config.method == "cart" else None
     out = Path(output_dir)
     trained = trained or {}
+    member = functools.partial(_train_member, base_model, dataset, tail, config, circuits=circuits, out=out)
     members = [
         _copied_member(Path(trained[i]), out / "members" / f"member-{i}", overwrite or resume)
         if i in trained
-        else _train_member(
-            base_model,
-            dataset,
-            tail,
-            config,
-            i,
-            slices[i] if slices else None,
-            circuits,
-            out,
-            (overwrite, resume),
-            progress,
-        )
+        else member(i, slices[i] if slices else None, overwrite_or_resume=(overwrite, resume), progress=progress)
         for i in range(config.members)
     ]
     overlap = (

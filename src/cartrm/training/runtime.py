@@ -10,6 +10,9 @@ from typing import Any
 
 import torch
 
+from cartrm.errors import CartError
+from cartrm.models.reward_model import model_max_positions
+
 M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 4 * 2**20  # glibc's mallopt parameter number, and the value we set
 
 
@@ -49,3 +52,13 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
         if parameter.requires_grad:
             (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def check_length(reward_model: Any, config: Any) -> None:
+    """A token limit beyond the model's position embeddings fails mid-training (an index error): refused first."""
+    positions = model_max_positions(reward_model.model)
+    if config.max_length and config.max_length > positions:
+        raise CartError(
+            f"--max-length {config.max_length} is beyond the {positions} positions {reward_model.name or 'the model'} "
+            "embeds; use at most that"
+        )

@@ -41,7 +41,7 @@ from cartrm.training.checkpoints import (
 )
 from cartrm.training.config import TrainConfig
 from cartrm.training.methods import TrainingContext, TrainingMethod, get_method
-from cartrm.training.runtime import hparams, parameter_groups, return_freed_buffers_to_the_os
+from cartrm.training.runtime import check_length, hparams, parameter_groups, return_freed_buffers_to_the_os
 from cartrm.vulnerability.result import VulnerabilityReport
 
 Evaluate = Callable[[RewardModel], dict[str, float]]
@@ -134,7 +134,7 @@ def train(
     started = time.time()
     if not isinstance(dataset, PreferenceDataset | PointwiseDataset):  # a datasets.Dataset: read at the edge
         dataset = load_dataset(dataset)
-    _check_length(reward_model, config)
+    check_length(reward_model, config)
     tail_mask = _tail_mask(tail, dataset, config)
     inputs = Inputs(reward_model, dataset, tail_mask, circuits, vulnerability, Path(output_dir), progress, evaluate)
     accelerator = _accelerator(config, inputs.out)
@@ -156,16 +156,6 @@ def train(
         run = _prepare(inputs, accelerator, config, digest(identity), resume)
         _Loop(run, resume).run()
         return _finish(run, None if tail is None else tail.description, started)
-
-
-def _check_length(reward_model: RewardModel, config: TrainConfig) -> None:
-    """A token limit beyond the model's position embeddings fails mid-training (an index error): refused first."""
-    positions = model_max_positions(reward_model.model)
-    if config.max_length and config.max_length > positions:
-        raise CartError(
-            f"--max-length {config.max_length} is beyond the {positions} positions {reward_model.name or 'the model'} "
-            "embeds; use at most that"
-        )
 
 
 def _finished_run(inputs: Inputs) -> TrainResult | None:
