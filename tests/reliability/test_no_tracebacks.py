@@ -114,3 +114,10 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_partial_check
     result = invoke("train", "--data", data, "--model", "tiny-bert", "--out", out, "--max-steps", 2, "--save-steps", 1)
     assert result.exit_code == 1 and "cannot write the checkpoint" in result.output and "Traceback" not in result.output
     assert not list(out.rglob(".step-*.tmp")) if out.exists() else True
+
+
+def test_a_huge_data_weight_is_named_among_the_causes_of_a_non_finite_loss(tmp_path):
+    rows = [{**row, "weight": 1e300} for row in GOOD_ROWS]
+    data, out = write_jsonl(tmp_path / "d.jsonl", rows), tmp_path / "out"
+    result = invoke("train", "--data", data, "--model", "tiny-bert", "--out", out, "--max-steps", 1)
+    assert result.exit_code == 1 and "data weight/margin too large" in result.output, result.output
