@@ -120,10 +120,10 @@ def run(
     if len(chosen) > 1:
         raise CartError("--quick, --full and --preset are alternatives: pick one")
     preset_name = chosen[0] if chosen else "full"
-    if not chosen and config is None and not _has_gpu():
+    if not chosen and config is None and data is None and not _has_gpu():
         raise CartError(
-            "cart run without a preset is the full research run, tens of hours on a CPU: choose --quick (about 5 "
-            "minutes), --preset standard (about 90) or --full to mean it"
+            "cart run without a preset is the full research run on the benchmark, tens of hours on a CPU: choose "
+            "--quick (about 5 minutes), --preset standard (about 90) or --full to mean it"
         )
     if config is not None:
         run_config = RunConfig.from_yaml(config)

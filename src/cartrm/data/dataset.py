@@ -185,7 +185,8 @@ class PreferenceDataset(_Table):
 
 def _check_unicode(value: Any, source: str, line: int, name: str) -> None:
     """JSON can spell a lone UTF-16 surrogate ("\\ud800") that no tokenizer can read: refused where it is."""
-    texts = [value] if isinstance(value, str) else [m.get("content") for m in value if isinstance(m, dict)]
+    messages = value if isinstance(value, list) else []
+    texts = [value] if isinstance(value, str) else [m.get("content") for m in messages if isinstance(m, dict)]
     for text in texts:
         if isinstance(text, str):
             try:
