@@ -23,7 +23,7 @@ from cartrm.cli.app import (
     one_line_errors,
     split_or_all,
 )
-from cartrm.cli.inputs import check_out, inputs, summary
+from cartrm.cli.inputs import check_out, inputs, same_folder, summary
 from cartrm.cli.options import ConfigFileOption, config_options, settings_of, with_options
 from cartrm.errors import CartError
 from cartrm.experiments.config import BoundSweepConfig
@@ -46,7 +46,7 @@ def evaluate(
 ) -> None:
     """Pairwise accuracy overall / head / tail / per column, with bootstrap 95% intervals; writes metrics.json."""
     check_out(out)
-    if Path(model).is_dir() and out.exists() and Path(model).resolve() == out.resolve():
+    if same_folder(model, out):
         raise CartError(f"--out {out} is the model folder: write metrics.json elsewhere, the model stays as trained")
     from cartrm.evaluation import evaluate as run_evaluation
 

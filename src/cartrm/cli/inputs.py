@@ -91,17 +91,22 @@ def warm_start(init_from: Path, out: Path) -> str:
     (training would replace the weights it starts from)."""
     if not (init_from / "config.json").is_file():
         raise CartError(f"--init-from {init_from}: not a model folder (no config.json)")
-    if out.exists() and init_from.resolve() == out.resolve():
+    if same_folder(init_from, out):
         raise CartError(f"--init-from {init_from} is also --out: write the continued model to another folder")
     typer.echo(f"continuing from {init_from}: its weights, a fresh optimizer and learning-rate schedule")
     return str(init_from)
+
+
+def same_folder(model: str | Path, out: Path) -> bool:
+    """Whether ``--out`` is the folder ``--model`` (or ``--init-from``) names: a command must not write there."""
+    return Path(model).is_dir() and out.exists() and Path(model).resolve() == out.resolve()
 
 
 def not_into_start(model: str, out: Path) -> None:
     """Refuse ``--out`` equal to the ``--model`` folder: training (with --overwrite) would delete the weights it
     starts from."""
     trained = any((out / marker).exists() for marker in RUN_MARKERS)  # other folders --overwrite refuses to clear
-    if trained and Path(model).is_dir() and Path(model).resolve() == out.resolve():
+    if trained and same_folder(model, out):
         raise CartError(f"--model {model} is also --out: write the trained model to another folder")
 
 

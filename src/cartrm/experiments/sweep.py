@@ -25,6 +25,7 @@ from cartrm.models import RewardModel
 from cartrm.runs import key_dump, stage_key
 from cartrm.runs.stage import Stage
 from cartrm.training import train
+from cartrm.training.checkpoints import checkpoints
 from cartrm.vulnerability.bound import bradley_terry_loss, complexity_term, trend_test
 
 TAIL_SPEC = "label:is_tail"
@@ -122,7 +123,7 @@ def _point(
     config: BoundSweepConfig, data, test, test_tail: np.ndarray, folder: Path, progress: bool, resumes: bool
 ) -> BoundPoint:
     model = RewardModel.load(config.model, seed=config.seed)
-    checkpointed = resumes and any((folder / "model" / "checkpoints").glob("step-*/trainer_state.json"))
+    checkpointed = resumes and bool(checkpoints(folder / "model"))
     if not checkpointed:
         shutil.rmtree(folder / "model", ignore_errors=True)
     train(model, data, config.train, folder / "model", resume=checkpointed, progress=progress)

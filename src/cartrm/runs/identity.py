@@ -7,6 +7,7 @@ matches is not redone. Options added to a config after run folders recorded thei
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -88,5 +89,15 @@ def content_digest(path: str | Path) -> str:
 
 
 def source_identity(source: str) -> str:
-    """A model or data source as a stage key reads it: a built-in name as itself, a file or folder by content."""
-    return content_digest(source) if Path(source).exists() else source
+    """A model or data source as a stage key reads it: a built-in name as itself, a file or folder by content
+    (hashed once per process while its files' sizes and times stay the same: every stage key of a run reads it)."""
+    path = Path(source)
+    if not path.exists():
+        return source
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return _cached_digest(str(path.resolve()), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_digest(path: str, signature: tuple[tuple[str, int, int], ...]) -> str:
+    return content_digest(path)

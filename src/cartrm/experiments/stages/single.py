@@ -11,6 +11,7 @@ from cartrm.experiments.stages.context import SeedContext, log
 from cartrm.models import RewardModel
 from cartrm.runs.stage import Stage
 from cartrm.training import TrainConfig, registry, train
+from cartrm.training.checkpoints import checkpoints
 from cartrm.vulnerability.result import VulnerabilityReport
 
 
@@ -40,11 +41,11 @@ def train_one(
     """One model from ``start`` (the base model or a trained one) on the seed's training split into the stage's
     folder, with its validation learning curve when ``training.eval_steps`` is set; ``resumes`` continues an
     interrupted training of the same inputs from its last checkpoint."""
-    resumes = resumes and any((stage.folder / "checkpoints").glob("step-*/trainer_state.json"))
+    if resumes and not checkpoints(stage.folder):
+        stage.restart()  # a killed attempt may have left a claimed folder without a checkpoint
+        resumes = False
     if resumes:
         log.info("seed %d: %s resumes from its last checkpoint", ctx.seed, stage.folder)
-    else:
-        stage.restart()  # a killed attempt may have left a claimed folder without a checkpoint
     model = RewardModel.load(start, seed=ctx.seed)
     try:
         train(
