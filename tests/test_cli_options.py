@@ -14,6 +14,7 @@ from cartrm.cli.experiment import _run_folder
 from cartrm.datasets.longtail import BenchmarkConfig
 from cartrm.experiments.config import BoundSweepConfig, EnsembleConfig
 from cartrm.training.config import CartConfig, TrainConfig
+from cartrm.training.settings import SETTINGS
 from cartrm.vulnerability.config import AssessConfig
 from tests.helpers import planted_pairs
 
@@ -34,9 +35,12 @@ def options_of(*path: str) -> dict[str, click.Parameter]:
 
 def test_cart_train_has_an_option_for_every_training_and_cart_setting():
     options = options_of("train")
-    fields = {**TrainConfig.model_fields, **CartConfig.model_fields}
+    fields = {
+        **TrainConfig.model_fields,
+        **{n: f for model in SETTINGS.values() for n, f in model.model_fields.items()},
+    }
     for name, field in fields.items():
-        if name == "cart":
+        if name == "settings":
             continue
         assert name in options, name
         assert options[name].help == (field.description or ""), name
@@ -50,8 +54,11 @@ def test_cart_train_has_an_option_for_every_training_and_cart_setting():
     [
         (("discover",), [(DiscoveryConfig, ())]),
         (("assess",), [(AssessConfig, ())]),
-        (("ensemble",), [(EnsembleConfig, ("train",)), (TrainConfig, ("cart", "method", "seed")), (CartConfig, ())]),
-        (("bound",), [(BoundSweepConfig, ("train", "discovery")), (TrainConfig, ("cart", "seed"))]),
+        (
+            ("ensemble",),
+            [(EnsembleConfig, ("train",)), (TrainConfig, ("settings", "method", "seed")), (CartConfig, ())],
+        ),
+        (("bound",), [(BoundSweepConfig, ("train", "discovery")), (TrainConfig, ("settings", "seed"))]),
         (("data", "make-benchmark"), [(BenchmarkConfig, ())]),
     ],
 )

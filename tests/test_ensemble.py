@@ -191,8 +191,11 @@ def test_member_config_sets_seed_method_and_target_slice():
     config = EnsembleConfig(members=2, seed=10, train=TrainConfig(learning_rate=1e-3, cart={"circuit_reg_weight": 0.5}))
     member = member_train_config(config, 1, ("c1", "c3"))
     assert (member.seed, member.method, member.learning_rate) == (11, "cart", 1e-3)
-    assert member.cart.target_circuits == ("c1", "c3") and member.cart.circuit_reg_weight == 0.5
-    assert member_train_config(config, 0).cart.target_circuits is None
+    assert (
+        member.settings_of("cart").target_circuits == ("c1", "c3")
+        and member.settings_of("cart").circuit_reg_weight == 0.5
+    )
+    assert member_train_config(config, 0).settings_of("cart").target_circuits is None
 
 
 def test_split_targets_needs_targets():

@@ -143,13 +143,7 @@ def test_a_moved_run_folder_still_skips_its_finished_stages(finished, tmp_path, 
 
 def test_a_changed_cart_setting_retrains_only_cart(finished, tmp_path, monkeypatch):
     config = _copy_of(finished[0], tmp_path)  # leaves the shared finished run as it was
-    changed = config.model_copy(
-        update={
-            "train": config.train.model_copy(
-                update={"cart": config.train.cart.model_copy(update={"min_tail_per_batch": 0})}
-            )
-        }
-    )
+    changed = config.model_copy(update={"train": config.train.with_settings("cart", min_tail_per_batch=0)})
     trained = []
     original = single.train
     monkeypatch.setattr(
@@ -327,8 +321,10 @@ def test_variant_settings_update_nested_cart_settings():
 
     base = TrainConfig(learning_rate=5e-5)
     variant = variant_config(base, {"learning_rate": 1e-4, "cart": {"circuit_reg_weight": 0.1}})
-    assert variant.learning_rate == 1e-4 and variant.cart.circuit_reg_weight == 0.1
-    assert variant.cart.augmentation == base.cart.augmentation  # the rest of CART's settings stay
+    assert variant.learning_rate == 1e-4 and variant.settings_of("cart").circuit_reg_weight == 0.1
+    assert (
+        variant.settings_of("cart").augmentation == base.settings_of("cart").augmentation
+    )  # the rest of CART's settings stay
 
 
 def test_selection_takes_the_best_tail_among_variants_that_keep_the_head():
@@ -414,8 +410,11 @@ def test_the_documented_tuning_grid_is_a_valid_budget_for_the_standard_preset():
     assert set(config.tune) == {"bt-continued", "reweight-continued", "cart"}
     assert {len(g) for g in config.tune.values()} == {4}
     variants = [variant_config(config.train, overrides) for overrides in config.tune["cart"]]
-    assert {v.cart.circuit_reg_form for v in variants} == {"within_sides", "invariance", "pooled"}
-    assert all(v.cart.tail_sampling == "add" and v.cart.aug_vocabulary == "per_group" for v in variants)
+    assert {v.settings_of("cart").circuit_reg_form for v in variants} == {"within_sides", "invariance", "pooled"}
+    assert all(
+        v.settings_of("cart").tail_sampling == "add" and v.settings_of("cart").aug_vocabulary == "per_group"
+        for v in variants
+    )
 
 
 def test_the_documented_real_text_grid_is_the_benchmark_grids_first_variant_for_each_method():
@@ -456,10 +455,10 @@ def test_ablations_change_one_setting_of_the_selected_cart_and_start_where_cart_
     chosen = json.loads((models / "cart" / "tuning.json").read_text())["chosen"]
     cart = started[str(chosen)][1]  # the selected variant's settings
     bt_start = RewardModel.load(models / "bt").fingerprint()
-    assert cart.cart.circuit_reg_weight == grid["cart"][chosen]["cart"]["circuit_reg_weight"]
+    assert cart.settings_of("cart").circuit_reg_weight == grid["cart"][chosen]["cart"]["circuit_reg_weight"]
     start, no_aug = started["cart-no-aug"]
-    assert start == bt_start and no_aug.cart.augmentation is False
-    assert no_aug.model_copy(update={"cart": no_aug.cart.model_copy(update={"augmentation": True})}) == cart
+    assert start == bt_start and no_aug.settings_of("cart").augmentation is False
+    assert no_aug.with_settings("cart", augmentation=True) == cart
     start, cold = started["cart-cold"]
     assert start != bt_start and start == RewardModel.load("tiny-bert", seed=0).fingerprint()  # the base model
     assert cold.max_steps == TINY["train"].max_steps + 3  # bt's steps plus the continued ones
@@ -550,16 +549,15 @@ def test_an_option_added_later_enters_stage_keys_only_when_set():
     stay valid), and change it once set."""
     from cartrm.runs import digest
     from cartrm.runs import stage_key as _digest
-    from cartrm.training.config import CartConfig
 
     training = TrainConfig(method="cart")
     dumped = training.model_dump(mode="json")
     for later in ("targets_from", "decisive_neurons"):
         del dumped["cart"][later]
     assert _digest(training) == digest([dumped])
-    decisive = training.model_copy(update={"cart": CartConfig(targets_from="decisive")})
+    decisive = training.with_settings("cart", targets_from="decisive")
     assert _digest(decisive) != _digest(training)
-    assert _digest(training.model_copy(update={"cart": CartConfig(decisive_neurons=3)})) != _digest(training)
+    assert _digest(training.with_settings("cart", decisive_neurons=3)) != _digest(training)
 
 
 def test_a_stage_made_from_other_inputs_is_reported_before_it_is_redone(tmp_path, caplog):
@@ -575,10 +573,12 @@ def test_a_stage_made_from_other_inputs_is_reported_before_it_is_redone(tmp_path
 
 
 KEYED_OPTIONS = {  # every option that enters the stage keys whatever its value (as finished run folders hold them)
-    "TrainConfig": "batch_size cart center_rewards_coefficient disable_dropout epochs eval_steps "
-    "gradient_accumulation_steps group_by_length hidden_reg_weight label_smoothing learning_rate logging_steps "
-    "max_batch_tokens max_grad_norm max_length max_steps method mixed_precision save_steps seed tail_weight "
-    "warmup_ratio weight_decay",
+    "TrainConfig": "batch_size center_rewards_coefficient disable_dropout epochs eval_steps "
+    "gradient_accumulation_steps group_by_length learning_rate logging_steps max_batch_tokens max_grad_norm "
+    "max_length max_steps method mixed_precision save_steps seed settings warmup_ratio weight_decay",
+    "LabelSmoothingSettings": "label_smoothing",
+    "ReweightSettings": "tail_weight",
+    "HiddenRegSettings": "hidden_reg_weight",
     "CartConfig": "aug_candidates aug_group_column aug_keep aug_scaling aug_selection aug_transforms aug_vocabulary "
     "aug_weight augmentation circuit_dropout circuit_reg circuit_reg_form circuit_reg_weight discovery_pairs "
     "generator grad_norm_every min_tail_per_batch progressive progressive_eta progressive_ramp rediscover_every "
@@ -597,10 +597,10 @@ def test_a_new_option_of_a_keyed_config_is_marked_keyed_when_set():
     list it above if finished stages really must be redone."""
     from cartrm.circuits.config import DiscoveryConfig
     from cartrm.runs import keyed_when_set
-    from cartrm.training.config import CartConfig
+    from cartrm.training.settings import SETTINGS
     from cartrm.vulnerability.config import AssessConfig
 
-    for config in (TrainConfig, CartConfig, DiscoveryConfig, AssessConfig, BenchmarkConfig):
+    for config in (TrainConfig, *SETTINGS.values(), DiscoveryConfig, AssessConfig, BenchmarkConfig):
         always = {name for name, info in config.model_fields.items() if not keyed_when_set(info)}
         assert always == set(KEYED_OPTIONS[config.__name__].split()), config.__name__
 

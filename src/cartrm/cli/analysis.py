@@ -162,7 +162,7 @@ def assess(
 @one_line_errors
 @with_options(
     config_options(BoundSweepConfig, exclude=("train", "discovery"), panel=SWEEP_PANEL),
-    config_options(TrainConfig, exclude=("cart", "seed"), panel=TRAIN_PANEL, defaults=BoundSweepConfig().train),
+    config_options(TrainConfig, exclude=("settings", "seed"), panel=TRAIN_PANEL, defaults=BoundSweepConfig().train),
 )
 def bound(
     out: Annotated[Path, typer.Option(help="output folder: bound.json, bound.png and one sub-folder per N_tail")],

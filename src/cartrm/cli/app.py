@@ -22,6 +22,7 @@ app.add_typer(data_app, name="data")
 
 ALL_SPLITS = "all"
 CART_PANEL = "CART (--method cart)"
+BASELINES_PANEL = "Baselines' settings"
 TRAIN_PANEL = "Training"
 DISCOVERY_PANEL = "Discovery"
 ASSESS_PANEL = "Assessment"

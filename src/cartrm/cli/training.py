@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from cartrm.cli.app import (
+    BASELINES_PANEL,
     CART_PANEL,
     ENSEMBLE_PANEL,
     TRAIN_PANEL,
@@ -23,15 +25,33 @@ from cartrm.cli.inputs import check_out, existing, inputs, learning_curve, not_i
 from cartrm.cli.options import ConfigFileOption, config_options, settings_of, with_options
 from cartrm.errors import CartError
 from cartrm.experiments.config import EnsembleConfig
-from cartrm.training.config import CartConfig, TrainConfig
+from cartrm.training.config import TrainConfig
+from cartrm.training.settings import SETTINGS
+
+
+def method_options() -> list[inspect.Parameter]:
+    """An option per setting of every method: the baselines' in one panel, CART's last (it has the most)."""
+    flat = [config_options(m, panel=BASELINES_PANEL) for m in SETTINGS.values() if not m.section]
+    own = [
+        config_options(m, panel=CART_PANEL if name == "cart" else f"--method {name}")
+        for name, m in SETTINGS.items()
+        if m.section
+    ]
+    return [option for group in flat + own for option in group]
+
+
+def train_config_of(settings: dict[str, Any]) -> TrainConfig:
+    """The training config a command's options give: the loop's settings and each method's own."""
+    values = settings_of(TrainConfig, settings)
+    for model in SETTINGS.values():
+        own = settings_of(model, settings)
+        values.update({model.section: own} if model.section else own)
+    return TrainConfig.model_validate(values)
 
 
 @app.command()
 @one_line_errors
-@with_options(
-    config_options(TrainConfig, exclude=("cart",), panel=TRAIN_PANEL),
-    config_options(CartConfig, panel=CART_PANEL),
-)
+@with_options(config_options(TrainConfig, exclude=("settings",), panel=TRAIN_PANEL), method_options())
 def train(
     data: Annotated[Path, typer.Option(help="preference (chosen/rejected) or pointwise (score) data file")],
     out: Annotated[Path, typer.Option(help="output folder: the trained model (plain HF folder), checkpoints, logs")],
@@ -78,8 +98,7 @@ def train(
     from cartrm.vulnerability.result import VulnerabilityReport
 
     settings["generator"] = existing(Path(settings["generator"]) if settings["generator"] else None, "--generator")
-    cart = CartConfig(**settings_of(CartConfig, settings))
-    config = TrainConfig(**settings_of(TrainConfig, settings), cart=cart)
+    config = train_config_of(settings)
     if eval_split and not config.eval_steps:
         raise CartError(f"--eval-split {eval_split} is scored every --eval-steps N steps: give --eval-steps")
     not_into_start(model, out)
@@ -116,8 +135,8 @@ def train(
 @one_line_errors
 @with_options(
     config_options(EnsembleConfig, exclude=("train",), panel=ENSEMBLE_PANEL),
-    config_options(TrainConfig, exclude=("cart", "method", "seed"), panel=TRAIN_PANEL),
-    config_options(CartConfig, panel=CART_PANEL),
+    config_options(TrainConfig, exclude=("settings", "method", "seed"), panel=TRAIN_PANEL),
+    method_options(),
 )
 def ensemble(
     data: Annotated[Path, typer.Option(help="training data (its 'validation' split, or --validation-data, fits α)")],
@@ -156,7 +175,7 @@ def ensemble(
     from cartrm.vulnerability.result import VulnerabilityReport
 
     settings["generator"] = existing(Path(settings["generator"]) if settings["generator"] else None, "--generator")
-    training = TrainConfig(**settings_of(TrainConfig, settings), cart=CartConfig(**settings_of(CartConfig, settings)))
+    training = train_config_of(settings)
     config = EnsembleConfig(**settings_of(EnsembleConfig, settings), train=training)
     everything = load_dataset(data)
     if validation_data is None and not everything.has_column("split"):

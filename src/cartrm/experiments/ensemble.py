@@ -177,10 +177,8 @@ def _mask_for(split: TailSplit, dataset: Any, name: str) -> np.ndarray:
 def member_train_config(config: EnsembleConfig, i: int, targets: tuple[str, ...] | None = None) -> TrainConfig:
     """Member i's training configuration: ``config.train`` with seed ``config.seed + i``, the ensemble's method
     and, when given, ``targets`` as the circuits its CART regulariser targets."""
-    update: dict[str, Any] = {"seed": config.seed + i, "method": config.method}
-    if targets is not None:
-        update["cart"] = config.train.cart.model_copy(update={"target_circuits": targets})
-    return config.train.model_copy(update=update)
+    member = config.train.model_copy(update={"seed": config.seed + i, "method": config.method})
+    return member if targets is None else member.with_settings("cart", target_circuits=targets)
 
 
 def _copied_member(source: Path, target: Path, overwrite: bool) -> RewardModel:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, SerializationInfo
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import JsonDict
 
@@ -57,15 +57,32 @@ def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return found
 
 
+STAGE_KEY = {"stage_key": True}  # the serialisation context of a stage key's dump
+
+
+def for_stage_key(info: SerializationInfo) -> bool:
+    """Whether a model is being dumped for a stage key (a serializer that places fields itself reads this)."""
+    return isinstance(info.context, dict) and info.context.get("stage_key") is True
+
+
+def without_keyed_defaults(config: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
+    """``dumped`` (``config``'s dump) without the options marked ``KEYED_WHEN_SET`` that are at their default."""
+    fields = type(config).model_fields
+    return {
+        name: value
+        for name, value in dumped.items()
+        if not (name in fields and keyed_when_set(fields[name]) and getattr(config, name) == fields[name].default)
+    }
+
+
 def key_dump(config: BaseModel) -> dict[str, Any]:
-    """``config`` as a stage key reads it: options marked ``KEYED_WHEN_SET`` are left out while at their default."""
-    dumped = config.model_dump(mode="json")
-    for name, info in type(config).model_fields.items():
+    """``config`` as a stage key reads it: options marked ``KEYED_WHEN_SET`` are left out while at their default,
+    in nested configs too."""
+    dumped = without_keyed_defaults(config, config.model_dump(mode="json", context=STAGE_KEY))
+    for name in type(config).model_fields:
         value = getattr(config, name)
-        if isinstance(value, BaseModel):
+        if isinstance(value, BaseModel) and name in dumped:
             dumped[name] = key_dump(value)
-        elif keyed_when_set(info) and value == info.default:
-            del dumped[name]
     return dumped
 
 

@@ -5,7 +5,7 @@ command starts fast."""
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from cartrm.training.config import CartConfig, TrainConfig
+from cartrm.training.config import CartConfig, MethodSettings, TrainConfig
 
 _LAZY = {
     "METHODS": "cartrm.training.methods",
@@ -16,7 +16,17 @@ _LAZY = {
     "train": "cartrm.training.trainer",
 }
 
-__all__ = ["METHODS", "CartConfig", "TrainConfig", "TrainResult", "TrainingMethod", "get_method", "register", "train"]
+__all__ = [
+    "METHODS",
+    "CartConfig",
+    "MethodSettings",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingMethod",
+    "get_method",
+    "register",
+    "train",
+]
 
 if TYPE_CHECKING:
     from cartrm.training.methods import METHODS, TrainingMethod, get_method, register

@@ -4,143 +4,65 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
-from cartrm.runs import KEYED_WHEN_SET
+from cartrm.training.settings import SETTINGS, CartConfig, MethodSettings
+
+__all__ = ["CPU_BATCH_TOKENS", "MAX_EPOCHS", "CartConfig", "MethodSettings", "TrainConfig"]
 
 MAX_EPOCHS = 1000  # more passes than anyone trains a reward model for: a typo (1e300 would never end)
 CPU_BATCH_TOKENS = 2048  # padded tokens per forward pass on a CPU: same speed as one pass, far less memory
 
 
-class CartConfig(BaseModel):
-    """Components and weights of the CART objective (eq. 16: ``L_head + L_aug + L_circuit + L_prog``).
-
-    Circuits and their vulnerability report are inputs of training (``train(..., circuits=, vulnerability=)``;
-    ``cart train --circuits --vulnerability``); the targets ``C_v`` are the report's or ``target_circuits``.
-    Without circuits, training runs ``warmup_steps`` of plain Bradley–Terry, then discovers and assesses
-    circuits on the current model itself.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf and NaN are never settings
-
-    target_circuits: tuple[str, ...] | None = Field(
-        None, description="explicit circuit ids for C_v (overrides the targets)"
-    )
-    targets_from: Literal["circuits", "decisive"] = Field(
-        "circuits",
-        description="C_v: circuits (the vulnerability report's targets, or target_circuits) or, beyond the paper, "
-        "decisive (one circuit of the decisive_neurons neurons the model's tail rewards rest on most, by mean "
-        "|first-order ΔR| under head-mean patching on discovery_pairs training pairs, found on the model when its "
-        "targets are set)",
-        json_schema_extra=KEYED_WHEN_SET,
-    )
-    decisive_neurons: int = Field(
-        10,
-        ge=1,
-        description="neurons in the decisive circuit (targets_from decisive)",
-        json_schema_extra=KEYED_WHEN_SET,
-    )
-    augmentation: bool = Field(True, description="circuit-guided augmentation (eq. 10-11)")
-    aug_weight: float = Field(1.0, ge=0, description="weight of L_aug (eq. 10-11)")
-    aug_scaling: Literal["separate_mean", "batch_share"] = Field(
-        "separate_mean",
-        description="how L_aug enters the loss: separate_mean (its own mean over the batch's augmented pairs, "
-        "so each weighs about B/(tail pairs) times an original pair) or batch_share (each augmented pair joins "
-        "the batch's Bradley-Terry mean with weight w_t/B, like a tail pair)",
-    )
-    aug_candidates: int = Field(8, ge=1, description="transformations G(x) drawn per tail pair")
-    aug_keep: int = Field(1, ge=1, description="M: candidates kept per tail pair (largest circuit activation)")
-    aug_transforms: tuple[str, ...] = Field(
-        ("rare_token", "drop_shared_sentence", "reorder", "format"),
-        description=(
-            "rule-based G(x) (see cartrm.training.transforms.TRANSFORMS); 'synonym' is left out by default because "
-            "it kept the gold label on only ~71% of benchmark tail pairs"
-        ),
-    )
-    aug_vocabulary: Literal["pooled", "per_group"] = Field(
-        "pooled",
-        description="where rare_token draws its replacement words: pooled (words of all tail pairs against the "
-        "head's; on the benchmark mostly another tail domain's, whose gold rules may differ) or per_group (words of "
-        "the source pair's own group against every other pair's: its aug_group_column value, else its k-means "
-        "cluster of tail embeddings)",
-    )
-    aug_group_column: str = Field("domain", description="data column naming a pair's group for per_group")
-    aug_selection: Literal["circuits", "random"] = Field(
-        "circuits",
-        description="which candidates are kept: circuits (the largest Σ_c a_c(x'), eq. 10) or random (a seeded "
-        "draw: the control that isolates eq. 10's argmax)",
-    )
-    generator: str | None = Field(None, description="local causal LM folder for sampled rewrites")
-    circuit_reg: bool = Field(True, description="circuit variance regulariser (eq. 12)")
-    circuit_reg_weight: float = Field(1.0, ge=0, description="λ of eq. 12")
-    grad_norm_every: int = Field(
-        0,
-        ge=0,
-        description="every N optimizer steps, log each loss term's gradient norm and its share of their sum "
-        "(grad_norm/*, grad_share/*; costs a backward pass per term on those steps; 0: never)",
-    )
-    circuit_reg_form: Literal["pooled", "within_sides", "invariance"] = Field(
-        "pooled",
-        description="eq. 12's variance over the batch's tail texts: pooled (chosen and rejected together, as "
-        "written; the chosen-rejected gap then counts as variance, so the term fights the preference), "
-        "within_sides (the mean of the variance over chosen texts and over rejected texts), or invariance "
-        "(λ Σ_c mean (a_c(x̃) − a_c(x))² between each kept augmentation and its source text; needs augmentation)",
-    )
-    progressive: bool = Field(True, description="progressive tail weights (eq. 13)")
-    progressive_eta: float | None = Field(
-        None, gt=0, description="η of eq. 13; default w_max / (progressive_ramp · total steps)"
-    )
-    progressive_ramp: float = Field(
-        0.5, gt=0, le=1, description="share of training over which tail weights reach w_max"
-    )
-    w_max: float = Field(1.0, gt=0, description="cap of the tail weight; 1 reproduces the paper")
-    circuit_dropout: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="beyond the paper: zero each target circuit's neurons in a tail text's forward pass with this "
-        "probability, so the tail reward cannot rest on the vulnerable circuits alone (0: off)",
-    )
-    min_tail_per_batch: int = Field(4, ge=0, description="k: tail pairs guaranteed in every batch")
-    tail_sampling: Literal["swap", "add"] = Field(
-        "swap",
-        description="how batches get their k tail pairs: swap (replace head pairs of a batch short of them; CART "
-        "then sees fewer distinct head pairs than bt) or add (k tail pairs on top of bt's own batches)",
-    )
-    rediscover_every: int = Field(0, ge=0, description="re-run discovery and assessment every N steps (0: never)")
-    warmup_steps: int | None = Field(None, ge=1, description="BT steps before self-discovery; default 10% of the steps")
-    discovery_pairs: int = Field(256, ge=16, description="pairs used when discovering / assessing during training")
-    top_targets: int = Field(3, ge=1, description="circuits in C_v when training picks the targets itself")
-
-    @model_validator(mode="after")
-    def _compatible_options(self) -> CartConfig:
-        if self.circuit_reg and self.circuit_reg_form == "invariance" and not self.augmentation:
-            raise ValueError(
-                "circuit_reg_form invariance compares augmentations with their sources: turn augmentation on"
-            )
-        if self.targets_from == "decisive" and self.target_circuits:
-            raise ValueError("target_circuits names circuits, targets_from decisive finds its own: choose one")
-        if self.circuit_dropout and self.circuit_reg:
-            raise ValueError(
-                "circuit_dropout replaces the circuit regulariser (eq. 12 would read the dropped activations): "
-                "turn circuit_reg off (--no-circuit-reg)"
-            )
-        return self
-
-
 class TrainConfig(BaseModel):
-    """Settings of one training run; its inputs (data, tail split, circuits) are arguments of ``train``."""
+    """Settings of one training run: the loop's, and every method's own (``settings``, by method name; each
+    method reads its entry). Its inputs (data, tail split, circuits) are arguments of ``train``.
+
+    Built and dumped in the flat spelling of a config file: ``TrainConfig(label_smoothing=0.2, cart={...})``,
+    ``model_dump()`` gives the same shape (see :mod:`cartrm.training.settings`); change a method's settings with
+    :meth:`with_settings`.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf and NaN are never settings
 
     @model_validator(mode="before")
     @classmethod
-    def _drop_recorded_tail(cls, values: Any) -> Any:
-        """Configs saved by earlier versions hold ``tail_by``, a record training never read (the tail is ``train``'s
+    def _method_settings(cls, values: Any) -> Any:
+        """Each method's settings gathered from their file spellings into ``settings``, validated by their models.
+
+        Configs saved by earlier versions hold ``tail_by``, a record training never read (the tail is ``train``'s
         argument now, described in ``train_result.json``): dropped, so earlier runs' config files still load."""
-        if isinstance(values, dict) and "tail_by" in values:
-            return {k: v for k, v in values.items() if k != "tail_by"}
-        return values
+        if not isinstance(values, dict):
+            return values
+        values = {k: v for k, v in values.items() if k != "tail_by"}
+        given = dict(values.pop("settings", None) or {})
+        table, errors = {}, []
+        for method, model in SETTINGS.items():
+            own = given.get(method, {})
+            own = own.model_dump() if isinstance(own, BaseModel) else dict(own)
+            section = model.section
+            if section is not None:
+                spelled = values.pop(section, None) or {}
+                own.update(spelled.model_dump() if isinstance(spelled, BaseModel) else spelled)
+            else:
+                own.update({name: values.pop(name) for name in model.model_fields if name in values})
+            try:
+                table[method] = model.model_validate(own)
+            except ValidationError as exc:
+                errors += _placed(exc, section)
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return {**values, "settings": table}
 
     method: str = Field(
         "bt",
@@ -183,17 +105,45 @@ class TrainConfig(BaseModel):
     mixed_precision: Literal["auto", "no", "bf16"] = Field(
         "auto", description="bf16 autocast; auto: on a CUDA GPU with bf16 support, float32 elsewhere"
     )
-    label_smoothing: float = Field(0.1, ge=0, lt=0.5, description="ε of the label-smoothing baseline")
-    tail_weight: float | None = Field(
-        None, gt=0, description="reweight baseline: tail weight (default N_head / N_tail)"
+    settings: dict[str, SerializeAsAny[MethodSettings]] = Field(
+        default_factory=dict, description="each method's own settings, by method name"
     )
-    hidden_reg_weight: float = Field(
-        0.1, ge=0, description="hidden-reg baseline: weight of the hidden-state drift penalty"
-    )
-    cart: CartConfig = Field(default_factory=CartConfig)
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The file spelling: each method's settings flat, or under its section."""
+        dumped = handler(self)
+        for method, values in dumped.pop("settings", {}).items():
+            section = SETTINGS[method].section if method in SETTINGS else None
+            dumped.update({section: values} if section else values)
+        return dumped
+
+    def settings_of(self, method: str) -> MethodSettings:
+        """``method``'s own settings (the empty settings of a method without knobs)."""
+        return self.settings.get(method) or MethodSettings()
+
+    def with_settings(self, method: str, **changes: Any) -> TrainConfig:
+        """This config with some of ``method``'s settings changed (validated by its settings model)."""
+        current = self.settings_of(method)
+        changed = type(current).model_validate({**current.model_dump(), **changes})
+        return self.model_copy(update={"settings": {**self.settings, method: changed}})
+
+    def only_settings_of(self, method: str) -> TrainConfig:
+        """This config with every other method's settings at their defaults: what training ``method`` reads."""
+        table = {name: self.settings[name] if name == method else type(self.settings[name])() for name in self.settings}
+        return self.model_copy(update={"settings": table})
 
     def batch_tokens(self, device_type: str) -> int | None:
         """Padded tokens per forward pass on ``device_type`` (None: the whole batch in one pass)."""
         if self.max_batch_tokens is None:
             return CPU_BATCH_TOKENS if device_type == "cpu" else None
         return self.max_batch_tokens or None
+
+
+def _placed(error: ValidationError, section: str | None) -> list[InitErrorDetails]:
+    """A method's settings' errors, located as the file spells them (under its section, or flat)."""
+    prefix = (section,) if section else ()
+    return [
+        InitErrorDetails(type=e["type"], loc=(*prefix, *e["loc"]), input=e["input"], ctx=e.get("ctx", {}))
+        for e in error.errors()
+    ]

@@ -17,16 +17,17 @@ from cartrm.runs import stage_key
 from cartrm.runs.identity import source_identity
 from cartrm.runs.stage import Stage
 from cartrm.training import TrainConfig, registry
-from cartrm.training.config import CartConfig
 from cartrm.vulnerability.result import VulnerabilityReport
 
 Trained = RewardModel | EnsembleRewardModel
 
 
 def what_trains(method: str, training: TrainConfig) -> TrainConfig:
-    """The part of ``training`` a method's result depends on: CART settings only for methods that use circuits, so
-    a changed CART setting retrains only those (the circuits, an input, are in the analysis stage's key)."""
-    return training if registry.design(method).uses_circuits else training.model_copy(update={"cart": CartConfig()})
+    """The part of ``training`` a method's result depends on: the settings of the method it trains as (of its members'
+    for an ensemble), every other method's at their defaults, so a changed CART setting retrains only the methods
+    that run CART (the circuits, an input, are in the analysis stage's key)."""
+    ensemble = registry.design(method).ensemble
+    return training.only_settings_of(ensemble[0] if ensemble else registry.trains_as(method))
 
 
 def training_key(ctx: SeedContext, method: str, training: TrainConfig) -> str:

@@ -21,6 +21,7 @@ from cartrm.training.batches import AugmentedBatch, TrainBatch, Weigh
 from cartrm.training.config import TrainConfig
 from cartrm.training.registry import Design, register_design
 from cartrm.training.sampling import EpochShuffleSampler
+from cartrm.training.settings import MethodSettings, register_settings
 from cartrm.vulnerability.result import VulnerabilityReport
 
 Pass = TrainBatch | AugmentedBatch  # one forward pass of a batch
@@ -67,10 +68,13 @@ class TrainingMethod:
 
     name: ClassVar[str]
     design: ClassVar[Design] = Design()  # its place in an experiment (cartrm.training.registry)
+    Settings: ClassVar[type[MethodSettings]] = MethodSettings  # its own knobs (cartrm.training.settings)
+    settings_owner: ClassVar[str]  # the method whose config entry holds them (set by register)
     needs_tail: ClassVar[bool] = False
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
+        self.settings = config.settings_of(self.settings_owner)
 
     def sampler(self, tail_mask: np.ndarray, batch_size: int, seed: int, lengths: np.ndarray | None) -> Draw:
         """The order of the training rows (``tail_mask`` covers them all): a fresh shuffle per epoch."""
@@ -130,9 +134,10 @@ METHODS: dict[str, type[TrainingMethod]] = {}
 
 
 def register(cls: type[TrainingMethod]) -> type[TrainingMethod]:
-    """Make ``cls`` a training method under ``cls.name`` with its design (a class decorator)."""
+    """Make ``cls`` a training method under ``cls.name`` with its design and settings (a class decorator)."""
     METHODS[cls.name] = cls
     register_design(cls.name, cls.design)
+    cls.settings_owner = register_settings(cls.name, cls.Settings)
     return cls
 
 

@@ -9,6 +9,7 @@ import torch
 from cartrm.training.batches import BatchBuilder, TrainBatch
 from cartrm.training.methods.base import TrainingContext, register
 from cartrm.training.methods.bt import BradleyTerry
+from cartrm.training.settings import HiddenRegSettings
 
 ANCHOR_BATCH = 32
 
@@ -25,6 +26,8 @@ class HiddenStateRegularisation(BradleyTerry):
     """
 
     name = "hidden-reg"
+    Settings = HiddenRegSettings
+    settings: HiddenRegSettings
 
     def setup(self, reward_model: Any, dataset: Any, context: TrainingContext) -> None:
         builder = BatchBuilder(reward_model, dataset, max_length=context.max_length)
@@ -45,7 +48,7 @@ class HiddenStateRegularisation(BradleyTerry):
         squared = (hidden - self.anchor[self._rows(batch).cpu()].to(hidden.device, hidden.dtype)) ** 2
         drift = squared.sum() / (batch.examples() * squared.shape[0] / len(batch.weight) * squared.shape[1])
         logs["hidden_drift"] = squared.mean().item()
-        return loss + self.config.hidden_reg_weight * drift, logs
+        return loss + self.settings.hidden_reg_weight * drift, logs
 
 
 def _pooled_hidden(module: Any, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ import torch
 from cartrm.capture.stream import FeatureIndex
 from cartrm.circuits.result import Circuits
 from cartrm.training.batches import AugmentedBatch
-from cartrm.training.config import TrainConfig
+from cartrm.training.config import CartConfig, TrainConfig
 from cartrm.training.methods.base import TrainingContext
 from cartrm.training.methods.cart.objective import TargetCircuit
 
@@ -24,6 +24,7 @@ class Augmentation:
     """The kept augmentations of the tail pairs for the current targets C_v (a part of CART's method)."""
 
     config: TrainConfig
+    settings: CartConfig
     reward_model: Any
     dataset: Any
     context: TrainingContext
@@ -50,7 +51,7 @@ class Augmentation:
 
     def _augmentation_batch(self, tail_indices: torch.Tensor, normaliser: torch.Tensor) -> AugmentedBatch | None:
         """The kept augmentations (eq. 10) of these tail pairs as one pass, or None when they have none."""
-        if not (self.config.cart.augmentation and self.augmented):
+        if not (self.settings.augmentation and self.augmented):
             return None
         rows = [r for s in tail_indices.tolist() for r in self.aug_rows.get(int(s), [])]
         if not rows:
@@ -71,7 +72,7 @@ class Augmentation:
     def _augment(self, circuits: Circuits, targets: list[TargetCircuit], features: FeatureIndex) -> list[Any]:
         from cartrm.training.augment import LMRewriter, augment_tail_pairs
 
-        cart = self.config.cart
+        cart = self.settings
         rewriter = LMRewriter(cart.generator, seed=self.config.seed) if cart.generator else None
         return augment_tail_pairs(
             self.reward_model,
@@ -94,7 +95,7 @@ class Augmentation:
         that column (the benchmark's domain), else the k-means cluster of the tail pair's embedding."""
         from cartrm.vulnerability.metrics import semantic_groups
 
-        column = self.config.cart.aug_group_column
+        column = self.settings.aug_group_column
         if self.dataset.has_column(column):
             return np.array([str(v) for v in self.dataset.column(column)], dtype=object)
         tail = np.flatnonzero(self.context.tail_mask)

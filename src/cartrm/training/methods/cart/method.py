@@ -15,7 +15,7 @@ from cartrm.data.dataset import PreferenceDataset
 from cartrm.errors import CartError
 from cartrm.models.reward_model import reward_forward
 from cartrm.training.batches import AugmentedBatch, TrainBatch
-from cartrm.training.config import TrainConfig
+from cartrm.training.config import CartConfig, TrainConfig
 from cartrm.training.methods.base import (
     BatchPlan,
     Draw,
@@ -37,11 +37,13 @@ from cartrm.training.registry import Design
 class CircuitAwareTraining(Targets, BradleyTerry):
     name = "cart"
     design = Design(start="bt-when-warm", uses_circuits=True, challenger=True)
+    Settings = CartConfig
+    settings: CartConfig
     needs_tail = True
 
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
-        cart = config.cart
+        cart = self.settings
         self.circuit_form = CIRCUIT_FORMS.get(cart.circuit_reg_form) if cart.circuit_reg else None
         self.with_sources = cart.circuit_reg and cart.circuit_reg_form == "invariance"
         self.aug_scaling = AUG_SCALINGS[cart.aug_scaling]
@@ -50,7 +52,7 @@ class CircuitAwareTraining(Targets, BradleyTerry):
     def sampler(self, tail_mask: np.ndarray, batch_size: int, seed: int, lengths: np.ndarray | None) -> Draw:
         """k = ``min_tail_per_batch`` tail pairs in every batch (eq. 12 needs tail texts in each), drawn by the
         ``tail_sampling`` strategy; with k = 0, bt's order."""
-        k = self.config.cart.min_tail_per_batch
+        k = self.settings.min_tail_per_batch
         if not k:
             return super().sampler(tail_mask, batch_size, seed, lengths)
         return self.tail_sampler(tail_mask, batch_size, k, seed, lengths)
@@ -61,7 +63,7 @@ class CircuitAwareTraining(Targets, BradleyTerry):
         return BatchPlan(max_tokens=plan.max_tokens, weigh=plan.weigh, tail_together=True)
 
     def setup(self, reward_model: Any, dataset: Any, context: TrainingContext) -> None:
-        cart = self.config.cart
+        cart = self.settings
         if cart.augmentation and not isinstance(dataset, PreferenceDataset):
             raise CartError("CART augmentation needs preference pairs; use --no-aug for scored (pointwise) data")
         if cart.targets_from == "decisive" and not isinstance(dataset, PreferenceDataset):
@@ -105,7 +107,7 @@ class CircuitAwareTraining(Targets, BradleyTerry):
         return ([augmented] if augmented else []) + list(chunks)
 
     def loss(self, module: Any, batch: Pass, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        cart = self.config.cart
+        cart = self.settings
         measure = bool(cart.grad_norm_every) and (step + 1) % cart.grad_norm_every == 0
         if isinstance(batch, AugmentedBatch):
             return self._augmentation_loss(module, batch, step, measure)
@@ -155,7 +157,7 @@ class CircuitAwareTraining(Targets, BradleyTerry):
         per (pair, circuit) with probability ``circuit_dropout`` (seeded by the run's seed and the step)."""
         is_tail = batch.is_tail.bool()
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
-        drop = torch.rand(len(is_tail), len(self.targets), generator=generator) < self.config.cart.circuit_dropout
+        drop = torch.rand(len(is_tail), len(self.targets), generator=generator) < self.settings.circuit_dropout
         drop = drop & is_tail.cpu().unsqueeze(1)
         drop = torch.cat([drop, drop])  # chosen stacked over rejected: a pair's two texts lose the same circuits
         interventions = {}
@@ -171,7 +173,7 @@ class CircuitAwareTraining(Targets, BradleyTerry):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """eq. 11: the Bradley–Terry loss on the kept augmentations of the batch's tail pairs; with the invariance
         form of eq. 12 their source pairs ride along and λ Σ_c mean (a_c(x̃) − a_c(x))² is added."""
-        cart = self.config.cart
+        cart = self.settings
         if not batch.with_sources:
             losses, _ = pairwise_losses(reward_forward(module, batch), batch.margin)
             aug_loss = cart.aug_weight * self._augmentation_share(losses, batch, step)
@@ -200,7 +202,7 @@ class CircuitAwareTraining(Targets, BradleyTerry):
 
     def _tail_weight(self, step: int) -> float:
         """eq. 13's w_t (1 without the progressive curriculum)."""
-        cart = self.config.cart
+        cart = self.settings
         return progressive_weight(step, self.eta, cart.w_max) if cart.progressive else 1.0
 
     def preference_loss(

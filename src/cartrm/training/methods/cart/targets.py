@@ -36,7 +36,7 @@ class Targets(Augmentation):
     next_discovery: int | None
 
     def _target_ids(self, circuits: Circuits, report: VulnerabilityReport | None) -> list[str]:
-        cart = self.config.cart
+        cart = self.settings
         known = [c.id for c in circuits.circuits]
         if cart.target_circuits:
             missing = [i for i in cart.target_circuits if i not in known]
@@ -66,7 +66,7 @@ class Targets(Augmentation):
             )
             return
         targets, features = self._targets_of(circuits, target_ids)
-        augmented = self._augment(circuits, targets, features) if self.config.cart.augmentation else []
+        augmented = self._augment(circuits, targets, features) if self.settings.augmentation else []
         folder = Path(self.context.output_dir) / ARTIFACTS / f"step-{step}"
         circuits.save(folder / "circuits.json")
         write_text_atomic(folder / "targets.json", json.dumps(target_ids))
@@ -102,7 +102,7 @@ class Targets(Augmentation):
         """Discovery + assessment on a seeded subset of the training data, with the model as it is now."""
         from cartrm.circuits.discover import DiscoveryConfig, discover
 
-        cart = self.config.cart
+        cart = self.settings
         data, tail = self._training_subset(step)
         circuits = discover(
             self.reward_model,
@@ -131,7 +131,7 @@ class Targets(Augmentation):
         from cartrm.vulnerability.assess import AssessConfig, assess
 
         config = AssessConfig(
-            top_targets=self.config.cart.top_targets,
+            top_targets=self.settings.top_targets,
             sensitivity_examples=ASSESS_SENSITIVITY_EXAMPLES,
             seed=self.config.seed,
         )
@@ -140,7 +140,7 @@ class Targets(Augmentation):
     def _choose_targets(self, circuits: Circuits, report: VulnerabilityReport | None, step: int) -> None:
         """C_v from the circuits (the report's targets or ``target_circuits``) or, ``targets_from`` decisive, the
         decisive circuit of the model as it is now, added to the circuits (replacing an earlier one)."""
-        if self.config.cart.targets_from == "circuits":
+        if self.settings.targets_from == "circuits":
             self._set_targets(circuits, self._target_ids(circuits, report), step)
             return
         record = self._decisive_circuit(circuits.config, step)
@@ -152,7 +152,7 @@ class Targets(Augmentation):
         from cartrm.circuits.decisive import decisive_circuit
 
         data, tail = self._training_subset(step)
-        return decisive_circuit(self.reward_model, data, tail, config, self.config.cart.decisive_neurons)
+        return decisive_circuit(self.reward_model, data, tail, config, self.settings.decisive_neurons)
 
     def _training_subset(self, step: int) -> tuple[Any, Any]:
         """``discovery_pairs`` training pairs, tail and head balanced, drawn by the run's seed and ``step``, with
@@ -160,5 +160,5 @@ class Targets(Augmentation):
         from cartrm.circuits.discover import balanced_subset
         from cartrm.data.tail import TailSplit
 
-        subset = balanced_subset(self.context.tail_mask, self.config.cart.discovery_pairs, self.config.seed + step)
+        subset = balanced_subset(self.context.tail_mask, self.settings.discovery_pairs, self.config.seed + step)
         return self.dataset.select(subset), TailSplit(self.context.tail_mask[subset], "training tail")
