@@ -410,7 +410,7 @@ def test_the_documented_tuning_grid_is_a_valid_budget_for_the_standard_preset():
     assert set(config.tune) == {"bt-continued", "reweight-continued", "cart"}
     assert {len(g) for g in config.tune.values()} == {4}
     variants = [variant_config(config.train, overrides) for overrides in config.tune["cart"]]
-    assert {v.settings_of("cart").circuit_reg_form for v in variants} == {"within_sides", "invariance", "pooled"}
+    assert {v.settings_of("cart").circuit_reg_form for v in variants} == {"within_sides", "invariance"}
     assert all(
         v.settings_of("cart").tail_sampling == "add" and v.settings_of("cart").aug_vocabulary == "per_group"
         for v in variants
@@ -552,9 +552,10 @@ def test_an_option_added_later_enters_stage_keys_only_when_set():
 
     training = TrainConfig(method="cart")
     dumped = training.model_dump(mode="json")
-    for later in ("targets_from", "decisive_neurons"):
+    for later in ("targets_from", "decisive_neurons", "recipe"):
         del dumped["cart"][later]
     assert _digest(training) == digest([dumped])
+    assert _digest(training.with_settings("cart", recipe="paper")) != _digest(training)
     decisive = training.with_settings("cart", targets_from="decisive")
     assert _digest(decisive) != _digest(training)
     assert _digest(training.with_settings("cart", decisive_neurons=3)) != _digest(training)

@@ -33,26 +33,35 @@ def method_options() -> list[inspect.Parameter]:
     """An option per setting of every method: the baselines' in one panel, CART's last (it has the most)."""
     flat = [config_options(m, panel=BASELINES_PANEL) for m in SETTINGS.values() if not m.section]
     own = [
-        config_options(m, panel=CART_PANEL if name == "cart" else f"--method {name}")
+        config_options(m, panel=CART_PANEL if name == "cart" else f"--method {name}", defaults=m())
         for name, m in SETTINGS.items()
         if m.section
     ]
     return [option for group in flat + own for option in group]
 
 
-def train_config_of(settings: dict[str, Any]) -> TrainConfig:
-    """The training config a command's options give: the loop's settings and each method's own."""
-    values = settings_of(TrainConfig, settings)
+def train_config_of(ctx: typer.Context, settings: dict[str, Any]) -> TrainConfig:
+    """The training config a command's options give: the loop's settings and each method's own. Options left at
+    their defaults (neither on the command line nor in ``--config``) are left out, so CART's unset options take
+    its ``--recipe``'s values."""
+    given = {name: value for name, value in settings.items() if _source(ctx, name) != "DEFAULT"}
+    values = settings_of(TrainConfig, given)
     for model in SETTINGS.values():
-        own = settings_of(model, settings)
+        own = settings_of(model, given)
         values.update({model.section: own} if model.section else own)
     return TrainConfig.model_validate(values)
+
+
+def _source(ctx: typer.Context, name: str) -> str | None:
+    source = ctx.get_parameter_source(name)
+    return None if source is None else source.name
 
 
 @app.command()
 @one_line_errors
 @with_options(config_options(TrainConfig, exclude=("settings",), panel=TRAIN_PANEL), method_options())
 def train(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="preference (chosen/rejected) or pointwise (score) data file")],
     out: Annotated[Path, typer.Option(help="output folder: the trained model (plain HF folder), checkpoints, logs")],
     model: Annotated[
@@ -98,7 +107,7 @@ def train(
     from cartrm.vulnerability.result import VulnerabilityReport
 
     settings["generator"] = existing(Path(settings["generator"]) if settings["generator"] else None, "--generator")
-    config = train_config_of(settings)
+    config = train_config_of(ctx, settings)
     if eval_split and not config.eval_steps:
         raise CartError(f"--eval-split {eval_split} is scored every --eval-steps N steps: give --eval-steps")
     not_into_start(model, out)
@@ -139,6 +148,7 @@ def train(
     method_options(),
 )
 def ensemble(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="training data (its 'validation' split, or --validation-data, fits α)")],
     out: Annotated[
         Path, typer.Option(help="output folder: members/, circuits/, ensemble/ (loadable), ensemble_result.json")
@@ -175,7 +185,7 @@ def ensemble(
     from cartrm.vulnerability.result import VulnerabilityReport
 
     settings["generator"] = existing(Path(settings["generator"]) if settings["generator"] else None, "--generator")
-    training = train_config_of(settings)
+    training = train_config_of(ctx, settings)
     config = EnsembleConfig(**settings_of(EnsembleConfig, settings), train=training)
     everything = load_dataset(data)
     if validation_data is None and not everything.has_column("split"):

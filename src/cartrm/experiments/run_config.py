@@ -274,10 +274,12 @@ PRESETS = {"quick": _quick, "standard": _standard, "full": _full}
 
 
 def variant_config(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """``base`` with a tuning grid's ``overrides`` (a nested ``cart`` dict updates CART's settings)."""
+    """``base`` with a tuning grid's ``overrides``: a nested ``cart`` dict updates CART's settings, or, naming a
+    ``recipe``, replaces them with that recipe's and the dict's other settings."""
     values = base.model_dump()
     for name, value in overrides.items():
-        values[name] = {**values[name], **value} if name == "cart" and isinstance(value, dict) else value
+        merged = name == "cart" and isinstance(value, dict) and "recipe" not in value
+        values[name] = {**values[name], **value} if merged else value
     return TrainConfig.model_validate(values)
 
 

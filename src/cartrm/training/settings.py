@@ -54,16 +54,52 @@ class HiddenRegSettings(MethodSettings):
     )
 
 
+Recipe = Literal["best", "paper"]
+DEFAULT_RECIPE: Recipe = "best"
+RECIPES: dict[str, dict[str, Any]] = {
+    "best": {
+        "tail_sampling": "add",
+        "aug_scaling": "batch_share",
+        "circuit_reg_form": "within_sides",
+        "aug_vocabulary": "per_group",
+    },
+    "paper": {},
+}
+"""CART's recipes: the settings a recipe gives the fields a config leaves unset.
+
+``paper``: eq. 10-16 as the paper states them (every field at its own default; the default up to 2026-12-03).
+``best``: the variant measured best so far, the default: warm-started from bt, it gained +1.6 tail gold points
+[+0.6, +2.7] over bt-continued on the standard preset, 5 seeds, head within 1 point (docs/results.md, "Tuned CART
+against bt-continued, reweight-continued and ensemble-mean, 5 seeds with per-pair scores"); the paper's variant lost
+points there. Its gain needs the warm start (``cart train --init-from`` a bt model, ``cart run`` with
+``continue_steps``). Re-choose ``best`` whenever a later measurement beats it."""
+
+
 class CartConfig(MethodSettings):
     """Components and weights of the CART objective (eq. 16: ``L_head + L_aug + L_circuit + L_prog``).
 
     Circuits and their vulnerability report are inputs of training (``train(..., circuits=, vulnerability=)``;
     ``cart train --circuits --vulnerability``); the targets ``C_v`` are the report's or ``target_circuits``.
     Without circuits, training runs ``warmup_steps`` of plain Bradley–Terry, then discovers and assesses
-    circuits on the current model itself.
+    circuits on the current model itself. A field left unset takes its ``recipe``'s value (:data:`RECIPES`), else
+    its own default; the dump records the recipe and every resolved setting.
     """
 
     section: ClassVar[str | None] = "cart"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_fills_unset(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            return {**RECIPES.get(values.get("recipe", DEFAULT_RECIPE), {}), **values}
+        return values
+
+    recipe: Recipe = Field(
+        DEFAULT_RECIPE,
+        description="the settings CART's unset options take: best (the variant measured best so far, see "
+        "cartrm.training.settings.RECIPES) or paper (eq. 10-16 as the paper states them)",
+        json_schema_extra=KEYED_WHEN_SET,
+    )
 
     target_circuits: tuple[str, ...] | None = Field(
         None, description="explicit circuit ids for C_v (overrides the targets)"
