@@ -101,4 +101,5 @@ TINY = dict(
     bon_prompts=2,
     bon_candidates=8,
     stability_top_k=8,
+    data_controls=False,  # tail-upsample only where a test names it: the run's default adds it beside cart
 )

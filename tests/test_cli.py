@@ -259,7 +259,8 @@ def test_run_takes_every_method_and_the_ensemble_size_from_the_command_line(tmp_
         "run", "--quick", "--methods", "all", "--members", "2", "--seeds", "0,1,2", "--out", tmp_path / "run"
     )
     assert result.exit_code == 0, result.output
-    assert taken[0].methods == ALL_METHODS and taken[0].ensemble_members == 2 and taken[0].seeds == (0, 1, 2)
+    assert set(taken[0].methods) == {*ALL_METHODS, "bt-continued"}  # quick warm-starts cart: its control joins
+    assert taken[0].ensemble_members == 2 and taken[0].seeds == (0, 1, 2)
     assert taken[0].benchmark.n_train == RunConfig.preset("quick").benchmark.n_train
     result = invoke("run", "--quick", "--members", "1", "--out", tmp_path / "run")
     assert result.exit_code == 1 and "ensemble_members" in result.output
@@ -279,11 +280,13 @@ def test_the_full_preset_on_cpu_warns_how_long_it_takes(tmp_path, monkeypatch):
     assert "tens of hours" not in invoke("run", "--full", "--out", tmp_path / "run").stderr
 
 
-def test_quick_preset_is_one_seed_bt_vs_cart_and_full_is_the_research_table():
+def test_quick_preset_is_one_seed_of_warm_cart_against_both_controls_and_full_is_the_research_table():
     from cartrm.experiments.run_config import ALL_METHODS, RunConfig
 
     quick, full = RunConfig.preset("quick"), RunConfig.preset("full")
-    assert quick.seeds == (0,) and quick.methods == ("bt", "cart") and quick.benchmark.n_train < full.benchmark.n_train
+    assert quick.seeds == (0,) and quick.methods == ("bt", "bt-continued", "tail-upsample", "cart")
+    assert quick.warm_started("cart") and quick.train.settings_of("cart").recipe == "best"
+    assert quick.benchmark.n_train < full.benchmark.n_train
     assert len(full.seeds) >= 3 and set(full.methods) == set(ALL_METHODS)
     with pytest.raises(CartError, match="unknown preset 'huge'"):
         RunConfig.preset("huge")
@@ -300,7 +303,7 @@ def test_the_standard_preset_warm_starts_cart_against_its_control_over_five_seed
     assert invoke("run", "--preset", "standard", "--out", tmp_path / "run").exit_code == 0
     standard = taken[0]
     assert standard.continue_steps > 0 and len(standard.seeds) >= 5
-    assert set(standard.methods) == {"bt", "bt-continued", "cart"}
+    assert set(standard.methods) == {"bt", "bt-continued", "tail-upsample", "cart"}
     validation = make_longtail_dataset(standard.benchmark).split("validation")
     assert sum(validation.column("is_tail")) >= 100  # tail pairs to tune on
     assert invoke("run", "--preset", "standard", "--quick").exit_code == 1

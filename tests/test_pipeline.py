@@ -240,17 +240,21 @@ def test_user_data_is_split_by_group_and_the_tail_test_set_is_raised_where_the_d
 def test_unknown_methods_are_refused():
     with pytest.raises(ValueError, match="unknown method"):
         RunConfig(methods=("bt", "magic"))
-    assert RunConfig(methods=("cart",)).methods == ("bt", "cart")
+    assert RunConfig(methods=("cart",), data_controls=False).methods == ("bt", "cart")
 
 
-def test_a_warm_started_cart_brings_its_compute_matched_control():
-    assert RunConfig(methods=("cart",), continue_steps=5).methods == ("bt", "bt-continued", "cart")
-    with_reweight = RunConfig(methods=("reweight", "cart"), continue_steps=5)
+def test_a_warm_started_cart_brings_its_compute_matched_control_and_its_data_control():
+    assert RunConfig(methods=("cart",), continue_steps=5).methods == ("bt", "bt-continued", "tail-upsample", "cart")
+    with_reweight = RunConfig(methods=("reweight", "cart"), continue_steps=5, data_controls=False)
     assert with_reweight.methods == ("bt", "bt-continued", "reweight", "cart")
     continued = RunConfig(methods=("reweight-continued",), continue_steps=5)
     assert continued.methods == ("bt", "bt-continued", "reweight-continued")
     assert continued.warm_started("reweight-continued") and not with_reweight.warm_started("reweight")
-    assert RunConfig(methods=("cart",)).methods == ("bt", "cart")  # cold: bt is the control
+    assert RunConfig(methods=("cart",)).methods == ("bt", "tail-upsample", "cart")  # cold: bt is the control
+    grid = {"bt-continued": [{}], "cart": [{}]}  # a tuned run's config from before tail-upsample runs as it did
+    assert RunConfig(methods=("cart",), continue_steps=5, tune=grid).methods == ("bt", "bt-continued", "cart")
+    grid["tail-upsample"] = [{}]
+    assert "tail-upsample" in RunConfig(methods=("cart",), continue_steps=5, tune=grid).methods
     for control in ("bt-continued", "reweight-continued"):
         with pytest.raises(ValueError, match=f"{control} continue bt .* continue_steps > 0"):
             RunConfig(methods=("bt", control))
@@ -629,3 +633,22 @@ def test_ensemble_mean_takes_the_seed_s_bt_model_as_its_first_member(tmp_path, m
     member_0 = models / "ensemble-mean" / "members" / "member-0"
     assert (member_0 / weights).read_bytes() == (models / "bt" / weights).read_bytes()
     assert not (member_0 / STAGE_MARKER).exists()
+
+
+def test_a_run_whose_discovery_finds_no_causal_circuit_says_so_in_its_verdict(finished):
+    """The tiny bt has no tail circuit that passes discovery: the verdict and the notes say CART's targets were
+    untested; a circuit whose patch p-value passes removes the caveat, one that fails keeps it."""
+    from cartrm.circuits.result import CircuitRecord
+    from cartrm.vulnerability.diagnostics import no_causal_circuit
+
+    config, results = finished
+    circuits = Circuits.load(SeedLayout(config.directory / "seed-0").circuits)
+    assert no_causal_circuit(circuits) is not None
+    caveat = "Caveat (seed 0, seed 1): no circuit passed its causal test"
+    assert any(line.startswith(caveat) for line in results.verdict)
+    assert any(note.startswith("seed 0: ") for note in results.notes)
+    record = dict(id="c0", members=[], coherence=0, tail_delta=0, tail_effect_size=0, divergence=0)
+    for p_value, warned in ((0.01, False), (0.45, True)):
+        found = [CircuitRecord(**record, decomposition_weight=0, patch_p_value=p_value)]
+        said = no_causal_circuit(circuits.model_copy(update={"circuits": found}))
+        assert (said is not None) == warned and (not warned or "1 of 1 patched, smallest patch p = 0.45" in said)

@@ -15,7 +15,7 @@ from cartrm.errors import CartError
 from cartrm.evaluation.bon import best_of_n_curve
 from cartrm.evaluation.statistics import PairedComparison, summarise_seeds
 from cartrm.plotting import plt, save_figure
-from cartrm.report.html import fmt_p, fmt_summary, render_html, write_report
+from cartrm.report.html import fmt_p, fmt_pct, fmt_summary, render_html, write_report
 from cartrm.report.plots import plot_accuracy, plot_best_of_n, plot_vuln_before_after
 from cartrm.report.results import BoNSummary, Comparison, MethodResults, RunResults, SeedStability, Stability
 
@@ -126,15 +126,16 @@ def test_table_numbers_and_verdict(page, run):
     results = run[1]
     tail = results.methods["cart"].tail_accuracy
     assert f"{tail.mean:.3f} [{tail.ci_low:.3f}, {tail.ci_high:.3f}]" == fmt_summary(tail)
-    assert fmt_summary(tail) in page
+    assert f"{100 * tail.mean:.1f} [{100 * tail.ci_low:.1f}, {100 * tail.ci_high:.1f}]" == fmt_pct(tail)
+    assert fmt_pct(tail) in page  # accuracies in percent, as the verdict's points
     assert fmt_summary(results.methods["bt"].bon["tail"].gold_at_max) in page
-    assert "p = 0.012" in page and "+0.041 [+0.009, +0.072]" in page
+    assert "p = 0.012" in page and "+4.1 [+0.9, +7.2]" in page
     assert "cart − bt" in page
     assert "CART raises tail accuracy over BT (+0.041, p = 0.012) &amp; keeps head accuracy" in page
     assert page.index('class="verdict"') < page.index("<h2>Setup</h2>") < page.index("<h2>Results</h2>")
     assert "1 h 02 min" in page and "c0: 0.800 → 0.500" in page and "c0: 0.7%; c2: 1.2%" in page
     assert '<td class="text">rare_token</td><td>40</td><td>0.900</td><td>0.250</td>' in page
-    assert "head acc (n = 400)" in page and "tail gold acc (n = 790–800)" in page  # n next to every figure
+    assert "head acc % (n = 400)" in page and "tail gold acc % (n = 790–800)" in page  # n next to every figure
 
 
 def test_text_is_escaped(page):
@@ -225,4 +226,68 @@ def test_renders_in_headless_browser(tmp_path, run):
     dom = subprocess.run(
         [*flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=60, check=True
     ).stdout
-    assert fmt_summary(run[1].methods["cart"].tail_accuracy) in dom and "Paired comparisons" in dom
+    assert fmt_pct(run[1].methods["cart"].tail_accuracy) in dom and "Paired comparisons" in dom
+
+
+def _paired(difference: float, p_value: float, n_seeds: int = 2) -> PairedComparison:
+    per_seed = [difference] * n_seeds
+    return PairedComparison(
+        n=720 * n_seeds,
+        difference=difference,
+        ci_low=difference - 0.02,
+        ci_high=difference + 0.02,
+        p_value=p_value,
+        n_seeds=n_seeds,
+        per_seed=per_seed,
+    )
+
+
+def test_the_verdict_box_says_what_was_compared_whether_it_clears_the_noise_and_where_it_comes_from(run):
+    from cartrm.report.aggregate import headlines, verdict
+
+    def compared(method, baseline, tail, p):
+        return [
+            Comparison(method=method, baseline=baseline, metric="tail_gold_accuracy", paired=_paired(tail, p)),
+            Comparison(method=method, baseline=baseline, metric="head_gold_accuracy", paired=_paired(-0.01, 0.5)),
+        ]
+
+    comparisons = [
+        *compared("cart", "bt-continued", 0.016, 0.01),
+        *compared("cart", "tail-upsample", 0.004, 0.6),
+        *compared("tail-upsample", "bt-continued", 0.012, 0.03),
+    ]
+    lines = verdict(comparisons)
+    assert lines[0].startswith("cart improves tail gold accuracy over bt-continued: +1.6 points")
+    assert "more tail pairs (tail-upsample − bt-continued) +1.2 points" in lines[1]
+    assert "the circuit parts (cart − tail-upsample) +0.4 points" in lines[1] and len(lines) == 2
+    (box,) = headlines(comparisons, [("seed 0", "no circuit passed its causal test (…)")], n_seeds=2)
+    assert box.clears_noise and box.control == "bt-continued" and box.data_control == "tail-upsample"
+    assert box.circuits.difference == 0.004 and box.upsampled.difference == 0.012
+    page = render_html(run[1].model_copy(update={"headlines": [box]}), run[0])
+    shown = page[page.index('class="verdict"') : page.index("<h2>Setup</h2>")]
+    assert "<b>cart</b> vs <b>bt-continued</b>" in shown and "<b>+1.6 points [-0.4, +3.6]</b>" in shown
+    assert "2 seeds × 720 tail test pairs: clears the noise (p = 0.010)" in shown
+    assert "the circuit parts (cart − tail-upsample) +0.4 points" in shown
+    assert "seed 0: no circuit passed its causal test" in shown
+    one = headlines([*compared("cart", "bt", 0.05, 0.001)], [], n_seeds=1)[0]
+    assert not one.clears_noise and "one seed" in one.caveats[0]  # one seed never clears the noise
+
+
+def test_one_seed_shows_its_test_pairs_interval_and_groups_get_a_table(run):
+    from cartrm.evaluation.metrics import GroupMetrics
+    from cartrm.report.aggregate import _accuracy, _by_group
+
+    group = GroupMetrics(n=300, accuracy=0.7, ci_low=0.65, ci_high=0.75, mean_margin=1.0, ece=0.1)
+    one = _accuracy([group])
+    assert (one.ci_low, one.ci_high, one.interval) == (0.65, 0.75, "pairs") and fmt_pct(one) == "70.0 [65.0, 75.0]"
+    assert _accuracy([group, group]).interval == "seeds"
+
+    class Report:
+        by = {"domain": {"legal": group, "medical": group.model_copy(update={"accuracy": 0.5})}}
+
+    by = _by_group([Report()])
+    assert by["domain"]["medical"].mean == 0.5 and by["domain"]["legal"].interval == "pairs"
+    results = run[1]
+    methods = {k: m.model_copy(update={"by": by}) for k, m in results.methods.items()}
+    page = render_html(results.model_copy(update={"methods": methods}), run[0])
+    assert "<h3>By domain</h3>" in page and "<th>legal</th><th>medical</th>" in page and "50.0 [65.0, 75.0]" in page

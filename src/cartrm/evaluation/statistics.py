@@ -4,6 +4,7 @@ bootstrap), and intervals over seeds."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -80,7 +81,8 @@ def _pair_resample_means(differences: Sequence[np.ndarray], drawn: np.ndarray, r
 
 
 class SeedSummary(BaseModel):
-    """Mean over seeds with a Student-t 95% interval (zero width for one seed)."""
+    """Mean over seeds with a Student-t 95% interval (zero width for one seed, unless ``interval`` is ``pairs``: one
+    seed's bootstrap interval over its test pairs, which leaves out how training varies between seeds)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -89,6 +91,7 @@ class SeedSummary(BaseModel):
     ci_low: float
     ci_high: float
     values: list[float]
+    interval: Literal["seeds", "pairs"] = "seeds"
 
 
 def summarise_seeds(values: Sequence[float]) -> SeedSummary:

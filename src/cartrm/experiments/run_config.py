@@ -32,7 +32,8 @@ ALL_METHODS = (
     "cart",
     "cart-ensemble",
 )
-QUICK_METHODS = ("bt", "cart")
+QUICK_METHODS = ("bt", "cart")  # with continue_steps, the run adds bt-continued and tail-upsample
+QUICK_CONTINUE_STEPS = 11  # half of bt's 22 steps: warm-started CART, as measured best (docs/results.md)
 STANDARD_METHODS = ("bt", "bt-continued", "cart")  # add reweight,ensemble-mean with --methods (docs/results.md)
 STANDARD_TRAIN_PAIRS, STANDARD_BT_STEPS, STANDARD_CONTINUE_STEPS = 1600, 100, 50  # docs/results.md: sizing
 ABLATION_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -103,19 +104,30 @@ class RunConfig(BaseModel):
         "cart's start and data, is scored on the test split (no best-of-n) and compared with cart",
     )
 
+    data_controls: bool = Field(
+        True,
+        description="add each CART method's data control (tail-upsample: plain Bradley-Terry on the same extra tail "
+        "pairs), so the verdict says what the circuits add over showing more tail pairs; a run that tunes adds it "
+        "only when its grids have one for it",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _add_matched_control(cls, values: Any) -> Any:
         """A warm-started cart (or reweight-continued) brings its compute-matched control, as a circuit method
-        brings bt."""
-        if isinstance(values, dict) and values.get("continue_steps"):
-            methods = list(values.get("methods", QUICK_METHODS))
-            known = registry.names()
+        brings bt; a CART method brings its data control (``data_controls``)."""
+        if not isinstance(values, dict) or not isinstance(values.get("methods", QUICK_METHODS), list | tuple):
+            return values
+        methods = list(values.get("methods", QUICK_METHODS))
+        known = registry.names()
+        if values.get("data_controls", True):
+            methods = _with_data_controls(methods, values.get("tune") or {})
+        if values.get("continue_steps"):
             warm = [m for m in methods if m in known and m != registry.WARM_CONTROL and registry.continues_bt(m, 1)]
             if warm and registry.WARM_CONTROL not in methods:
                 first = methods.index(warm[0])
-                values = {**values, "methods": (*methods[:first], registry.WARM_CONTROL, *methods[first:])}
-        return values
+                methods = [*methods[:first], registry.WARM_CONTROL, *methods[first:]]
+        return {**values, "methods": tuple(methods)}
 
     @field_validator("seeds")
     @classmethod
@@ -231,9 +243,11 @@ class RunConfig(BaseModel):
 def _quick() -> dict[str, Any]:
     return dict(
         name="quick",
-        benchmark=BenchmarkConfig(n_train=352, n_validation=100, n_test_head=150, n_test_tail=450),
+        benchmark=BenchmarkConfig(n_train=352, n_validation=100, n_test_head=120, n_test_tail=360),
         train=TrainConfig(epochs=1, batch_size=16, learning_rate=1e-4, max_length=128),
         methods=QUICK_METHODS,
+        continue_steps=QUICK_CONTINUE_STEPS,
+        bon_candidates=128,
         seeds=(0,),
         bon_prompts=2,
         analysis_pairs=160,
@@ -293,6 +307,18 @@ def _method_stays(where: str, overrides: list[dict[str, Any]]) -> None:
     method's model under this method's name)."""
     if any(isinstance(o, dict) and "method" in o for o in overrides):
         raise ValueError(f"{where}: 'method' cannot be changed here; list the other method in methods instead")
+
+
+def _with_data_controls(methods: list[str], tune: dict[str, Any]) -> list[str]:
+    """``methods`` with each CART method's data control before it (a tuned run's only when its grid is given, so
+    an earlier run's config runs as it did)."""
+    known, found = registry.names(), []
+    for method in methods:
+        control = registry.data_control(method) if method in known else None
+        if control and control not in methods and control not in found and (not tune or control in tune):
+            found.append(control)
+        found.append(method)
+    return found
 
 
 def _reads_bt(method: str) -> bool:

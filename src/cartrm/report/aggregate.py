@@ -10,10 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from cartrm.circuits.result import Circuits
-from cartrm.evaluation.statistics import hierarchical_bootstrap, minimum_detectable_effect, summarise_seeds
-from cartrm.report.results import BoNSummary, Comparison, MethodResults, RunResults, Stability
-from cartrm.training.registry import baselines_of, design, matched_control
+from cartrm.evaluation.statistics import SeedSummary, hierarchical_bootstrap, minimum_detectable_effect, summarise_seeds
+from cartrm.report.results import BoNSummary, Comparison, Headline, MethodResults, RunResults, Stability
+from cartrm.runs.layout import RunLayout
+from cartrm.training.registry import baselines_of, data_control, design, matched_control
 from cartrm.training.registry import names as registry_names
+from cartrm.vulnerability.diagnostics import circuit_warnings
+from cartrm.vulnerability.result import VulnerabilityReport
 
 COMPARED_METRICS = ("tail_accuracy", "head_accuracy", "tail_gold_accuracy", "head_gold_accuracy")
 SIGNIFICANCE = 0.05
@@ -37,6 +40,7 @@ def aggregate(config, outcomes: Sequence, total_seconds: float) -> RunResults:
     if (config.directory / "bound" / "bound.png").exists():
         artifacts["bound"] = "bound/bound.png"
     stability = _stability(config, outcomes)
+    caveats = _circuit_caveats(config, outcomes)
     return RunResults(
         name=config.name,
         config=config.model_dump(mode="json"),
@@ -45,8 +49,9 @@ def aggregate(config, outcomes: Sequence, total_seconds: float) -> RunResults:
         methods=methods,
         comparisons=comparisons,
         stability=stability,
-        verdict=verdict(comparisons),
-        notes=_notes(config, outcomes, comparisons, stability),
+        verdict=verdict(comparisons) + _verdict_caveats(caveats),
+        headlines=headlines(comparisons, caveats, len(outcomes)),
+        notes=_notes(config, outcomes, comparisons, stability) + [f"{seed}: {line}" for seed, line in caveats],
         artifacts=artifacts,
         total_seconds=total_seconds,
     )
@@ -54,10 +59,6 @@ def aggregate(config, outcomes: Sequence, total_seconds: float) -> RunResults:
 
 def _method_results(method: str, outcomes: Sequence) -> MethodResults:
     reports = [o.reports[method] for o in outcomes]
-
-    def over_seeds(values):
-        return summarise_seeds(values) if all(v is not None for v in values) else None
-
     bon = {}
     for group in ("head", "tail"):
         curves = [o.bon[method][group] for o in outcomes if method in o.bon and group in o.bon[method]]
@@ -70,13 +71,15 @@ def _method_results(method: str, outcomes: Sequence) -> MethodResults:
                 gold_at_max=summarise_seeds([c.gold[-1] for c in curves]),
                 gap_at_max=summarise_seeds([c.gap_at_max_n for c in curves]),
             )
+    groups = {g: [getattr(r, g) for r in reports] for g in ("head", "tail", "overall")}
     return MethodResults(
         method=method,
-        head_accuracy=summarise_seeds([r.head.accuracy for r in reports]),
-        tail_accuracy=summarise_seeds([r.tail.accuracy for r in reports]),
-        overall_accuracy=summarise_seeds([r.overall.accuracy for r in reports]),
-        head_gold_accuracy=over_seeds([r.head.gold_accuracy for r in reports]),
-        tail_gold_accuracy=over_seeds([r.tail.gold_accuracy for r in reports]),
+        head_accuracy=_accuracy(groups["head"]),
+        tail_accuracy=_accuracy(groups["tail"]),
+        overall_accuracy=_accuracy(groups["overall"]),
+        head_gold_accuracy=_accuracy(groups["head"], gold=True),
+        tail_gold_accuracy=_accuracy(groups["tail"], gold=True),
+        by=_by_group(reports),
         ece=summarise_seeds([r.overall.ece for r in reports]),
         train_seconds=summarise_seeds([o.train_seconds[method] for o in outcomes]),
         bon=bon,
@@ -89,27 +92,57 @@ def _method_results(method: str, outcomes: Sequence) -> MethodResults:
     )
 
 
+def _accuracy(metrics: Sequence, gold: bool = False) -> SeedSummary | None:
+    """(Gold) accuracy over seeds; for one seed with its bootstrap interval over the test pairs."""
+    prefix = "gold_" if gold else ""
+    values = [getattr(m, f"{prefix}accuracy") for m in metrics]
+    if any(v is None for v in values):
+        return None
+    summary = summarise_seeds(values)
+    low, high = getattr(metrics[0], f"{prefix}ci_low"), getattr(metrics[0], f"{prefix}ci_high")
+    if len(metrics) == 1 and low is not None and high is not None:
+        return summary.model_copy(update={"ci_low": low, "ci_high": high, "interval": "pairs"})
+    return summary
+
+
+def _by_group(reports: Sequence) -> dict[str, dict[str, SeedSummary]]:
+    """Per ``--by`` column and value, the (gold where known) accuracy over the seeds that have it."""
+    found: dict[str, dict[str, SeedSummary]] = {}
+    for column in reports[0].by:
+        for value in reports[0].by[column]:
+            metrics = [r.by[column][value] for r in reports if value in r.by.get(column, {})]
+            if len(metrics) == len(reports):
+                gold = all(m.gold_accuracy is not None for m in metrics)
+                summary = _accuracy(metrics, gold=gold)
+                if summary is not None:
+                    found.setdefault(column, {})[value] = summary
+    return found
+
+
 def _comparisons(methods: Sequence[str], outcomes: Sequence) -> list[Comparison]:
     """Each CART method minus each baseline, per metric, on the same test pairs, with the seed as the unit
-    (a hierarchical bootstrap: seeds, then pairs within each seed)."""
-    found = []
+    (a hierarchical bootstrap: seeds, then pairs within each seed); and each CART method's data control minus the
+    CART method's compute-matched control (what more tail pairs alone give)."""
+    pairs = []
     for challenger in _challengers(methods):
         others = [m for m in methods if m != challenger]
-        for baseline, metric in itertools.product(baselines_of(challenger, others), COMPARED_METRICS):
-            if metric not in outcomes[0].correct[challenger]:
-                continue
-            a = [o.correct[challenger][metric] for o in outcomes]
-            b = [o.correct[baseline][metric] for o in outcomes]
-            found.append(
-                Comparison(method=challenger, baseline=baseline, metric=metric, paired=hierarchical_bootstrap(a, b))
-            )
+        pairs += [(challenger, baseline) for baseline in baselines_of(challenger, others)]
+        control, data = matched_control(challenger, methods), data_control(challenger)
+        if data is not None and data in methods and control in methods and (data, control) not in pairs:
+            pairs.append((data, control))
+    found = []
+    for (method, baseline), metric in itertools.product(pairs, COMPARED_METRICS):
+        if metric not in outcomes[0].correct[method]:
+            continue
+        a = [o.correct[method][metric] for o in outcomes]
+        b = [o.correct[baseline][metric] for o in outcomes]
+        found.append(Comparison(method=method, baseline=baseline, metric=metric, paired=hierarchical_bootstrap(a, b)))
     return found
 
 
 def _challengers(methods: Sequence[str]) -> list[str]:
     """The CART methods of a run (ablations, ``cart-NAME``, are read against cart, not compared on their own)."""
-    known = set(registry_names())
-    return [m for m in methods if m in known and design(m).challenger]
+    return [m for m in methods if _is_challenger(m)]
 
 
 def verdict(comparisons: Sequence[Comparison]) -> list[str]:
@@ -117,12 +150,8 @@ def verdict(comparisons: Sequence[Comparison]) -> list[str]:
     change (gold accuracy where a gold reward exists) with its interval and p-value, and the head change beside
     it. Comparisons with the other baselines stay in the table."""
     by_key = {(c.method, c.baseline, c.metric): c for c in comparisons}
-    methods = {c.baseline for c in comparisons}
     lines = []
-    for method, baseline in dict.fromkeys((c.method, c.baseline) for c in comparisons):
-        if baseline != matched_control(method, methods):
-            continue
-        prefix = "gold_" if (method, baseline, "tail_gold_accuracy") in by_key else ""
+    for method, baseline, prefix in _against_controls(comparisons):
         tail, head = (
             by_key[(method, baseline, f"tail_{prefix}accuracy")],
             by_key[(method, baseline, f"head_{prefix}accuracy")],
@@ -132,7 +161,80 @@ def verdict(comparisons: Sequence[Comparison]) -> list[str]:
             f"{method} {_effect(tail)} tail {label} over {baseline}: {_points(tail)}; "
             f"head {label} changes by {_points(head)}."
         )
+        data = data_control(method) or ""
+        upsampled, circuits = by_key.get((data, baseline, tail.metric)), by_key.get((method, data, tail.metric))
+        if upsampled and circuits:
+            lines.append(
+                f"Where {method}'s tail change comes from: showing more tail pairs ({data} − {baseline}) "
+                f"{_points(upsampled)}; the circuit parts ({method} − {data}) {_points(circuits)}."
+            )
     return lines or ["No CART method ran, so there is no comparison to report."]
+
+
+def headlines(comparisons: Sequence[Comparison], caveats: Sequence[tuple[str, str]], n_seeds: int) -> list[Headline]:
+    """The verdict box of each CART method (see :class:`Headline`)."""
+    by_key = {(c.method, c.baseline, c.metric): c.paired for c in comparisons}
+    found = []
+    for method, baseline, prefix in _against_controls(comparisons):
+        metric, data = f"tail_{prefix}accuracy", data_control(method) or ""
+        tail = by_key[(method, baseline, metric)]
+        notes = [f"{seed}: {line}" for seed, line in caveats]
+        if n_seeds == 1:
+            notes.append("one seed: the interval resamples test pairs only, not training runs")
+        found.append(
+            Headline(
+                method=method,
+                control=baseline,
+                metric=metric,
+                tail=tail,
+                head=by_key.get((method, baseline, f"head_{prefix}accuracy")),
+                data_control=data if (data, baseline, metric) in by_key else None,
+                upsampled=by_key.get((data, baseline, metric)),
+                circuits=by_key.get((method, data, metric)),
+                clears_noise=tail.p_value < SIGNIFICANCE and n_seeds > 1,
+                caveats=notes,
+            )
+        )
+    return found
+
+
+def _circuit_caveats(config, outcomes: Sequence) -> list[tuple[str, str]]:
+    """Per seed that ran discovery, each way its circuits and their Vuln carry less than they seem to."""
+    found = []
+    for outcome in outcomes:
+        layout = RunLayout(config.directory).seed(outcome.seed)
+        if not layout.circuits.exists():
+            continue
+        circuits = Circuits.load(layout.circuits)
+        report = VulnerabilityReport.load(layout.vulnerability) if layout.vulnerability.exists() else None
+        found += [(f"seed {outcome.seed}", line) for line in circuit_warnings(circuits, report)]
+    return found
+
+
+def _verdict_caveats(caveats: Sequence[tuple[str, str]]) -> list[str]:
+    """A verdict line when some seed's CART targeted circuits that never passed a causal test."""
+    seeds = sorted({seed for seed, line in caveats if line.startswith(("no circuit passed", "discovery found no"))})
+    if not seeds:
+        return []
+    return [
+        f"Caveat ({', '.join(seeds)}): no circuit passed its causal test, so CART's circuit terms acted on untested "
+        "candidates; its circuit parts cannot be credited with any change."
+    ]
+
+
+def _against_controls(comparisons: Sequence[Comparison]) -> list[tuple[str, str, str]]:
+    """(CART method, its compute-matched control, ``gold_`` where gold accuracy was compared, else "")."""
+    controls = {c.baseline for c in comparisons}
+    gold = {(c.method, c.baseline) for c in comparisons if c.metric == "tail_gold_accuracy"}
+    return [
+        (method, baseline, "gold_" if (method, baseline) in gold else "")
+        for method, baseline in dict.fromkeys((c.method, c.baseline) for c in comparisons)
+        if _is_challenger(method) and baseline == matched_control(method, controls)
+    ]
+
+
+def _is_challenger(method: str) -> bool:
+    return method in set(registry_names()) and design(method).challenger
 
 
 def _effect(comparison: Comparison) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 
 from cartrm.evaluation.statistics import SeedSummary
 from cartrm.io import write_text_atomic
+from cartrm.report.headline import verdict_box
 from cartrm.report.plots import (
     bon_groups,
     plot_accuracy,
@@ -35,7 +36,8 @@ FIGURES: tuple[tuple[str, str, Callable | None], ...] = (
     ("accuracy", "Head and tail accuracy per method (mean over seeds, 95% interval)", plot_accuracy),
     (
         "best_of_n",
-        "Best-of-n: gold reward of the proxy's pick vs KL_bon (mean over seeds, band: min–max)",
+        "Best-of-n: gold reward (the benchmark's true reward) of the proxy's pick vs KL_bon (mean over seeds; "
+        "band: min–max over seeds, drawn with 2 or more seeds)",
         plot_best_of_n,
     ),
     ("learning_curve", "Validation accuracy during training (one line per seed)", plot_learning_curve),
@@ -51,7 +53,9 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2r
        padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
 h1 { margin-bottom: 0.3rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; margin-top: 2rem; }
 .verdict { background: #fff8db; border-left: 5px solid #e0a800; padding: 0.6rem 1rem; margin: 1rem 0; }
-.verdict li { font-weight: 600; }
+.verdict .box { margin-bottom: 0.6rem; } .verdict .box p { margin: 0.2rem 0; }
+.verdict .headline { font-size: 1.1rem; } .verdict .caveats li { color: #8a4b00; }
+.subtitle { color: #555; margin-top: 0; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2rem 1rem; }
 dt { font-weight: 600; } dd { margin: 0; }
 table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
@@ -82,10 +86,12 @@ def render_html(results: RunResults, run_dir: str | Path) -> str:
     notes = list(results.notes)
     figures = _figures(results, run_dir, notes)
     body = [
-        f"<h1>{escape(results.name)}</h1>",
-        _verdict(results.verdict),
+        f"<h1>CART report: run '{escape(results.name)}'</h1>",
+        _subtitle(results),
+        verdict_box(results),
         _setup(results),
         _results_table(results),
+        _by_group_tables(results),
         _comparisons(results),
         _tuning(results),
         _augmentation(results),
@@ -111,13 +117,19 @@ def fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def fmt_summary(summary: SeedSummary | None, digits: int = 3) -> str:
-    """``mean [low, high]``; the mean alone for one seed, where there is no interval."""
+def fmt_summary(summary: SeedSummary | None, digits: int = 3, scale: float = 1.0) -> str:
+    """``mean [low, high]`` (times ``scale``: 100 for percent); the mean alone for one seed without an interval."""
     if summary is None:
         return "–"
-    if summary.n_seeds < 2:
-        return fmt(summary.mean, digits)
-    return f"{fmt(summary.mean, digits)} [{fmt(summary.ci_low, digits)}, {fmt(summary.ci_high, digits)}]"
+    mean, low, high = (scale * v for v in (summary.mean, summary.ci_low, summary.ci_high))
+    if summary.n_seeds < 2 and summary.interval == "seeds":
+        return fmt(mean, digits)
+    return f"{fmt(mean, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
+
+
+def fmt_pct(summary: SeedSummary | None) -> str:
+    """An accuracy in percent with one decimal, with its interval."""
+    return fmt_summary(summary, digits=1, scale=100)
 
 
 def fmt_p(p_value: float) -> str:
@@ -146,11 +158,13 @@ def _table(header: list[str], rows: list[list[str]], text_columns: frozenset[int
 # --- sections -----------------------------------------------------------------------------------------------
 
 
-def _verdict(lines: list[str]) -> str:
-    if not lines:
-        return '<div class="verdict"><p>No verdict recorded.</p></div>'
-    items = "".join(f"<li>{escape(line)}</li>" for line in lines)
-    return f'<div class="verdict"><ul>{items}</ul></div>'
+def _subtitle(results: RunResults) -> str:
+    n = len(results.seeds)
+    methods = ", ".join(results.methods)
+    return (
+        f'<p class="subtitle">{n} seed{"s" if n != 1 else ""} · methods: {escape(methods)} · '
+        f"{escape(fmt_duration(results.total_seconds))}</p>"
+    )
 
 
 def _setup(results: RunResults) -> str:
@@ -167,8 +181,10 @@ def _results_table(results: RunResults) -> str:
     """Accuracy and calibration in one table, best-of-n in another: one table of both is too wide to read."""
     if not results.methods:
         return '<h2>Results</h2>\n<p class="muted">No methods were evaluated.</p>'
-    n_seeds = len(results.seeds)
-    caption = f"Mean over {n_seeds} seed{'s' if n_seeds != 1 else ''} [95% t-interval]; n: test pairs per seed."
+    caption = (
+        f"Accuracy in % (gold: agreement with the benchmark's true reward), {_interval_text(results)}; "
+        "n: test pairs per seed; ECE: expected calibration error (0 is calibrated)."
+    )
     parts = [
         f'<h2>Results</h2>\n<p class="muted">{escape(caption)}</p>',
         _method_table(results, _accuracy_columns(results)),
@@ -177,12 +193,34 @@ def _results_table(results: RunResults) -> str:
     if bon_columns:
         config = results.config
         note = (
-            "Gold reward of the proxy's pick at its best n and at the largest n; "
-            "gap: proxy − gold gain (in SDs) at the largest n. "
+            "Gold reward (the benchmark's true reward, on its own scale) of the proxy's pick at its best n and at the "
+            "largest n; gap: proxy − gold gain at the largest n, each gain over n = 1 in SDs of its reward across all "
+            "candidates (a positive gap: the proxy is being exploited). "
             f"n = {config.get('bon_prompts', '?')} prompts per group × up to {config.get('bon_candidates', '?')} "
             "sampled responses, per seed."
         )
         parts += [f'<h3>Best-of-n</h3>\n<p class="muted">{escape(note)}</p>', _method_table(results, bon_columns)]
+    return "\n".join(parts)
+
+
+def _interval_text(results: RunResults) -> str:
+    n_seeds = len(results.seeds)
+    if n_seeds == 1:
+        return "one seed [95% bootstrap interval over its test pairs, which leaves out seed-to-seed variation]"
+    return f"mean over {n_seeds} seeds [95% t-interval over seeds]"
+
+
+def _by_group_tables(results: RunResults) -> str:
+    """Per ``--by`` column (the benchmark's domain), each method's accuracy on each value's test pairs."""
+    columns = sorted({column for m in results.methods.values() for column in m.by})
+    parts = []
+    for column in columns:
+        values = sorted({v for m in results.methods.values() for v in m.by.get(column, {})})
+        rows = [[m.method] + [fmt_pct(m.by.get(column, {}).get(v)) for v in values] for m in results.methods.values()]
+        note = f"(Gold, where known) accuracy in % on each {column}'s test pairs, {_interval_text(results)}."
+        parts.append(
+            f'<h3>By {escape(column)}</h3>\n<p class="muted">{escape(note)}</p>\n{_table(["method", *values], rows)}'
+        )
     return "\n".join(parts)
 
 
@@ -193,14 +231,14 @@ def _method_table(results: RunResults, columns: list[Column]) -> str:
 
 def _accuracy_columns(results: RunResults) -> list[Column]:
     columns: list[Column] = [
-        (f"head acc{n_pairs(results, 'head')}", lambda m: fmt_summary(m.head_accuracy)),
-        (f"tail acc{n_pairs(results, 'tail')}", lambda m: fmt_summary(m.tail_accuracy)),
-        (f"overall acc{n_pairs(results, 'overall')}", lambda m: fmt_summary(m.overall_accuracy)),
+        (f"head acc %{n_pairs(results, 'head')}", lambda m: fmt_pct(m.head_accuracy)),
+        (f"tail acc %{n_pairs(results, 'tail')}", lambda m: fmt_pct(m.tail_accuracy)),
+        (f"overall acc %{n_pairs(results, 'overall')}", lambda m: fmt_pct(m.overall_accuracy)),
     ]
     for group in ("head", "tail"):
         if any(getattr(m, f"{group}_gold_accuracy") for m in results.methods.values()):
             columns.append(
-                (f"{group} gold acc{n_pairs(results, group)}", functools.partial(_gold_accuracy_cell, group))
+                (f"{group} gold acc %{n_pairs(results, group)}", functools.partial(_gold_accuracy_cell, group))
             )
     columns.append(("ECE", lambda m: fmt_summary(m.ece)))
     columns.append(("train s", lambda m: fmt_summary(m.train_seconds, digits=0)))
@@ -217,7 +255,7 @@ def n_pairs(results: RunResults, group: str) -> str:
 
 
 def _gold_accuracy_cell(group: str, method: MethodResults) -> str:
-    return fmt_summary(getattr(method, f"{group}_gold_accuracy"))
+    return fmt_pct(getattr(method, f"{group}_gold_accuracy"))
 
 
 def _bon_columns(results: RunResults) -> list[Column]:
@@ -242,9 +280,9 @@ def _comparisons(results: RunResults) -> str:
             f"{c.method} − {c.baseline}",
             c.metric,
             f"{c.paired.n_seeds} × {c.paired.n // max(c.paired.n_seeds, 1)}",
-            f"{fmt(c.paired.difference, signed=True)} "
-            f"[{fmt(c.paired.ci_low, signed=True)}, {fmt(c.paired.ci_high, signed=True)}]",
-            ", ".join(fmt(d, signed=True) for d in c.paired.per_seed) or "–",
+            f"{fmt(100 * c.paired.difference, 1, signed=True)} "
+            f"[{fmt(100 * c.paired.ci_low, 1, signed=True)}, {fmt(100 * c.paired.ci_high, 1, signed=True)}]",
+            ", ".join(fmt(100 * d, 1, signed=True) for d in c.paired.per_seed) or "–",
             fmt_p(c.paired.p_value),
         ]
         for c in results.comparisons
@@ -253,7 +291,7 @@ def _comparisons(results: RunResults) -> str:
         "The seed is the unit: mean over seeds of each seed's mean difference on the same test pairs, 95% interval "
         "of a hierarchical bootstrap (seeds, then pairs within each seed), two-sided mid-p value."
     )
-    headers = ["comparison", "metric", "seeds × pairs", "difference [95% CI]", "per seed", "p-value"]
+    headers = ["comparison", "metric", "seeds × pairs", "difference, points [95% CI]", "per seed", "p-value"]
     table = _table(headers, rows, frozenset({1}))
     return f'<h2>Paired comparisons</h2>\n<p class="muted">{escape(note)}</p>\n{table}'
 
@@ -299,12 +337,13 @@ def _tuning(results: RunResults) -> str:
         "head accuracy is within the tolerance of the compute-matched control's; the test split scores the chosen "
         "variant once. Every tuned method trains the same number of variants."
     )
-    headers = ["method", "seed", "settings", "head", "tail", "head gold", "tail gold", "tested"]
+    headers = ["method", "seed", "settings", "head %", "tail %", "head gold %", "tail gold %", "tested"]
     return f'<h2>Tuning (validation)</h2>\n<p class="muted">{escape(note)}</p>\n{_table(headers, rows, frozenset({2}))}'
 
 
 def _scores(scores: dict[str, float]) -> list[str]:
-    return [fmt(scores.get(k)) for k in ("head_accuracy", "tail_accuracy", "head_gold_accuracy", "tail_gold_accuracy")]
+    keys = ("head_accuracy", "tail_accuracy", "head_gold_accuracy", "tail_gold_accuracy")
+    return [fmt(None if scores.get(k) is None else 100 * scores[k], 1) for k in keys]
 
 
 def _stability(results: RunResults) -> str:

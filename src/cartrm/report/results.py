@@ -35,6 +35,7 @@ class MethodResults(Record):
     overall_accuracy: SeedSummary
     head_gold_accuracy: SeedSummary | None = None
     tail_gold_accuracy: SeedSummary | None = None
+    by: dict[str, dict[str, SeedSummary]] = {}  # per --by column and value: (gold where known) accuracy
     ece: SeedSummary
     train_seconds: SeedSummary
     bon: dict[str, BoNSummary] = {}
@@ -51,6 +52,23 @@ class Comparison(Record):
     baseline: str
     metric: str
     paired: PairedComparison
+
+
+class Headline(Record):
+    """The verdict box of one CART method: its tail change over its compute-matched control, the head change,
+    the split of the tail change between more tail pairs (its data control) and the circuit parts, and the
+    caveats a reader needs first."""
+
+    method: str
+    control: str
+    metric: str
+    tail: PairedComparison
+    head: PairedComparison | None = None
+    data_control: str | None = None
+    upsampled: PairedComparison | None = None  # data control − control
+    circuits: PairedComparison | None = None  # method − data control
+    clears_noise: bool
+    caveats: list[str] = []
 
 
 class SeedStability(Artifact):
@@ -94,6 +112,7 @@ class RunResults(Artifact):
     comparisons: list[Comparison]
     stability: Stability | None = None
     verdict: list[str]
+    headlines: list[Headline] = []
     notes: list[str] = []
     artifacts: dict[str, str] = {}
     total_seconds: float

@@ -30,7 +30,9 @@ class Design:
     compared with the other methods on the same test pairs. ``ensemble``: (member method, weighting) for a method
     whose model is an ensemble of members. ``control``: its compute-matched control when that is fixed (else the
     rule of :func:`matched_control`). ``compared_with``: the only methods a challenger is compared with (None: every
-    method that is not a challenger).
+    method that is not a challenger). ``data_control``: the method that trains on the same extra tail pairs without
+    the circuit parts (CART's: tail-upsample); a run adds it, and the verdict splits the challenger's change over its
+    control into what more tail pairs give and what the circuits add.
     """
 
     start: Literal["base", "bt-when-warm", "bt"] = "base"
@@ -40,6 +42,7 @@ class Design:
     ensemble: tuple[str, str] | None = None
     control: str | None = None
     compared_with: tuple[str, ...] | None = None
+    data_control: str | None = None
 
 
 DESIGNS: dict[str, Design] = {}
@@ -106,6 +109,11 @@ def matched_control(method: str, methods: Collection[str]) -> str:
     if found.start != "base" and method != WARM_CONTROL:
         return WARM_CONTROL if WARM_CONTROL in methods else BASELINE
     return BASELINE
+
+
+def data_control(method: str) -> str | None:
+    """The method that shows ``method``'s extra tail pairs without its circuit parts (None: there is none)."""
+    return design(method).data_control
 
 
 def baselines_of(challenger: str, methods: Collection[str]) -> list[str]:

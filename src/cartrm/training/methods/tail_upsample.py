@@ -5,7 +5,8 @@ reshuffled tail order: exactly the order of CART's ``tail_sampling: add`` sample
 (:class:`~cartrm.training.sampling.TailAddingSampler`), so it sees the pairs CART sees, without the circuit parts
 (no augmentation, no regulariser, no curriculum). The number of added pairs is the module's
 ``TAIL_PAIRS_PER_BATCH`` (4, as CART's default ``min_tail_per_batch``), not a run setting. In warm-started runs it
-continues bt, as CART does (its control is then bt-continued).
+continues bt, as CART does (its control is then bt-continued). It is CART's ``data_control``: ``cart run`` adds it
+beside CART, and the verdict reads CART − tail-upsample as what the circuits add over showing more tail pairs.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from cartrm.training.registry import Design
 @register
 class CircuitAwareTraining(Targets, BradleyTerry):
     name = "cart"
-    design = Design(start="bt-when-warm", uses_circuits=True, challenger=True)
+    design = Design(start="bt-when-warm", uses_circuits=True, challenger=True, data_control="tail-upsample")
     Settings = CartConfig
     settings: CartConfig
     needs_tail = True
