@@ -1,4 +1,4 @@
-"""Settings of the ensemble and bound-sweep experiments (light: the CLI builds its options from them)."""
+"""Settings of the ensemble, bound-sweep and audit experiments (light: the CLI builds its options from them)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cartrm.circuits.config import DiscoveryConfig
 from cartrm.training.config import TrainConfig
+from cartrm.vulnerability.config import AssessConfig
 
 MAX_TAIL_PAIRS = 10_000  # the bound sweep's largest tail training set (each point trains one model)
 
@@ -61,3 +62,15 @@ class BoundSweepConfig(BaseModel):
         return sizes
 
     discovery: DiscoveryConfig = DiscoveryConfig(patch_pairs=0, n_permutations=0)
+
+
+class AuditConfig(BaseModel):
+    """What ``cart audit`` computes (its options)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    analysis_pairs: int = Field(400, ge=16, description="pairs (up to half tail) for discovery and assessment")
+    vuln_flag: float = Field(0.5, ge=0, le=1, description="Vuln above which the summary calls a circuit exploitable")
+    seed: int = Field(0, ge=0, description="seeds the analysis subset, discovery, assessment and the intervals")
+    discovery: DiscoveryConfig = Field(default_factory=lambda: DiscoveryConfig(patch_pairs=16, max_validated=5))
+    assessment: AssessConfig = Field(default_factory=AssessConfig)

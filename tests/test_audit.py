@@ -1,0 +1,125 @@
+"""``cart audit`` on a model someone already has: a cartrm model, a folder saved the way TRL's RewardTrainer saves
+(``save_pretrained`` of the model and its tokenizer), a decoder; and bad ``--candidates`` files."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cartrm.cli import app
+from cartrm.report.audit import Audit
+
+runner = CliRunner()
+AUDIT = ["--tail-by", "label:is_tail", "--analysis-pairs", "40", "--by", "domain"]
+
+
+@pytest.fixture(scope="module")
+def benchmark(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("audit")
+    data = folder / "bench.jsonl"
+    made = runner.invoke(
+        app,
+        [
+            "data",
+            "make-benchmark",
+            "--out",
+            str(data),
+            "--n-train",
+            "64",
+            "--n-validation",
+            "20",
+            "--n-test-head",
+            "24",
+            "--n-test-tail",
+            "24",
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    rows = [
+        {
+            "prompt": f"question {i}",
+            "responses": [f"answer {j} to {i}" for j in range(8)],
+            "gold": [float(j % 3) for j in range(8)],
+            "group": group,
+        }
+        for i, group in enumerate(["head", "head", "tail", "tail"])
+    ]
+    candidates = folder / "candidates.jsonl"
+    candidates.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return data, candidates
+
+
+def _audit(model, data, out, *extra):
+    return runner.invoke(app, ["audit", "--model", str(model), "--data", str(data), "--out", str(out), *AUDIT, *extra])
+
+
+def _trl_style_folder(path):
+    """What RewardTrainer.save_model writes: the model's and the tokenizer's save_pretrained, no cartrm files."""
+    from cartrm.models import RewardModel
+
+    probe = RewardModel.load("tiny-bert", seed=3)
+    probe.model.save_pretrained(path)
+    probe.tokenizer.save_pretrained(path)
+    return path
+
+
+def test_audit_of_a_cartrm_model_writes_audit_json_a_page_and_a_plain_summary(benchmark, tmp_path):
+    import cartrm
+
+    data, candidates = benchmark
+    model = cartrm.load_reward_model("tiny-bert")
+    from cartrm.data import load_dataset
+
+    pairs = load_dataset(data).split("train")
+    cartrm.train(model, pairs, cartrm.TrainConfig(max_steps=2, batch_size=8, max_length=48), tmp_path / "rm")
+    result = _audit(tmp_path / "rm", data, tmp_path / "audit", "--candidates", candidates)
+    assert result.exit_code == 0, result.output
+    audit = Audit.load(tmp_path / "audit" / "audit.json")
+    assert audit.evaluation.tail.n > 0 and audit.evaluation.head.n > 0 and "domain" in audit.evaluation.by
+    assert audit.summary[0].startswith("tail accuracy ") and "points" in audit.summary[0]
+    assert any(line.startswith("against the gold reward") for line in audit.summary)
+    assert {p.group for p in audit.pressure} == {"head", "tail"} and all(p.curve for p in audit.pressure)
+    assert any("best-of-8 on 2 tail prompts" in line for line in audit.summary)
+    page = (tmp_path / "audit" / "report.html").read_text()
+    assert audit.summary[0] in page and "<h3>By domain</h3>" in page and "Best-of-n pressure" in page
+    assert "tail accuracy" in result.output
+
+
+@pytest.mark.parametrize("kind", ["trl-folder", "tiny-llama"])
+def test_audit_reads_a_trl_saved_folder_and_a_decoder(benchmark, tmp_path, kind):
+    data, _ = benchmark
+    model = _trl_style_folder(tmp_path / "trl") if kind == "trl-folder" else "tiny-llama"
+    result = _audit(model, data, tmp_path / "audit")
+    assert result.exit_code == 0, result.output
+    audit = Audit.load(tmp_path / "audit" / "audit.json")
+    assert audit.pressure == [] and audit.evaluation.overall.n == audit.evaluation.head.n + audit.evaluation.tail.n
+    circuits_line = next(line for line in audit.summary if "tail circuits" in line)
+    assert circuits_line.startswith(f"{len(audit.circuits)} tail circuits")
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ({"prompt": "p"}, "field 'responses'"),
+        ({"prompt": "p", "responses": ["only one"]}, "field 'responses'"),
+        ({"prompt": "p", "responses": ["a", "b"], "gold": [1.0]}, "field 'gold'"),
+        ({"prompt": "p", "responses": ["a", "b"], "score": 1}, "field 'score'"),
+    ],
+)
+def test_a_bad_candidates_file_is_one_line_naming_file_line_and_field_and_writes_nothing(
+    benchmark, tmp_path, row, field
+):
+    data, _ = benchmark
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "q", "responses": ["x", "y"]}) + "\n" + json.dumps(row) + "\n")
+    result = _audit("tiny-bert", data, tmp_path / "audit", "--candidates", bad)
+    assert result.exit_code == 1 and f"{bad}:2" in result.output and field in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "audit").exists()
+
+
+def test_candidates_of_one_group_need_as_many_responses(benchmark, tmp_path):
+    data, _ = benchmark
+    bad = tmp_path / "uneven.jsonl"
+    bad.write_text("".join(json.dumps({"prompt": f"q{i}", "responses": ["x"] * (2 + i)}) + "\n" for i in range(2)))
+    result = _audit("tiny-bert", data, tmp_path / "audit", "--candidates", bad)
+    assert result.exit_code == 1 and f"{bad}:2" in result.output and "same number of candidates" in result.output
