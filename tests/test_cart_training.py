@@ -281,6 +281,27 @@ def test_targets_come_from_the_vulnerability_report_or_explicit_ids(planted, tmp
         )
 
 
+def test_cart_says_when_its_targets_never_passed_a_causal_test(planted, tmp_path):
+    """Noise must not be presented as targets without saying so: untested targets warn, a passed test does not."""
+    import warnings
+
+    data, mask, circuits = planted
+    config = TrainConfig(method="cart", cart=CartConfig(augmentation=False))
+    for p_value, warned in ((None, True), (0.5, True), (0.001, False)):
+        found = [c.model_copy(update={"patch_p_value": p_value}) for c in circuits.circuits]
+        context = TrainingContext(
+            mask,
+            total_steps=4,
+            output_dir=tmp_path / str(p_value),
+            circuits=circuits.model_copy(update={"circuits": found}),
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            get_method("cart", config).setup(planted_model(), data, context)
+        said = [str(w.message) for w in caught if "no circuit passed its causal test" in str(w.message)]
+        assert bool(said) == warned, (p_value, said)
+
+
 def test_circuits_of_another_architecture_are_refused(planted, tmp_path):
     data, mask, circuits = planted
     config = TrainConfig(method="cart", cart=CartConfig(augmentation=False))

@@ -19,6 +19,7 @@ from cartrm.errors import CartError
 from cartrm.io import write_text_atomic
 from cartrm.training.methods.cart.augmentation import Augmentation
 from cartrm.training.methods.cart.objective import TargetCircuit
+from cartrm.vulnerability.diagnostics import no_causal_circuit
 from cartrm.vulnerability.result import VulnerabilityReport
 
 ARTIFACTS = "cart"
@@ -65,6 +66,10 @@ class Targets(Augmentation):
                 stacklevel=2,
             )
             return
+        chosen = [c for c in circuits.circuits if c.id in set(target_ids)]
+        untested = no_causal_circuit(circuits.model_copy(update={"circuits": chosen}))
+        if untested:
+            warnings.warn(f"step {step}: CART targets {', '.join(target_ids)}, but {untested}", stacklevel=2)
         targets, features = self._targets_of(circuits, target_ids)
         augmented = self._augment(circuits, targets, features) if self.settings.augmentation else []
         folder = Path(self.context.output_dir) / ARTIFACTS / f"step-{step}"
