@@ -16,7 +16,8 @@ AUDIT = ["--tail-by", "label:is_tail", "--analysis-pairs", "40", "--by", "domain
 @pytest.fixture(scope="module")
 def benchmark(tmp_path_factory):
     folder = tmp_path_factory.mktemp("audit")
-    data = folder / "bench.jsonl"
+    data, candidates = folder / "bench.jsonl", folder / "candidates.jsonl"
+    sizes = ["--n-train", "64", "--n-validation", "20", "--n-test-head", "24", "--n-test-tail", "24"]
     made = runner.invoke(
         app,
         [
@@ -24,28 +25,20 @@ def benchmark(tmp_path_factory):
             "make-benchmark",
             "--out",
             str(data),
-            "--n-train",
-            "64",
-            "--n-validation",
-            "20",
-            "--n-test-head",
-            "24",
-            "--n-test-tail",
-            "24",
+            *sizes,
+            "--candidates",
+            str(candidates),
+            "--candidate-prompts",
+            "2",
+            "--candidates-per-prompt",
+            "8",
         ],
     )
     assert made.exit_code == 0, made.output
-    rows = [
-        {
-            "prompt": f"question {i}",
-            "responses": [f"answer {j} to {i}" for j in range(8)],
-            "gold": [float(j % 3) for j in range(8)],
-            "group": group,
-        }
-        for i, group in enumerate(["head", "head", "tail", "tail"])
-    ]
-    candidates = folder / "candidates.jsonl"
-    candidates.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    from cartrm.experiments.audit import read_candidates
+
+    rows = read_candidates(candidates)  # the benchmark's own candidates, with their gold rewards
+    assert [r.group for r in rows] == ["head", "head", "tail", "tail"] and all(len(r.gold) == 8 for r in rows)
     return data, candidates
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -252,6 +253,15 @@ def compare(
 @with_options(config_options(BenchmarkConfig, panel="Benchmark"))
 def make_benchmark(
     out: Annotated[Path, typer.Option(help="JSONL file to write (all splits, with a 'split' column)")],
+    candidates: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="also write best-of-n candidates for test prompts (JSONL for cart audit --candidates: prompt, "
+            "responses, their gold rewards, group head/tail)"
+        ),
+    ] = None,
+    candidate_prompts: Annotated[int, typer.Option(min=1, help="test prompts per group (head, tail)")] = 16,
+    candidates_per_prompt: Annotated[int, typer.Option(min=2, help="responses drawn per prompt")] = 64,
     config_file: ConfigFileOption = None,
     **settings: Any,
 ) -> None:
@@ -260,6 +270,16 @@ def make_benchmark(
     from cartrm.datasets import make_longtail_dataset
 
     config = BenchmarkConfig(**settings_of(BenchmarkConfig, settings))
+    if candidates is not None:
+        check_out(candidates, file=True)
     dataset = make_longtail_dataset(config)
     dataset.save(out)
     typer.echo(f"wrote {len(dataset)} pairs to {out}")
+    if candidates is not None:
+        from cartrm.datasets.longtail.best_of_n import candidate_pool, candidate_records
+        from cartrm.io import write_text_atomic
+
+        pool = candidate_pool(config, candidate_prompts, candidate_prompts, candidates_per_prompt, seed=config.seed)
+        rows = candidate_records(pool)
+        write_text_atomic(candidates, "".join(json.dumps(row) + "\n" for row in rows))
+        typer.echo(f"wrote {len(rows)} prompts × {candidates_per_prompt} candidates to {candidates}")

@@ -43,6 +43,14 @@ def candidate_pool(
     )
 
 
+def candidate_records(pool: CandidatePool) -> list[dict[str, Any]]:
+    """The pool as ``cart audit --candidates`` rows: prompt, responses, their gold rewards and the group."""
+    return [
+        {"prompt": p.text, "responses": list(rs), "gold": [float(g) for g in gold], "group": "tail" if t else "head"}
+        for p, rs, gold, t in zip(pool.prompts, pool.responses, pool.gold, pool.is_tail)
+    ]
+
+
 def proxy_scores(reward_model, pool: CandidatePool, batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """(prompts, N) proxy rewards of every candidate."""
     n = len(pool.responses[0])
