@@ -3,9 +3,9 @@ group of commands (:mod:`.training`, :mod:`.analysis`, :mod:`.audit`, :mod:`.exp
 :mod:`.app`; they are imported in the order ``cart --help`` lists them."""
 
 # isort: off
-from cartrm.cli import training, analysis, audit, experiment
+from cartrm.cli import training, analysis, audit, experiment, models
 from cartrm.cli.app import app, main
 
 # isort: on
 
-__all__ = ["analysis", "app", "audit", "experiment", "main", "training"]
+__all__ = ["analysis", "app", "audit", "experiment", "main", "models", "training"]

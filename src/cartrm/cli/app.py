@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Data utilities.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+models_app = typer.Typer(help="Built-in models made from PyPI packages (smollm2-135m, mpnet).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 ALL_SPLITS = "all"
 CART_PANEL = "CART (--method cart)"

@@ -65,7 +65,11 @@ def train(
     data: Annotated[Path, typer.Option(help="preference (chosen/rejected) or pointwise (score) data file")],
     out: Annotated[Path, typer.Option(help="output folder: the trained model (plain HF folder), checkpoints, logs")],
     model: Annotated[
-        str, typer.Option(help="built-in name (minilm, tiny-bert, tiny-gpt2, tiny-llama) or a model folder")
+        str,
+        typer.Option(
+            help="built-in name (minilm, tiny-bert, tiny-gpt2, tiny-llama; smollm2-135m, mpnet once prepared) or a "
+            "model folder"
+        ),
     ] = "minilm",
     tail_by: TailOption = None,
     split: SplitOption = None,

@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from cartrm.errors import CartError
 from cartrm.io import atomic_directory
 from cartrm.models.builtin import BUILTIN_NAMES, TINY_CHAT_TEMPLATE, minilm_path, tiny_config
+from cartrm.models.prepared import PREPARED, prepared_folder
 
 DEFAULT_MAX_LENGTH = 512
 SENTINEL_MAX_LENGTH = 10**9  # transformers' "no limit" model_max_length is int(1e30)
@@ -64,7 +65,8 @@ class RewardModel:
 
     @classmethod
     def load(cls, name_or_path: str | Path, *, max_length: int | None = None, seed: int = 0) -> RewardModel:
-        """Load a built-in name (``minilm``, ``tiny-bert``, ``tiny-gpt2``, ``tiny-llama``) or an HF folder.
+        """Load a built-in name (``minilm``, ``tiny-bert``, ``tiny-gpt2``, ``tiny-llama``; ``smollm2-135m`` and
+        ``mpnet`` once prepared, :mod:`cartrm.models.prepared`) or an HF folder.
 
         ``seed`` fixes the initialisation of a fresh scalar head (or of a whole tiny model).
         """
@@ -73,7 +75,7 @@ class RewardModel:
         if name in BUILTIN_NAMES[1:]:
             model, tokenizer = _build_tiny(name)
         else:
-            path = minilm_path() if name == "minilm" else Path(name)
+            path = minilm_path() if name == "minilm" else prepared_folder(name) if name in PREPARED else Path(name)
             if name != "minilm" and not path.is_dir():
                 hub = (
                     "; models load from local folders only (nothing is downloaded): fetch it where there is network "
@@ -82,7 +84,8 @@ class RewardModel:
                     else ""
                 )
                 raise CartError(
-                    f"model '{name}' is neither a built-in ({', '.join(BUILTIN_NAMES)}) nor a local model folder{hub}"
+                    f"model '{name}' is neither a built-in ({', '.join((*BUILTIN_NAMES, *PREPARED))}) nor a local "
+                    f"model folder{hub}"
                 )
             model, tokenizer = _from_pretrained(path, quiet=name == "minilm")
         limit = max_length or min(DEFAULT_MAX_LENGTH, model_max_positions(model), _saved_max_length(tokenizer))
