@@ -652,3 +652,20 @@ def test_a_run_whose_discovery_finds_no_causal_circuit_says_so_in_its_verdict(fi
         found = [CircuitRecord(**record, decomposition_weight=0, patch_p_value=p_value)]
         said = no_causal_circuit(circuits.model_copy(update={"circuits": found}))
         assert (said is not None) == warned and (not warned or "1 of 1 patched, smallest patch p = 0.45" in said)
+
+
+def test_the_documented_upsample_controls_are_ablations_of_cart_without_its_circuit_terms():
+    from pathlib import Path
+
+    from cartrm.experiments.run_config import variant_config, without_start
+    from cartrm.io import read_yaml_mapping
+
+    path = Path(__file__).parents[1] / "docs" / "experiments" / "upsample-controls.yaml"
+    config = RunConfig.preset("standard", ablations=read_yaml_mapping(path, "--ablate", ""))
+    assert "tail-upsample" in config.methods
+    for name, overrides in config.ablated_methods.items():
+        cart = variant_config(config.train, without_start(overrides)).settings_of("cart")
+        assert cart.augmentation and not (cart.circuit_reg or cart.circuit_dropout or cart.progressive), name
+        assert cart.tail_sampling == "add" and cart.min_tail_per_batch == 4  # tail-upsample's added pairs
+    random = variant_config(config.train, config.ablated_methods["cart-random-augmented"]).settings_of("cart")
+    assert random.aug_selection == "random"
