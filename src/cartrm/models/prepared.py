@@ -110,7 +110,10 @@ def build_smollm2(sources: list[Path], folder: Path) -> None:
     config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     torch.manual_seed(0)  # the fresh reward head, the same in every prepared folder
     model = AutoModelForSequenceClassification.from_config(config)
-    model.load_state_dict(loaded.state_dict())
+    body = {k: v for k, v in loaded.state_dict().items() if not k.startswith("score.")}  # its head is unseeded
+    result = model.load_state_dict(body, strict=False)
+    if result.unexpected_keys or any(not k.startswith("score.") for k in result.missing_keys):
+        raise CartError(f"{gguf.name}: the expanded weights do not fit the model built from its config")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
