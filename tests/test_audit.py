@@ -116,3 +116,41 @@ def test_candidates_of_one_group_need_as_many_responses(benchmark, tmp_path):
     bad.write_text("".join(json.dumps({"prompt": f"q{i}", "responses": ["x"] * (2 + i)}) + "\n" for i in range(2)))
     result = _audit("tiny-bert", data, tmp_path / "audit", "--candidates", bad)
     assert result.exit_code == 1 and f"{bad}:2" in result.output and "same number of candidates" in result.output
+
+
+def test_audit_of_a_folder_trained_and_saved_by_trl_reward_trainer(benchmark, tmp_path):
+    """The bench extra's TRL: RewardTrainer trains tiny-bert 2 steps and save_model writes the folder audited."""
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    from cartrm.data import load_preferences
+    from cartrm.models import RewardModel
+
+    data, candidates = benchmark
+    probe = RewardModel.load("tiny-bert", seed=2)
+    pairs = load_preferences(data, split="train").render(probe.tokenizer)
+    rows = {
+        "chosen_ids": [probe.tokenizer(p.prompt + p.chosen)["input_ids"][:48] for p in pairs],
+        "rejected_ids": [probe.tokenizer(p.prompt + p.rejected)["input_ids"][:48] for p in pairs],
+    }
+    args = RewardConfig(
+        output_dir=str(tmp_path / "trl-out"),
+        per_device_train_batch_size=8,
+        max_steps=2,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        bf16=False,
+        max_length=48,
+    )
+    trainer = RewardTrainer(
+        model=probe.model, args=args, train_dataset=Dataset.from_dict(rows), processing_class=probe.tokenizer
+    )
+    trainer.train()
+    trainer.save_model(str(tmp_path / "trl"))
+    result = _audit(tmp_path / "trl", data, tmp_path / "audit", "--candidates", candidates)
+    assert result.exit_code == 0, result.output
+    audit = Audit.load(tmp_path / "audit" / "audit.json")
+    assert audit.evaluation.tail.n > 0 and {p.group for p in audit.pressure} == {"head", "tail"}
