@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cartrm.capture.sites import list_sites
-from cartrm.capture.stream import ExampleSet, pooled_batches
+from cartrm.capture.stream import ExampleSet, FeatureIndex, pooled_batches
 from cartrm.circuits.discover import DiscoveryConfig, discover
 from cartrm.circuits.result import Circuits
 from cartrm.data.tail import TailSplit
@@ -598,3 +598,20 @@ def test_self_discovery_with_decisive_targets_needs_no_discovered_circuit(plante
     )
     assert json.loads((tmp_path / "cart" / "step-2" / "targets.json").read_text()) == ["decisive"]
     assert not (tmp_path / "cart" / "step-2" / "vulnerability.json").exists()
+
+
+def test_random_targets_replace_each_circuits_neurons_by_layer_matched_random_ones(planted, tmp_path):
+    data, mask, circuits = planted
+    cart = CartConfig(augmentation=False, targets_from="random")
+    method = get_method("cart", TrainConfig(method="cart", seed=3, cart=cart))
+    method.setup(planted_model(), data, TrainingContext(mask, total_steps=4, output_dir=tmp_path, circuits=circuits))
+    by_id = {c.id: c for c in circuits.circuits}
+    features = FeatureIndex(tuple(list_sites(planted_model().model, circuits.config.sites)))
+    assert [t.id for t in method.targets] == [c.id for c in circuits.circuits[:3]]
+    saved = json.loads((tmp_path / "cart" / "step-0" / "random_targets.json").read_text())
+    for target in method.targets:
+        real = {m.feature for m in by_id[target.id].members}
+        assert not real & set(target.members.tolist()) and len(target.members) == len(real)
+        real_by_site = features.by_site(sorted(real))  # layer-matched: as many per site as the circuit has
+        assert {k: len(v) for k, v in target.by_site.items()} == {k: len(v) for k, v in real_by_site.items()}
+        assert saved[target.id] == target.members.tolist()

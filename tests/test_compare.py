@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cartrm.cli import app
-from cartrm.datasets import make_longtail_dataset
+from cartrm.data.dataset import PreferenceDataset
+from cartrm.datasets import conflict_pairs, make_longtail_dataset
 from cartrm.errors import CartError
 from cartrm.experiments.compare import compare_methods, comparison_table
 from cartrm.experiments.pipeline import RunConfig, run_experiment
@@ -41,13 +42,18 @@ def gold_correct(run_dir, seed: int, method: str) -> dict[str, np.ndarray]:
     margin = np.array(scores["chosen"]) - np.array(scores["rejected"])
     right = np.sign([r["gold_margin"] for r in test]) * margin > 0
     tail = np.array([r["is_tail"] for r in test])
-    return {"tail_gold_accuracy": right[tail], "head_gold_accuracy": right[~tail]}
+    conflict = conflict_pairs(PreferenceDataset.from_records(test))
+    return {
+        "tail_gold_accuracy": right[tail],
+        "head_gold_accuracy": right[~tail],
+        "conflict_gold_accuracy": right[conflict],
+    }
 
 
 def test_the_difference_is_the_mean_over_seeds_of_the_per_pair_differences(run_dir):
     comparisons = compare_methods(run_dir, "label-smoothing", "bt")
-    assert [c.metric for c in comparisons] == ["tail_gold_accuracy", "head_gold_accuracy"]
-    for comparison in comparisons:
+    assert [c.metric for c in comparisons] == ["conflict_gold_accuracy", "tail_gold_accuracy", "head_gold_accuracy"]
+    for comparison in comparisons[1:]:
         per_seed = [
             gold_correct(run_dir, s, "label-smoothing")[comparison.metric].mean()
             - gold_correct(run_dir, s, "bt")[comparison.metric].mean()
@@ -58,6 +64,13 @@ def test_the_difference_is_the_mean_over_seeds_of_the_per_pair_differences(run_d
         assert comparison.paired.difference == pytest.approx(np.mean(per_seed))
         assert comparison.over_seeds.mean == pytest.approx(np.mean(per_seed))
         assert comparison.paired.ci_low <= comparison.paired.difference <= comparison.paired.ci_high
+    conflict = comparisons[0]  # conflict pairs: tail pairs only the tail's own rules order right
+    per_seed = [
+        gold_correct(run_dir, s, "label-smoothing")["conflict_gold_accuracy"].mean()
+        - gold_correct(run_dir, s, "bt")["conflict_gold_accuracy"].mean()
+        for s in (0, 1)
+    ]
+    assert 0 < conflict.paired.n < 2 * 24 and conflict.paired.per_seed == pytest.approx(per_seed)
 
 
 def test_a_method_against_itself_differs_by_nothing_in_every_seed(run_dir):
@@ -75,12 +88,13 @@ def test_a_moved_run_folder_is_read_where_it_is(run_dir, tmp_path):
 def test_cart_compare_prints_the_table(run_dir):
     result = runner.invoke(app, ["compare", str(run_dir), "label-smoothing", "bt", "--seeds", "0,1"])
     assert result.exit_code == 0, result.output
-    tail, _ = compare_methods(run_dir, "label-smoothing", "bt")
+    _, tail, _ = compare_methods(run_dir, "label-smoothing", "bt")
     lines = result.output.splitlines()
     assert lines[0].startswith("seeds 0, 1") and "label-smoothing − bt" in lines[1]
-    row = lines[2].split()
+    assert lines[2].startswith("conflict_gold_accuracy")
+    row = lines[3].split()
     assert row[:3] == ["tail_gold_accuracy", str(tail.paired.n), f"{100 * tail.paired.difference:+.1f}"]
-    assert "p" in lines[1] and f"{tail.paired.p_value:.3f}" in lines[2] and lines[3].startswith("head_gold_accuracy")
+    assert "p" in lines[1] and f"{tail.paired.p_value:.3f}" in lines[3] and lines[4].startswith("head_gold_accuracy")
 
 
 @pytest.mark.parametrize(
@@ -90,6 +104,7 @@ def test_cart_compare_prints_the_table(run_dir):
         (["bt", "label-smoothing", "--seeds", "5"], "no seed-5 folder"),
         (["bt", "label-smoothing", "--metric", "tail_gold"], "unknown metric 'tail_gold'"),
         (["bt", "bt"], "name two different methods"),
+        (["bt", "label-smoothing", "--metric", "bogus_accuracy"], "choose from conflict_gold_accuracy"),
     ],
 )
 def test_cart_compare_refuses_in_one_line(run_dir, args, fragment):

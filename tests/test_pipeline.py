@@ -78,6 +78,7 @@ def test_results_match_the_per_seed_metrics(finished):
         "head_accuracy",
         "tail_gold_accuracy",
         "head_gold_accuracy",
+        "conflict_gold_accuracy",
     }
     assert results.verdict and results.verdict[0].startswith("cart ")
     assert results.methods["bt"].bon["tail"].curves[0].n[-1] == 8

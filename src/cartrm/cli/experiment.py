@@ -84,6 +84,20 @@ TestShareOption = Annotated[
     Optional[float],
     typer.Option(min=0.01, max=0.9, help="with --data: share of head and of tail pairs held out for test (0.1)"),
 ]
+SeparabilityOption = Annotated[
+    Optional[float],
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="the benchmark's tail-separability dial: share of tail pairs whose responses use domain-neutral words, "
+        "so the tail's own rules can be read only from the prompt (0: the classic benchmark; see cart data "
+        "make-benchmark)",
+    ),
+]
+AnchorsOption = Annotated[
+    Optional[str],
+    typer.Option(help="comma-separated anchors scored beside the methods: bag-of-words (a word-count reward model)"),
+]
 MinTailTestOption = Annotated[
     Optional[int],
     typer.Option(min=0, help="with --data: tail test pairs to reach, up to half of the tail pairs (100)"),
@@ -110,6 +124,8 @@ def run(
     ablate: AblateOption = None,
     test_share: TestShareOption = None,
     min_tail_test: MinTailTestOption = None,
+    tail_separability: SeparabilityOption = None,
+    anchors: AnchorsOption = None,
 ) -> None:
     """The main job: baseline, tail circuits and their vulnerability, CART and the baselines, evaluation,
     best-of-n reward hacking, results.json and report.html. Finished stages are skipped when rerun, and an
@@ -142,6 +158,7 @@ def run(
                 "--quick takes about 5 minutes, --preset standard about 90",
                 err=True,
             )
+    run_config = _with_benchmark_options(run_config, tail_separability, anchors)
     check_out(run_config.directory)
     results = run_experiment(run_config)
     for method, result in results.methods.items():
@@ -149,6 +166,22 @@ def run(
     for line in results.verdict:
         typer.echo(line)
     typer.echo(f"wrote {run_config.directory / 'results.json'} and {run_config.directory / 'report.html'}")
+
+
+def _with_benchmark_options(run_config: Any, tail_separability: float | None, anchors: str | None) -> Any:
+    """``run_config`` with ``--tail-separability`` (benchmark runs only) and ``--anchors`` applied."""
+    from cartrm.experiments.run_config import RunConfig
+
+    update: dict[str, Any] = {}
+    if tail_separability is not None:
+        if not run_config.uses_benchmark:
+            raise CartError("--tail-separability sets the embedded benchmark's dial: it does not apply to --data")
+        update["benchmark"] = run_config.benchmark.model_copy(update={"tail_separability": tail_separability})
+    if anchors is not None:
+        update["anchors"] = tuple(a.strip() for a in anchors.split(",") if a.strip())
+    if not update:
+        return run_config
+    return RunConfig.model_validate(run_config.model_dump() | update)
 
 
 def _listed(

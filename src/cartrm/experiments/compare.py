@@ -21,7 +21,8 @@ from cartrm.experiments.reader import FinishedRun
 
 GOLD_METRICS = ("tail_gold_accuracy", "head_gold_accuracy")
 LABEL_METRICS = ("tail_accuracy", "head_accuracy")
-METRICS = GOLD_METRICS + LABEL_METRICS
+CONFLICT_METRIC = "conflict_gold_accuracy"  # benchmark runs: gold accuracy on the tail's conflict pairs
+METRICS = (CONFLICT_METRIC, *GOLD_METRICS, *LABEL_METRICS)
 
 
 class MethodComparison(BaseModel):
@@ -41,16 +42,20 @@ def compare_methods(
     run: Path, method: str, baseline: str, seeds: Sequence[int] | None = None, metrics: Sequence[str] | None = None
 ) -> list[MethodComparison]:
     """``method − baseline`` on each of ``metrics`` (default: tail and head gold accuracy where the run has a gold
-    reward, else tail and head accuracy) over ``seeds`` (default: the run's)."""
+    reward, after conflict-pair gold accuracy on the benchmark; else tail and head accuracy) over ``seeds``
+    (default: the run's)."""
     finished = FinishedRun(Path(run))
     seeds = list(finished.config.seeds if seeds is None else seeds)
     if not seeds:
         raise CartError("no seeds to compare")
     for seed in seeds:
         _check_scores(finished, seed, (method, baseline))
-    has_gold = finished.test_pairs(seeds[0])[1] is not None
-    metrics = list(metrics or (GOLD_METRICS if has_gold else LABEL_METRICS))
-    _check_metrics(metrics, has_gold)
+    pairs = finished.test_pairs(seeds[0])
+    has_gold = pairs.gold_margin is not None
+    has_conflict = bool(pairs.conflict is not None and pairs.conflict.any())
+    default = ((CONFLICT_METRIC,) if has_conflict else ()) + GOLD_METRICS if has_gold else LABEL_METRICS
+    metrics = list(metrics or default)
+    _check_metrics(metrics, has_gold, has_conflict)
     correct = {m: [finished.correctness(seed, m) for seed in seeds] for m in (method, baseline)}
     out = []
     for metric in metrics:
@@ -80,12 +85,14 @@ def _check_scores(run: FinishedRun, seed: int, methods: Sequence[str]) -> None:
             )
 
 
-def _check_metrics(metrics: Sequence[str], has_gold: bool) -> None:
+def _check_metrics(metrics: Sequence[str], has_gold: bool, has_conflict: bool) -> None:
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise CartError(f"unknown metric '{unknown[0]}'; choose from {', '.join(METRICS)}")
-    if not has_gold and any(m in GOLD_METRICS for m in metrics):
+    if not has_gold and any(m in (*GOLD_METRICS, CONFLICT_METRIC) for m in metrics):
         raise CartError(f"the run's data have no gold reward: choose from {', '.join(LABEL_METRICS)}")
+    if not has_conflict and CONFLICT_METRIC in metrics:
+        raise CartError(f"{CONFLICT_METRIC} needs the embedded benchmark's test pairs (its head and tail rules)")
 
 
 def comparison_table(comparisons: Sequence[MethodComparison]) -> str:

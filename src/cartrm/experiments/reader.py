@@ -12,7 +12,7 @@ import numpy as np
 
 from cartrm.errors import CartError
 from cartrm.experiments.run_config import RunConfig
-from cartrm.experiments.stages.evaluation import correctness
+from cartrm.experiments.stages.evaluation import HeldOutPairs, correctness
 from cartrm.report.results import RunResults
 from cartrm.runs.layout import RunLayout
 
@@ -45,19 +45,31 @@ class FinishedRun:
         folder = self.layout.seed(seed).root / "eval"
         return sorted(p.name for p in folder.iterdir() if (p / "scores.json").exists()) if folder.is_dir() else []
 
-    def test_pairs(self, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Seed ``seed``'s test split: its tail mask and gold margins (None without a gold reward). Runs made before
-        they were saved beside the data have them rebuilt from ``config.yaml``, as the run built them."""
+    def test_pairs(self, seed: int) -> HeldOutPairs:
+        """Seed ``seed``'s test split: its tail mask, gold margins (None without a gold reward) and conflict pairs
+        (benchmark runs). Runs made before these were saved beside the data have them rebuilt from
+        ``config.yaml``, as the run built them."""
         path = self.layout.seed(seed).test_pairs
-        if not path.exists():
-            from cartrm.evaluation.metrics import gold_margin_of
-            from cartrm.experiments.seed_data import SeedData
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        if not saved or ("conflict" not in saved and self.config.uses_benchmark):
+            return self._rebuilt_test_pairs(seed)
+        gold, conflict = saved["gold_margin"], saved.get("conflict")
+        return HeldOutPairs(
+            np.asarray(saved["is_tail"], dtype=bool),
+            None if gold is None else np.asarray(gold, dtype=float),
+            None if conflict is None else np.asarray(conflict, dtype=bool),
+        )
 
-            data = SeedData.prepare(self.config, seed, progress=False)
-            return data.tails["test"].mask, gold_margin_of(data.splits["test"])
-        saved = json.loads(path.read_text())
-        gold = saved["gold_margin"]
-        return np.asarray(saved["is_tail"], dtype=bool), None if gold is None else np.asarray(gold, dtype=float)
+    def _rebuilt_test_pairs(self, seed: int) -> HeldOutPairs:
+        from cartrm.datasets import conflict_pairs
+        from cartrm.evaluation.metrics import gold_margin_of
+        from cartrm.experiments.seed_data import SeedData
+
+        data = SeedData.prepare(self.config, seed, progress=False)
+        test = data.splits["test"]
+        return HeldOutPairs(
+            data.tails["test"].mask, gold_margin_of(test), conflict_pairs(test) if self.config.uses_benchmark else None
+        )
 
     def correctness(self, seed: int, method: str) -> dict[str, np.ndarray]:
         """Per test pair of seed ``seed``, whether ``method``'s saved scores order it as labelled and as the gold

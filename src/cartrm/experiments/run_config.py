@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -109,6 +109,19 @@ class RunConfig(BaseModel):
         description="add each CART method's data control (tail-upsample: plain Bradley-Terry on the same extra tail "
         "pairs), so the verdict says what the circuits add over showing more tail pairs; a run that tunes adds it "
         "only when its grids have one for it",
+    )
+
+    concentration_pairs: int = Field(
+        0,
+        ge=0,
+        description="validation pairs per group (tail, head, conflict pairs on the benchmark) on which to measure "
+        "whether bt's most tail-specific neurons carry its tail margin (cartrm.circuits.concentration; 0: off)",
+    )
+    anchors: tuple[Literal["bag-of-words"], ...] = Field(
+        (),
+        description="reward models fitted without a network, scored and compared like the methods: bag-of-words "
+        "(logistic Bradley-Terry on the responses' word counts, fitted on the training labels): where it ranks the "
+        "tail as well as the trained models, the tail's preferences are carried by words",
     )
 
     @model_validator(mode="before")

@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from cartrm.circuits.concentration import Concentration
 from cartrm.evaluation import EvaluationReport
 from cartrm.evaluation.bon import BoNCurve
 from cartrm.experiments.run_config import RunConfig
 from cartrm.experiments.seed_data import SeedData
-from cartrm.experiments.stages import ablation, best_of_n, evaluation, stability, training
+from cartrm.experiments.stages import ablation, anchor, best_of_n, concentration, evaluation, stability, training
 from cartrm.experiments.stages.context import SeedContext
 from cartrm.report.results import SeedStability
 from cartrm.training import registry
@@ -37,6 +38,7 @@ class SeedOutcome:
     augmentation: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     stability: SeedStability | None = None
     tail_margin: float | None = None  # bt's mean |reward margin| on the test split's tail pairs
+    concentration: Concentration | None = None  # bt's concentration diagnostic (when the run asks for it)
 
 
 class SeedRun(SeedContext):
@@ -69,10 +71,13 @@ class SeedRun(SeedContext):
             if config.uses_benchmark:
                 outcome.augmentation[label] = self.augmentation_audit(label)
             outcome.reports[label], outcome.correct[label] = evaluation.evaluated(self, label, model)
+        for name in config.anchors:
+            outcome.reports[name], outcome.correct[name], outcome.train_seconds[name] = anchor.anchored(self, name)
         if ablation.CART in config.methods and layout.vulnerability.exists():
             outcome.stability = stability.stability(self)
         if registry.BASELINE in config.methods:
             outcome.tail_margin = evaluation.tail_margin(self, registry.BASELINE)
+            outcome.concentration = concentration.concentrated(self)
         return outcome
 
     def test_correctness(self, method: str) -> dict[str, np.ndarray]:

@@ -18,7 +18,13 @@ from cartrm.training.registry import names as registry_names
 from cartrm.vulnerability.diagnostics import circuit_warnings
 from cartrm.vulnerability.result import VulnerabilityReport
 
-COMPARED_METRICS = ("tail_accuracy", "head_accuracy", "tail_gold_accuracy", "head_gold_accuracy")
+COMPARED_METRICS = (
+    "tail_accuracy",
+    "head_accuracy",
+    "tail_gold_accuracy",
+    "head_gold_accuracy",
+    "conflict_gold_accuracy",
+)
 SIGNIFICANCE = 0.05
 PHASE_PLOTS = {
     "delta_hist": "delta_hist.png",
@@ -28,7 +34,7 @@ PHASE_PLOTS = {
 
 
 def aggregate(config, outcomes: Sequence, total_seconds: float) -> RunResults:
-    labels = (*config.methods, *config.ablated_methods)
+    labels = (*config.methods, *config.ablated_methods, *config.anchors)
     methods = {m: _method_results(m, outcomes) for m in labels}
     comparisons = _comparisons(labels, outcomes)
     first = config.directory / f"seed-{outcomes[0].seed}"
@@ -52,6 +58,7 @@ def aggregate(config, outcomes: Sequence, total_seconds: float) -> RunResults:
         verdict=verdict(comparisons) + _verdict_caveats(caveats),
         headlines=headlines(comparisons, caveats, len(outcomes)),
         notes=_notes(config, outcomes, comparisons, stability) + [f"{seed}: {line}" for seed, line in caveats],
+        concentration={str(o.seed): o.concentration for o in outcomes if o.concentration is not None},
         artifacts=artifacts,
         total_seconds=total_seconds,
     )
@@ -341,6 +348,13 @@ def _notes(config, outcomes: Sequence, comparisons: Sequence[Comparison], stabil
         )
     notes.extend(_power(comparisons))
     notes.extend(_circuit_effect(stability))
+    notes.extend(
+        f"seed {o.seed}: {o.concentration.summary(group)}"
+        for o in outcomes
+        if o.concentration is not None
+        for group in ("tail", "conflict")
+        if group in o.concentration.pairs
+    )
     if not config.uses_benchmark:
         notes.append("User data: no gold reward and no response sampler, so gold accuracy and best-of-n are skipped.")
     if len(outcomes) == 1:

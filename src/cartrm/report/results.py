@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import Field
 
+from cartrm.circuits.concentration import Concentration
 from cartrm.evaluation.bon import BoNCurve
 from cartrm.evaluation.statistics import PairedComparison, SeedSummary
 from cartrm.io import Artifact, Record
@@ -114,5 +115,6 @@ class RunResults(Artifact):
     verdict: list[str]
     headlines: list[Headline] = []
     notes: list[str] = []
+    concentration: dict[str, Concentration] = {}  # per seed: the baseline's concentration diagnostic
     artifacts: dict[str, str] = {}
     total_seconds: float

@@ -77,6 +77,11 @@ class SeedLayout:
     def stability(self) -> Path:
         return self.root / "stability"
 
+    @property
+    def concentration(self) -> Path:
+        """The baseline's concentration diagnostic (``concentration.json``)."""
+        return self.root / "concentration"
+
 
 @dataclass(frozen=True)
 class RunLayout:

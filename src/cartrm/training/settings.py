@@ -104,12 +104,13 @@ class CartConfig(MethodSettings):
     target_circuits: tuple[str, ...] | None = Field(
         None, description="explicit circuit ids for C_v (overrides the targets)"
     )
-    targets_from: Literal["circuits", "decisive"] = Field(
+    targets_from: Literal["circuits", "decisive", "random"] = Field(
         "circuits",
-        description="C_v: circuits (the vulnerability report's targets, or target_circuits) or, beyond the paper, "
+        description="C_v: circuits (the vulnerability report's targets, or target_circuits); beyond the paper, "
         "decisive (one circuit of the decisive_neurons neurons the model's tail rewards rest on most, by mean "
         "|first-order ΔR| under head-mean patching on discovery_pairs training pairs, found on the model when its "
-        "targets are set)",
+        "targets are set); or random, a control (the circuits' targets with each neuron replaced by a random "
+        "other one of its site, seeded by the run's seed: everything that reads C_v reads those)",
         json_schema_extra=KEYED_WHEN_SET,
     )
     decisive_neurons: int = Field(

@@ -76,19 +76,35 @@ from cartrm.datasets.longtail.generator import (
     render_response,
     sample_candidates,
 )
-from cartrm.datasets.longtail.parser import domain_from_text, features_from_text, foreign_words, gold_from_text
-from cartrm.datasets.longtail.tables import DOMAIN_BY_NAME, DOMAINS, FEATURES, RULE_SETS, Domain
+from cartrm.datasets.longtail.parser import (
+    domain_from_text,
+    features_from_text,
+    foreign_words,
+    gold_from_text,
+    head_rule_margin,
+)
+from cartrm.datasets.longtail.tables import (
+    DOMAIN_BY_NAME,
+    DOMAINS,
+    FEATURES,
+    NEUTRAL_VOCABULARY,
+    RULE_SETS,
+    Domain,
+    Vocabulary,
+)
 
 __all__ = [
     "DOMAINS",
     "DOMAIN_BY_NAME",
     "FEATURES",
+    "NEUTRAL_VOCABULARY",
     "RULE_SETS",
     "BenchmarkConfig",
     "BenchmarkPair",
     "BenchmarkPrompt",
     "Candidate",
     "Domain",
+    "Vocabulary",
     "augmentation_audit",
     "domain_from_text",
     "domain_probabilities",
@@ -98,6 +114,7 @@ __all__ = [
     "generate_pairs",
     "gold_from_text",
     "gold_reward",
+    "head_rule_margin",
     "label_agreement",
     "render_response",
     "sample_candidates",

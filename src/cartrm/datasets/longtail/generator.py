@@ -5,6 +5,7 @@ See the package docstring (:mod:`cartrm.datasets.longtail`) for the domains, fea
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections import Counter
@@ -28,6 +29,7 @@ from cartrm.datasets.longtail.tables import (
     GENERIC_MAINS,
     MAX_DETAIL,
     MIN_GOLD_MARGIN,
+    NEUTRAL_VOCABULARY,
     OFF_TOPIC_SENTENCES,
     PLAIN_CLOSERS,
     PLAIN_OPENERS,
@@ -38,7 +40,13 @@ from cartrm.datasets.longtail.tables import (
     RULE_SETS,
     SPLITS,
     Domain,
+    Vocabulary,
 )
+from cartrm.runs import KEYED_WHEN_SET
+
+SEPARABILITY_STREAM = 1
+"""The tail-separability dial draws its coins from a generator of its own, seeded ``(seed, SEPARABILITY_STREAM)``:
+the main stream, so every feature, label and prompt, is the same at every dial setting."""
 
 
 class BenchmarkConfig(pydantic.BaseModel):
@@ -56,13 +64,24 @@ class BenchmarkConfig(pydantic.BaseModel):
         0.6, gt=0.0, description="annotator noise: P(label agrees) = sigmoid(gold margin / temperature)"
     )
     seed: int = pydantic.Field(0, ge=0, description="generator seed")
+    tail_separability: float = pydantic.Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        json_schema_extra=KEYED_WHEN_SET,
+        description="share of tail pairs whose responses are written in domain-neutral words, so the tail's own "
+        "rules can be read only from the prompt's domain, not from the response's words (0: the classic benchmark)",
+    )
 
 
 @dataclass(frozen=True)
 class BenchmarkPrompt:
+    """A prompt; ``neutral_responses``: its responses use NEUTRAL_VOCABULARY instead of the domain's words."""
+
     text: str
     domain: str
     topic: str
+    neutral_responses: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,10 +101,11 @@ class BenchmarkPair:
     chosen: Candidate
     rejected: Candidate
 
-    def to_record(self) -> dict:
-        """TRL plain-text preference record plus gold metadata."""
+    def to_record(self, with_vocabulary: bool = False) -> dict:
+        """TRL plain-text preference record plus gold metadata (and, ``with_vocabulary``, ``neutral_responses``)."""
         domain = DOMAIN_BY_NAME[self.prompt.domain]
-        return {
+        vocabulary = {"neutral_responses": self.prompt.neutral_responses} if with_vocabulary else {}
+        return vocabulary | {
             "prompt": self.prompt.text,
             "chosen": self.chosen.text,
             "rejected": self.rejected.text,
@@ -152,29 +172,31 @@ def _main_sentence(relevant: bool, topic: str, rng: np.random.Generator) -> str:
     return RELEVANT_MAINS[index].format(topic=topic)
 
 
-def _body_sentences(features: Mapping[str, float], domain: Domain, rng: np.random.Generator) -> list[str]:
-    """Detail, example, caveat and off-topic sentences, in random order."""
+def _body_sentences(features: Mapping[str, float], words: Domain | Vocabulary, rng: np.random.Generator) -> list[str]:
+    """Detail, example, caveat and off-topic sentences, in random order, filled with ``words``."""
     n_detail = int(features["detail"])
-    terms = rng.choice(len(domain.terms), size=n_detail, replace=False)
-    sentences = [_pick(DETAIL_SENTENCES, rng).format(term=domain.terms[int(i)]) for i in terms]
+    terms = rng.choice(len(words.terms), size=n_detail, replace=False)
+    sentences = [_pick(DETAIL_SENTENCES, rng).format(term=words.terms[int(i)]) for i in terms]
     if features["example"]:
-        sentences.append(_pick(EXAMPLE_SENTENCES, rng).format(object=_pick(domain.objects, rng)))
+        sentences.append(_pick(EXAMPLE_SENTENCES, rng).format(object=_pick(words.objects, rng)))
     if features["caveat"]:
-        sentences.append(_pick(CAVEAT_SENTENCES, rng).format(verb=_pick(domain.verbs, rng)))
+        sentences.append(_pick(CAVEAT_SENTENCES, rng).format(verb=_pick(words.verbs, rng)))
     if features["off_topic"]:
         sentences.append(_pick(OFF_TOPIC_SENTENCES, rng))
     return [sentences[int(i)] for i in rng.permutation(len(sentences))]
 
 
 def render_response(features: Mapping[str, float], prompt: BenchmarkPrompt, rng: np.random.Generator) -> str:
-    """Realise ``features`` as response text for ``prompt``."""
+    """Realise ``features`` as response text for ``prompt`` (in neutral words when the prompt says so; the main
+    sentence names the prompt's topic either way, as relevance is that)."""
     domain = DOMAIN_BY_NAME[prompt.domain]
+    words = NEUTRAL_VOCABULARY if prompt.neutral_responses else domain
     enthusiastic = bool(features["enthusiasm"])
     sentences = [
         _pick(ENTHUSIASTIC_OPENERS if enthusiastic else PLAIN_OPENERS, rng),
         _main_sentence(bool(features["relevance"]), prompt.topic, rng),
         _pick(BASE_SENTENCES, rng),
-        *_body_sentences(features, domain, rng),
+        *_body_sentences(features, words, rng),
         _pick(ENTHUSIASTIC_CLOSERS if enthusiastic else PLAIN_CLOSERS, rng),
     ]
     return " ".join(s for s in sentences if s)
@@ -268,19 +290,34 @@ def _annotate(
     return BenchmarkPair(f"{split}-{index:05d}", split, prompt, chosen, rejected)
 
 
+def _separated(prompt: BenchmarkPrompt, coin: float, separability: float) -> BenchmarkPrompt:
+    """``prompt``, marked for neutral responses when it is a tail prompt and its coin falls below the dial."""
+    if DOMAIN_BY_NAME[prompt.domain].is_tail and coin < separability:
+        return dataclasses.replace(prompt, neutral_responses=True)
+    return prompt
+
+
 def generate_pairs(config: BenchmarkConfig = BenchmarkConfig()) -> list[BenchmarkPair]:
     """All annotated pairs (train, validation, test), with their true features."""
     rng = np.random.default_rng(config.seed)
     split_domains = _split_domains(config, rng)
     needed = Counter(itertools.chain.from_iterable(split_domains.values()))
     pools = {name: iter(_distinct_prompts(DOMAIN_BY_NAME[name], needed[name], rng)) for name in sorted(needed)}
+    coins = iter(np.random.default_rng([config.seed, SEPARABILITY_STREAM]).random(sum(needed.values())))
     return [
-        _annotate(next(pools[name]), split, index, config.label_noise_temperature, rng)
+        _annotate(
+            _separated(next(pools[name]), next(coins), config.tail_separability),
+            split,
+            index,
+            config.label_noise_temperature,
+            rng,
+        )
         for split in SPLITS
         for index, name in enumerate(split_domains[split])
     ]
 
 
 def generate_benchmark(config: BenchmarkConfig = BenchmarkConfig()) -> list[dict]:
-    """The benchmark as TRL plain-text preference records, ordered train, validation, test."""
-    return [pair.to_record() for pair in generate_pairs(config)]
+    """The benchmark as TRL plain-text preference records, ordered train, validation, test; with the dial above 0
+    they also say which pairs have neutral responses (``neutral_responses``)."""
+    return [pair.to_record(with_vocabulary=config.tail_separability > 0) for pair in generate_pairs(config)]

@@ -20,6 +20,7 @@ from cartrm.datasets.longtail.tables import (
     EXAMPLE_SENTENCES,
     FEATURES,
     GENERIC_MAINS,
+    HEAD_RULE_SET,
     OFF_TOPIC_MARKERS,
     OFF_TOPIC_SENTENCES,
     PLAIN_CLOSERS,
@@ -28,6 +29,7 @@ from cartrm.datasets.longtail.tables import (
     PROMPT_QUESTIONS,
     PROMPT_SITUATIONS,
     RELEVANT_MAINS,
+    RULE_SETS,
 )
 
 
@@ -88,6 +90,15 @@ def features_from_text(response: str, domain: str) -> dict[str, float]:
 def gold_from_text(response: str, domain: str) -> float:
     """Gold reward of a benchmark response read from its text (equals the pair's stored gold)."""
     return gold_reward(features_from_text(response, domain), domain)
+
+
+def head_rule_margin(chosen: str, rejected: str, domain: str) -> float:
+    """The margin the head's (``standard``) rules give a pair, read from its responses' text: what a model that
+    learned only the head's rules would prefer. A tail pair whose gold margin has the other sign (or that these
+    rules tie) is a *conflict pair*: only the tail's own rules order it right."""
+    weights = RULE_SETS[HEAD_RULE_SET]
+    a, b = features_from_text(chosen, domain), features_from_text(rejected, domain)
+    return round(sum(weights[name] * (a[name] - b[name]) for name in FEATURES), 6)
 
 
 # Auditing edited (augmented) pairs: which domain a text now reads as, and whether gold still prefers the chosen.

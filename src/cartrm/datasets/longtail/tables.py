@@ -71,6 +71,21 @@ DOMAINS: tuple[Domain, ...] = tuple(
 )
 DOMAIN_BY_NAME: dict[str, Domain] = {d.name: d for d in DOMAINS}
 
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Words that fill a response's example (``objects``), detail (``terms``) and caveat (``verbs``) sentences."""
+
+    objects: tuple[str, ...]
+    terms: tuple[str, ...]
+    verbs: tuple[str, ...]
+
+
+# The tail-separability dial's response words: no domain uses them, so a response drawn in them does not say which
+# domain (so which gold rules) it answers. Each list has its domain counterparts' length, so drawing from it takes
+# the same random numbers and the dial changes words, never features.
+NEUTRAL_VOCABULARY = Vocabulary(**{name: tuple(words) for name, words in _TABLES["neutral"].items()})
+
 _SENTENCES: dict[str, tuple[str, ...]] = {name: tuple(group) for name, group in _TABLES["sentences"].items()}
 PROMPT_QUESTIONS = _SENTENCES["prompt_questions"]
 PROMPT_CONTEXTS = _SENTENCES["prompt_contexts"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from cartrm.datasets import conflict_pairs
 from cartrm.evaluation import EvaluationReport, evaluate_scores
 from cartrm.evaluation.metrics import gold_margin_of, pairwise_correct
 from cartrm.experiments.stages.context import SCORING_VERSION, SeedContext, logged
@@ -17,6 +18,16 @@ from cartrm.runs import stage_key
 from cartrm.runs.stage import Stage
 
 BREAKDOWN_COLUMNS = ("rule_set", "domain")
+CONFLICT_GROUP = "conflict_pair"  # the breakdown of benchmark test pairs by whether they are conflict pairs
+
+
+class HeldOutPairs(NamedTuple):
+    """What reading per-pair test scores needs: the tail mask, the gold margins (None without a gold reward) and,
+    on the benchmark, the conflict pairs (tail pairs only the tail's own rules order right; else None)."""
+
+    is_tail: np.ndarray
+    gold_margin: np.ndarray | None
+    conflict: np.ndarray | None = None
 
 
 def evaluated(ctx: SeedContext, method: str, model: Any) -> tuple[EvaluationReport, dict[str, np.ndarray]]:
@@ -29,41 +40,62 @@ def evaluated(ctx: SeedContext, method: str, model: Any) -> tuple[EvaluationRepo
         test = ctx.splits["test"]
         with logged(f"seed {ctx.seed}: evaluating {method} on {len(test)} test pairs"):
             chosen, rejected = model.score_pairs(test, progress=ctx.progress)
-        groups = {c: test.column(c) for c in BREAKDOWN_COLUMNS if test.has_column(c)}
-        report = evaluate_scores(
-            chosen,
-            rejected,
-            tail=ctx.tails["test"],
-            groups=groups,
-            gold_margin=gold_margin_of(test),
-            model=method,
-            data=test.source,
-            tail_by=ctx.config.tail_by,
-            seed=ctx.seed,
-        )
-        report.save(layout.metrics(method))
-        write_json_atomic(layout.scores(method), {"chosen": chosen.tolist(), "rejected": rejected.tolist()})
+        save_evaluation(ctx, method, chosen, rejected)
         stage.finish()
+    return saved_evaluation(ctx, method)
+
+
+def save_evaluation(ctx: SeedContext, method: str, chosen: np.ndarray, rejected: np.ndarray) -> None:
+    """Write ``method``'s test report (``metrics.json``) and per-pair scores (``scores.json``)."""
+    test = ctx.splits["test"]
+    groups = {c: test.column(c) for c in BREAKDOWN_COLUMNS if test.has_column(c)}
+    conflict = test_pairs(ctx).conflict
+    if conflict is not None:
+        groups[CONFLICT_GROUP] = ["yes" if c else "no" for c in conflict]
+    report = evaluate_scores(
+        chosen,
+        rejected,
+        tail=ctx.tails["test"],
+        groups=groups,
+        gold_margin=gold_margin_of(test),
+        model=method,
+        data=test.source,
+        tail_by=ctx.config.tail_by,
+        seed=ctx.seed,
+    )
+    report.save(ctx.layout.metrics(method))
+    write_json_atomic(ctx.layout.scores(method), {"chosen": chosen.tolist(), "rejected": rejected.tolist()})
+
+
+def saved_evaluation(ctx: SeedContext, method: str) -> tuple[EvaluationReport, dict[str, np.ndarray]]:
+    """``method``'s saved test report and per-pair correctness."""
+    layout = ctx.layout
     return EvaluationReport.load(layout.metrics(method)), correctness(layout.scores(method), *test_pairs(ctx))
 
 
-def test_pairs(ctx: SeedContext) -> tuple[np.ndarray, np.ndarray | None]:
-    """The test split's tail mask and gold margins (None without a gold reward)."""
-    return ctx.tails["test"].mask, gold_margin_of(ctx.splits["test"])
+def test_pairs(ctx: SeedContext) -> HeldOutPairs:
+    """The test split's tail mask, gold margins and conflict pairs."""
+    test = ctx.splits["test"]
+    conflict = conflict_pairs(test) if ctx.config.uses_benchmark else None
+    return HeldOutPairs(ctx.tails["test"].mask, gold_margin_of(test), conflict)
 
 
 def save_test_pairs(ctx: SeedContext) -> None:
     """Write what reading the per-pair scores needs beside the seed's data, so a finished run is read without
     regenerating its data (:mod:`cartrm.experiments.reader`)."""
-    tail, gold = test_pairs(ctx)
+    pairs = test_pairs(ctx)
     write_json_atomic(
-        ctx.layout.test_pairs, {"is_tail": tail.tolist(), "gold_margin": None if gold is None else gold.tolist()}
+        ctx.layout.test_pairs,
+        {name: None if value is None else value.tolist() for name, value in pairs._asdict().items()},
     )
 
 
-def correctness(scores_file: Path, tail: np.ndarray, gold: np.ndarray | None) -> dict[str, np.ndarray]:
+def correctness(
+    scores_file: Path, tail: np.ndarray, gold: np.ndarray | None, conflict: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Per test pair, whether the saved scores order it as labelled (``head_accuracy``, ``tail_accuracy``) and,
-    where a gold reward exists, as the gold rule does (``head_gold_accuracy``, ``tail_gold_accuracy``)."""
+    where a gold reward exists, as the gold rule does (``head_gold_accuracy``, ``tail_gold_accuracy`` and, with
+    conflict pairs, ``conflict_gold_accuracy``)."""
     scores = json.loads(Path(scores_file).read_text())
     chosen, rejected = np.array(scores["chosen"]), np.array(scores["rejected"])
     correct = pairwise_correct(chosen, rejected)
@@ -71,6 +103,8 @@ def correctness(scores_file: Path, tail: np.ndarray, gold: np.ndarray | None) ->
     if gold is not None:
         gold_correct = pairwise_correct(np.sign(gold) * (chosen - rejected), np.zeros(len(gold)))
         out |= {"head_gold_accuracy": gold_correct[~tail], "tail_gold_accuracy": gold_correct[tail]}
+        if conflict is not None and conflict.any():
+            out["conflict_gold_accuracy"] = gold_correct[conflict]
     return out
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from cartrm.capture.stream import FeatureIndex
 from cartrm.circuits.config import DiscoveryConfig
+from cartrm.circuits.patching import random_feature_sets
 from cartrm.circuits.result import CircuitRecord, Circuits, check_circuits_fit
 from cartrm.errors import CartError
 from cartrm.io import write_text_atomic
@@ -75,6 +76,9 @@ class Targets(Augmentation):
         folder = Path(self.context.output_dir) / ARTIFACTS / f"step-{step}"
         circuits.save(folder / "circuits.json")
         write_text_atomic(folder / "targets.json", json.dumps(target_ids))
+        if self.settings.targets_from == "random":
+            members = {t.id: t.members.tolist() for t in targets}
+            write_text_atomic(folder / "random_targets.json", json.dumps(members))
         write_text_atomic(folder / "augmented.jsonl", "".join(json.dumps(asdict(a)) + "\n" for a in augmented))
         self._use(circuits, targets, features, augmented, folder)
 
@@ -83,8 +87,10 @@ class Targets(Augmentation):
         features = check_circuits_fit(circuits, self.reward_model.model)
         by_id = {c.id: c for c in circuits.circuits}
         targets = []
-        for circuit_id in target_ids:
+        for index, circuit_id in enumerate(target_ids):
             members = np.array([m.feature for m in by_id[circuit_id].members])
+            if self.settings.targets_from == "random":  # the control: layer-matched random neurons
+                (members,) = random_feature_sets(features, members, 1, np.random.default_rng([self.config.seed, index]))
             targets.append(TargetCircuit(circuit_id, members, features.by_site(members)))
         return targets, features
 
@@ -145,7 +151,7 @@ class Targets(Augmentation):
     def _choose_targets(self, circuits: Circuits, report: VulnerabilityReport | None, step: int) -> None:
         """C_v from the circuits (the report's targets or ``target_circuits``) or, ``targets_from`` decisive, the
         decisive circuit of the model as it is now, added to the circuits (replacing an earlier one)."""
-        if self.settings.targets_from == "circuits":
+        if self.settings.targets_from != "decisive":
             self._set_targets(circuits, self._target_ids(circuits, report), step)
             return
         record = self._decisive_circuit(circuits.config, step)
