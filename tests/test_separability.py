@@ -186,3 +186,26 @@ def test_cart_run_scores_the_bag_of_words_anchor_beside_the_methods(tmp_path):
     mtime = (seed / "eval" / "bag-of-words" / "scores.json").stat().st_mtime_ns
     run_experiment(config, progress=False)  # a finished anchor is not refitted
     assert (seed / "eval" / "bag-of-words" / "scores.json").stat().st_mtime_ns == mtime
+
+
+def test_the_anchors_pair_orders_do_not_follow_a_same_seed_benchmarks_domains():
+    # the benchmark draws its domains first from default_rng(seed); orders drawn from the same stream would put
+    # every pair of the most frequent domain in one order, leaving that domain without a model
+    train = make_longtail_dataset(BenchmarkConfig(**SMALL | {"seed": 0})).split("train")
+    anchor = BagOfWordsReward("gold", per_group="domain").fit(train, seed=0)
+    assert {"cooking", "travel", "personal_finance", "fitness"} <= set(anchor.weights)
+
+
+def test_cart_data_separability_prints_the_word_models_ceiling_per_setting():
+    from typer.testing import CliRunner
+
+    from cartrm.cli import app
+
+    args = ["data", "separability", "--n-train", "300", "--n-test-head", "20", "--n-test-tail", "80", "--values"]
+    result = CliRunner().invoke(app, [*args, "0,1"])
+    assert result.exit_code == 0, result.output
+    header, *rows = result.output.strip().splitlines()
+    assert "conflict" in header and [r.split()[0] for r in rows] == ["0.0", "1.0"]
+    assert all(r.split()[1] == "80" for r in rows)  # tail test pairs
+    bad = CliRunner().invoke(app, [*args, "0,1.5"])
+    assert bad.exit_code == 1 and "between 0 and 1" in bad.output

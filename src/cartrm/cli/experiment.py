@@ -316,3 +316,27 @@ def make_benchmark(
         rows = candidate_records(pool)
         write_text_atomic(candidates, "".join(json.dumps(row) + "\n" for row in rows))
         typer.echo(f"wrote {len(rows)} prompts × {candidates_per_prompt} candidates to {candidates}")
+
+
+@data_app.command("separability")
+@one_line_errors
+@with_options(config_options(BenchmarkConfig, panel="Benchmark"))
+def separability(
+    values: Annotated[str, typer.Option(help="comma-separated dial settings to read")] = "0,0.5,1",
+    config_file: ConfigFileOption = None,
+    **settings: Any,
+) -> None:
+    """What the tail-separability dial does, read off the data: at each setting, the test split's conflict pairs
+    (tail pairs the head's rules order wrongly) and the gold accuracy of a word-count model fitted on the
+    training split's gold order, alone and one per prompt domain. Where the word model ranks conflict pairs right,
+    the tail's rules are carried by words; where only the per-domain model does, they need the prompt."""
+    from cartrm.experiments.separability import separability_table, separability_text
+
+    try:
+        dial = [float(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        raise CartError(f"--values: '{values}' is not a comma-separated list of numbers") from None
+    if not dial or any(not 0.0 <= v <= 1.0 for v in dial):
+        raise CartError(f"--values: every setting must be between 0 and 1, got '{values}'")
+    config = BenchmarkConfig(**settings_of(BenchmarkConfig, settings))
+    typer.echo(separability_text(separability_table(config, dial)))
