@@ -168,7 +168,7 @@ def test_verdict_notes_that_several_comparisons_are_not_adjusted_for_multiple_te
     from cartrm.report.results import Comparison
 
     comparison = paired(np.ones(10), np.zeros(10))
-    config, seeds = SimpleNamespace(uses_benchmark=True), [object(), object()]
+    config, seeds = SimpleNamespace(uses_benchmark=True), [SimpleNamespace(seed=s, concentration=None) for s in (0, 1)]
 
     def comparisons(*baselines):
         return [
