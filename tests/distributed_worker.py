@@ -1,6 +1,7 @@
 """One training process for ``test_distributed.py``: run by torchrun (2 processes) or by plain Python (1).
 
-Usage: ``python distributed_worker.py DATA OUT BATCH_SIZE AUDIT_DIR``. Trains ``tiny-bert`` with Bradley–Terry
+Usage: ``python distributed_worker.py DATA OUT BATCH_SIZE AUDIT_DIR [LORA_R]``. Trains ``tiny-bert`` with Bradley–Terry
+(with rank-``LORA_R`` adapters when given)
 and records, in ``AUDIT_DIR/rank-R.json``, every path under ``OUT`` this process opened for writing, renamed,
 created or removed (Python's audit hooks; writes made by native code, such as safetensors' own, are not seen,
 but the model folder's files are moved into place with ``os.replace`` and its JSON files are written by
@@ -19,6 +20,7 @@ WRITE_EVENTS = {"os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree
 
 def main() -> None:
     data, out, batch_size, audit = sys.argv[1], Path(sys.argv[2]).resolve(), int(sys.argv[3]), Path(sys.argv[4])
+    lora_r = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     rank = int(os.environ.get("RANK", "0"))
     touched: list[str] = []
 
@@ -37,7 +39,13 @@ def main() -> None:
     model = RewardModel.load("tiny-bert", seed=0)
     # a plain shuffle: length grouping shuffles whole batches, so 1 × 8 and 2 × 4 pairs would see other batches
     config = TrainConfig(
-        batch_size=batch_size, epochs=2, learning_rate=1e-3, warmup_ratio=0.0, seed=0, group_by_length=False
+        batch_size=batch_size,
+        epochs=2,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+        seed=0,
+        group_by_length=False,
+        lora_r=lora_r,
     )
     sys.addaudithook(record)
     train(model, dataset, config, out, progress=False)

@@ -11,7 +11,8 @@ from cartrm.circuits.discover import DiscoveryConfig
 from cartrm.data import PreferenceDataset
 from cartrm.datasets import BenchmarkConfig
 from cartrm.models import RewardModel
-from cartrm.training import TrainConfig
+from cartrm.training import TrainConfig, register
+from cartrm.training.methods import BradleyTerry
 from cartrm.vulnerability.assess import AssessConfig
 
 WORDS = ["apple", "river", "stone", "cloud", "music", "paper", "garden", "window", "light", "table", "bread", "horse"]
@@ -103,3 +104,20 @@ TINY = dict(
     stability_top_k=8,
     data_controls=False,  # tail-upsample only where a test names it: the run's default adds it beside cart
 )
+
+
+class Interrupt(Exception):
+    pass
+
+
+@register
+class InterruptedBradleyTerry(BradleyTerry):
+    """Bradley–Terry that raises at a chosen step, to simulate a killed run."""
+
+    name = "test-interrupted-bt"
+    interrupt_at: int | None = None
+
+    def loss(self, module, batch, step):
+        if step == InterruptedBradleyTerry.interrupt_at:
+            raise Interrupt
+        return super().loss(module, batch, step)

@@ -27,10 +27,14 @@ def run(command: list[str], tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_and_only_rank_0_writes_the_model(tmp_path):
+@pytest.mark.parametrize("lora_r", ["0", pytest.param("4", id="lora")])
+def test_two_processes_match_one_process_and_only_rank_0_writes_the_model(tmp_path, lora_r):
+    if lora_r != "0":
+        pytest.importorskip("peft")
     data = tmp_path / "pairs.jsonl"
     varied_pairs(64).save(data)
-    run([sys.executable, str(WORKER), str(data), str(tmp_path / "one"), "8", str(tmp_path / "audit-one")], tmp_path)
+    one = [str(data), str(tmp_path / "one"), "8", str(tmp_path / "audit-one"), lora_r]
+    run([sys.executable, str(WORKER), *one], tmp_path)
     run(
         [
             sys.executable,
@@ -44,6 +48,7 @@ def test_two_processes_match_one_process_and_only_rank_0_writes_the_model(tmp_pa
             str(tmp_path / "two"),
             "4",
             str(tmp_path / "audit-two"),
+            lora_r,
         ],
         tmp_path,
     )
@@ -55,6 +60,9 @@ def test_two_processes_match_one_process_and_only_rank_0_writes_the_model(tmp_pa
         )  # R_c − R_r); AdamW turns rounding noise there into steps
     start = load_file_of_a_fresh_model(tmp_path)
     assert not torch.allclose(one["classifier.weight"], start["classifier.weight"])  # training moved the weights
+    query, key = (f"bert.encoder.layer.0.attention.self.{m}.weight" for m in ("query", "key"))
+    assert not torch.allclose(one[query], start[query])  # the adapters, merged
+    assert torch.equal(one[key], start[key]) == (lora_r != "0")  # LoRA leaves the weights it does not adapt
     for run_name in ("one", "two"):
         result = json.loads((tmp_path / run_name / "train_result.json").read_text())
         assert result["global_step"] == 16  # 64 pairs, global batch 8, 2 epochs
@@ -62,6 +70,7 @@ def test_two_processes_match_one_process_and_only_rank_0_writes_the_model(tmp_pa
     assert [path for path in rank_1 if not path.startswith("checkpoints")] == []
     rank_0 = json.loads((tmp_path / "audit-two" / "rank-0.json").read_text())
     assert "config.json" in rank_0 and "train_config.json" in rank_0
+    assert ("adapter" in rank_0) == (lora_r != "0")
 
 
 def load_file_of_a_fresh_model(tmp_path: Path) -> dict[str, torch.Tensor]:

@@ -9,10 +9,10 @@ from transformers import AutoModelForSequenceClassification
 from cartrm.data import PointwiseDataset
 from cartrm.errors import CartError
 from cartrm.models import RewardModel
-from cartrm.training import TrainConfig, register, train
+from cartrm.training import TrainConfig, train
 from cartrm.training.batches import TrainBatch
-from cartrm.training.methods import BradleyTerry, get_method
-from tests.helpers import planted_pairs
+from cartrm.training.methods import get_method
+from tests.helpers import Interrupt, InterruptedBradleyTerry, planted_pairs
 
 FAST = dict(batch_size=16, learning_rate=3e-3, logging_steps=2)
 
@@ -82,23 +82,6 @@ def test_a_learning_curve_scores_held_out_pairs_without_changing_training(tmp_pa
     train(plain, planted_pairs(128), config, tmp_path / "b", progress=False)
     weights = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-
-
-class Interrupt(Exception):
-    pass
-
-
-@register
-class InterruptedBradleyTerry(BradleyTerry):
-    """Bradley–Terry that raises at a chosen step, to simulate a killed run."""
-
-    name = "test-interrupted-bt"
-    interrupt_at: int | None = None
-
-    def loss(self, module, batch, step):
-        if step == InterruptedBradleyTerry.interrupt_at:
-            raise Interrupt
-        return super().loss(module, batch, step)
 
 
 def test_resume_gives_the_same_final_weights_as_an_uninterrupted_run(tmp_path):

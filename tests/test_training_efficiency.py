@@ -13,8 +13,8 @@ from cartrm.training import TrainConfig, get_method, train
 from cartrm.training.batches import BatchBuilder
 from cartrm.training.config import CPU_BATCH_TOKENS
 from cartrm.training.methods import TrainingContext
+from cartrm.training.runtime import disable_dropout
 from cartrm.training.sampling import EpochShuffleSampler, TailAwareSampler, group_by_length
-from cartrm.training.trainer import disable_dropout
 from tests.helpers import planted_pairs, varied_pairs
 
 FAST = dict(batch_size=8, learning_rate=3e-3, logging_steps=1)

@@ -16,11 +16,14 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
+from cartrm.models.lora import LoraSettings
+from cartrm.runs import KEYED_WHEN_SET
 from cartrm.training.settings import SETTINGS, CartConfig, MethodSettings
 
 __all__ = ["CPU_BATCH_TOKENS", "MAX_EPOCHS", "CartConfig", "MethodSettings", "TrainConfig"]
 
 MAX_EPOCHS = 1000  # more passes than anyone trains a reward model for: a typo (1e300 would never end)
+LORA_OPTIONS = ("lora_alpha", "lora_dropout", "lora_target_modules")
 CPU_BATCH_TOKENS = 2048  # padded tokens per forward pass on a CPU: same speed as one pass, far less memory
 
 
@@ -105,9 +108,58 @@ class TrainConfig(BaseModel):
     mixed_precision: Literal["auto", "no", "bf16"] = Field(
         "auto", description="bf16 autocast; auto: on a CUDA GPU with bf16 support, float32 elsewhere"
     )
+    lora_r: int = Field(
+        0,
+        ge=0,
+        description="LoRA rank (peft, the lora extra): 0 trains every weight; r > 0 trains rank-r adapters on "
+        "lora_target_modules and the reward head in full; the saved model is merged (a plain HF folder) and the "
+        "adapter is saved beside it in adapter/",
+        json_schema_extra=KEYED_WHEN_SET,
+    )
+    lora_alpha: float = Field(
+        16.0, gt=0, description="LoRA scale alpha (adapters add alpha/r · BA)", json_schema_extra=KEYED_WHEN_SET
+    )
+    lora_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="dropout on the adapters' input (kept with disable_dropout)",
+        json_schema_extra=KEYED_WHEN_SET,
+    )
+    lora_target_modules: tuple[str, ...] | None = Field(
+        None,
+        description="modules LoRA adapts, by name (q_proj,v_proj) or all-linear; default: peft's choice for the "
+        "architecture (its attention query and value projections)",
+        json_schema_extra=KEYED_WHEN_SET,
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute activations in the backward pass: less memory for about a third more time",
+        json_schema_extra=KEYED_WHEN_SET,
+    )
+    dtype: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="the weights' storage type while training and in the saved model; bf16 halves their memory "
+        "(for a GPU: CPUs without bf16 instructions run it several times slower); mixed_precision is separate",
+        json_schema_extra=KEYED_WHEN_SET,
+    )
     settings: dict[str, SerializeAsAny[MethodSettings]] = Field(
         default_factory=dict, description="each method's own settings, by method name"
     )
+
+    @model_validator(mode="after")
+    def _lora_options_need_a_rank(self) -> TrainConfig:
+        """A LoRA option without ``lora_r`` would silently train every weight: refused."""
+        given = [name for name in LORA_OPTIONS if getattr(self, name) != type(self).model_fields[name].default]
+        if given and not self.lora_r:
+            raise ValueError(f"{', '.join(given)} set without lora_r: set lora_r (the adapters' rank) to train LoRA")
+        return self
+
+    def lora(self) -> LoraSettings | None:
+        """The LoRA settings, or None for a full fine-tune."""
+        if not self.lora_r:
+            return None
+        return LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
 
     @model_serializer(mode="wrap")
     def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -1,17 +1,22 @@
-"""What a run sets up around the model: the process's allocator, the optimizer's parameter groups and the flat
-hyper-parameters the trackers record."""
+"""What a run sets up around the model: the process's allocator, the model's storage type, dropout, adapters and
+checkpointing, the optimizer's parameter groups and the flat hyper-parameters the trackers record."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import gc
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from cartrm.errors import CartError
+from cartrm.models.lora import add_lora, trainable_share
 from cartrm.models.reward_model import model_max_positions
+
+if TYPE_CHECKING:
+    from cartrm.training.config import TrainConfig
 
 M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 4 * 2**20  # glibc's mallopt parameter number, and the value we set
 
@@ -62,3 +67,66 @@ def check_length(reward_model: Any, config: Any) -> None:
             f"--max-length {config.max_length} is beyond the {positions} positions {reward_model.name or 'the model'} "
             "embeds; use at most that"
         )
+
+
+def cast_weights(model: torch.nn.Module, dtype: str) -> None:
+    """Store ``model``'s weights in ``dtype``: ``bf16`` halves their memory, ``fp32`` leaves them as loaded."""
+    if dtype == "bf16":
+        model.to(torch.bfloat16)
+
+
+def shape_model(model: Any, config: TrainConfig, progress: bool) -> None:
+    """What training changes on the model before the optimizer sees it, in this order: the weights' storage type,
+    dropout off, LoRA adapters (their own dropout kept), gradient checkpointing."""
+    cast_weights(model, config.dtype)
+    if config.disable_dropout:
+        disable_dropout(model)
+    lora = config.lora()
+    if lora is not None:
+        add_lora(model, lora)
+        if progress:
+            trained, total = trainable_share(model)
+            print(
+                f"LoRA r={lora.r}: {trained:,} of {total:,} weights train (adapters and reward head)", file=sys.stderr
+            )
+    if config.gradient_checkpointing:
+        checkpointing(model, True)
+
+
+def check_checkpointing(config: TrainConfig, method: Any) -> None:
+    """A method whose loss hooks activations cannot recompute them: its hooks are gone by the backward pass, so
+    the recomputed layers would miss its interventions (refused before anything is written)."""
+    if config.gradient_checkpointing and method.hooks_activations:
+        raise CartError(
+            f"--gradient-checkpointing: method '{config.method}' reads and patches activations with hooks in its "
+            "loss, which the backward pass's recomputation would not replay; train it without checkpointing (LoRA, "
+            "--lora-r, or a smaller --batch-size also saves memory)"
+        )
+
+
+def checkpointing(model: Any, on: bool) -> None:
+    """Turn activation (gradient) checkpointing on or off; the non-reentrant form, which frozen inputs (LoRA)
+    need no workaround for."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise CartError(f"--gradient-checkpointing: {type(model).__name__} does not support it")
+    modern = hasattr(model, "activation_checkpointing_enable")  # transformers >= 5 renamed it
+    if on and modern:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        (model.activation_checkpointing_disable if modern else model.gradient_checkpointing_disable)()
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability of ``model`` to 0, as TRL's ``disable_dropout`` does for reward models.
+
+    Covers ``nn.Dropout`` modules (BERT, GPT-2: their attention reads the module's ``p``) and the float
+    ``attention_dropout`` attribute of Llama-style attention. Without dropout, training is deterministic given
+    the order and PyTorch can use its fused attention kernels. The saved config keeps its dropout values.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            setattr(module, "attention_dropout", 0.0)  # noqa: B010  (nn.Module types its attributes as tensors)

@@ -27,9 +27,11 @@ from cartrm.circuits.result import Circuits
 from cartrm.data.dataset import PointwiseDataset, PreferenceDataset, load_dataset
 from cartrm.data.tail import TailSplit
 from cartrm.errors import CartError
-from cartrm.io import Artifact
+from cartrm.io import Artifact, atomic_directory
+from cartrm.models.lora import has_lora, merge_lora, save_adapter
 from cartrm.models.reward_model import RewardModel, default_device, model_max_positions
 from cartrm.runs import RunFolder, digest, run_identity
+from cartrm.runs.identity import without_keyed_defaults
 from cartrm.training.batches import BatchBuilder, TrainBatch, fit_max_length
 from cartrm.training.checkpoints import (
     StopRequest,
@@ -41,7 +43,15 @@ from cartrm.training.checkpoints import (
 )
 from cartrm.training.config import TrainConfig
 from cartrm.training.methods import TrainingContext, TrainingMethod, get_method
-from cartrm.training.runtime import check_length, hparams, parameter_groups, return_freed_buffers_to_the_os
+from cartrm.training.runtime import (
+    check_checkpointing,
+    check_length,
+    checkpointing,
+    hparams,
+    parameter_groups,
+    return_freed_buffers_to_the_os,
+    shape_model,
+)
 from cartrm.vulnerability.result import VulnerabilityReport
 
 Evaluate = Callable[[RewardModel], dict[str, float]]
@@ -136,10 +146,11 @@ def train(
         dataset = load_dataset(dataset)
     check_length(reward_model, config)
     tail_mask = _tail_mask(tail, dataset, config)
+    check_checkpointing(config, get_method(config.method, config))
     inputs = Inputs(reward_model, dataset, tail_mask, circuits, vulnerability, Path(output_dir), progress, evaluate)
     accelerator = _accelerator(config, inputs.out)
     identity = run_identity(
-        config.model_dump(mode="json"),
+        without_keyed_defaults(config, config.model_dump(mode="json")),  # a new option at its default: same run
         data=digest(dataset.to_records()),
         tail=None if tail_mask is None else digest(tail_mask),
         model=reward_model.fingerprint(),
@@ -248,8 +259,7 @@ def _prepare(inputs: Inputs, accelerator: Any, config: TrainConfig, run_digest: 
     max_length, truncated = _fit_length(inputs, config, accelerator)
     config = config.model_copy(update={"max_length": max_length})
     method = get_method(config.method, config)
-    if config.disable_dropout:
-        disable_dropout(reward_model.model)
+    shape_model(reward_model.model, config, inputs.progress and accelerator.is_local_main_process)
     builder = BatchBuilder(reward_model, inputs.dataset, inputs.tail_mask, max_length=max_length)
     loader = _loader(method, builder, config)
     optimizer = torch.optim.AdamW(parameter_groups(reward_model.model, config.weight_decay), lr=config.learning_rate)
@@ -426,7 +436,15 @@ def _finish(run: Run, tail: str | None, started: float) -> TrainResult:
     accelerator, reward_model = run.accelerator, run.inputs.reward_model
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    reward_model.model = accelerator.unwrap_model(run.model, keep_fp32_wrapper=False)  # scoring after: float32
+    model = accelerator.unwrap_model(run.model, keep_fp32_wrapper=False)  # scoring after: no autocast
+    if run.config.gradient_checkpointing:
+        checkpointing(model, False)
+    if has_lora(model):
+        if accelerator.is_main_process:
+            with atomic_directory(run.inputs.out / "adapter") as folder:
+                save_adapter(model, folder, base=reward_model.name)
+        model = merge_lora(model)
+    reward_model.model = model
     result = TrainResult(
         output_dir=str(run.inputs.out),
         method=run.config.method,
@@ -474,20 +492,6 @@ def _mixed_precision(setting: str) -> str:
     if setting != "auto":
         return setting
     return "bf16" if default_device().type == "cuda" and torch.cuda.is_bf16_supported() else "no"
-
-
-def disable_dropout(model: torch.nn.Module) -> None:
-    """Set every dropout probability of ``model`` to 0, as TRL's ``disable_dropout`` does for reward models.
-
-    Covers ``nn.Dropout`` modules (BERT, GPT-2: their attention reads the module's ``p``) and the float
-    ``attention_dropout`` attribute of Llama-style attention. Without dropout, training is deterministic given
-    the order and PyTorch can use its fused attention kernels. The saved config keeps its dropout values.
-    """
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            setattr(module, "attention_dropout", 0.0)  # noqa: B010  (nn.Module types its attributes as tensors)
 
 
 def _texts(dataset: PreferenceDataset | PointwiseDataset) -> int:

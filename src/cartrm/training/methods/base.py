@@ -71,6 +71,7 @@ class TrainingMethod:
     Settings: ClassVar[type[MethodSettings]] = MethodSettings  # its own knobs (cartrm.training.settings)
     settings_owner: ClassVar[str]  # the method whose config entry holds them (set by register)
     needs_tail: ClassVar[bool] = False
+    hooks_activations: ClassVar[bool] = False  # its loss reads or patches activations through forward hooks
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config

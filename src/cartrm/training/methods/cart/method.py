@@ -40,6 +40,7 @@ class CircuitAwareTraining(Targets, BradleyTerry):
     Settings = CartConfig
     settings: CartConfig
     needs_tail = True
+    hooks_activations = True  # eq. 12's circuit activations and circuit dropout
 
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
