@@ -559,7 +559,15 @@ def test_an_option_added_later_enters_stage_keys_only_when_set():
     dumped = training.model_dump(mode="json")
     for later in ("targets_from", "decisive_neurons", "recipe"):
         del dumped["cart"][later]
-    for later in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "gradient_checkpointing", "dtype"):
+    for later in (
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+        "gradient_checkpointing",
+        "dtype",
+        "report_to",
+    ):
         del dumped[later]
     assert _digest(training) == digest([dumped])
     assert _digest(training.model_copy(update={"lora_r": 8})) != _digest(training)

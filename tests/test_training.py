@@ -52,7 +52,7 @@ def test_a_model_trained_under_bf16_autocast_scores_in_float32_like_its_reload(t
 
 
 def test_auto_precision_follows_the_device_the_model_is_on(monkeypatch):
-    from cartrm.training.trainer import _mixed_precision
+    from cartrm.training.runtime import mixed_precision as _mixed_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
@@ -198,3 +198,20 @@ def test_a_warm_start_begins_at_the_loss_of_the_model_it_continues(tmp_path):
     continued = train(RewardModel.load(tmp_path / "bt"), data, config, tmp_path / "continued", progress=False)
     assert continued.history[0]["step"] == 1
     assert continued.history[0]["loss"] == pytest.approx(trained_loss, abs=1e-4)
+
+
+def test_trackers_are_checked_and_none_logs_nothing(tmp_path, monkeypatch):
+    import accelerate.utils
+
+    with pytest.raises(ValueError, match="choose trackers among"):
+        TrainConfig(report_to=("tensorbored",))
+    with pytest.raises(ValueError, match="none alone"):
+        TrainConfig(report_to=("none", "tensorboard"))
+    monkeypatch.setattr(accelerate.utils, "is_wandb_available", lambda: False)
+    config = TrainConfig(max_steps=1, report_to=("wandb",), **FAST)
+    with pytest.raises(CartError, match=r"--report-to wandb: the wandb package is not installed"):
+        train(RewardModel.load("tiny-bert"), planted_pairs(16), config, tmp_path / "w", progress=False)
+    assert not (tmp_path / "w").exists()
+    quiet = TrainConfig(max_steps=1, report_to=("none",), **FAST)
+    train(RewardModel.load("tiny-bert"), planted_pairs(16), quiet, tmp_path / "rm", progress=False)
+    assert (tmp_path / "rm" / "config.json").exists() and not list(tmp_path.joinpath("rm").rglob("events.out*"))

@@ -19,9 +19,9 @@ from pydantic.fields import FieldInfo
 from pydantic.json_schema import JsonDict
 
 KEYED_WHEN_SET: JsonDict = {"keyed_when_set": True}  # Field(..., json_schema_extra=KEYED_WHEN_SET)
-RESUMABLE_SETTINGS = frozenset({"logging_steps", "save_steps", "eval_steps", "max_batch_tokens"})
-"""Settings that may change on ``--resume``: how often to log, checkpoint and score the evaluation data, and how
-a batch is split into passes (the same gradient)."""
+RESUMABLE_SETTINGS = frozenset({"logging_steps", "save_steps", "eval_steps", "max_batch_tokens", "report_to"})
+"""Settings that may change on ``--resume``: how often to log, checkpoint and score the evaluation data, where the
+logs go, and how a batch is split into passes (the same gradient)."""
 
 
 def keyed_when_set(info: FieldInfo) -> bool:

@@ -143,6 +143,12 @@ class TrainConfig(BaseModel):
         "(for a GPU: CPUs without bf16 instructions run it several times slower); mixed_precision is separate",
         json_schema_extra=KEYED_WHEN_SET,
     )
+    report_to: tuple[str, ...] = Field(
+        ("tensorboard",),
+        description="experiment trackers the loss, metrics and this config go to, through accelerate: tensorboard "
+        "(in OUT/logs), wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio (when installed), or none",
+        json_schema_extra=KEYED_WHEN_SET,
+    )
     settings: dict[str, SerializeAsAny[MethodSettings]] = Field(
         default_factory=dict, description="each method's own settings, by method name"
     )
@@ -153,6 +159,18 @@ class TrainConfig(BaseModel):
         given = [name for name in LORA_OPTIONS if getattr(self, name) != type(self).model_fields[name].default]
         if given and not self.lora_r:
             raise ValueError(f"{', '.join(given)} set without lora_r: set lora_r (the adapters' rank) to train LoRA")
+        return self
+
+    @model_validator(mode="after")
+    def _known_trackers(self) -> TrainConfig:
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+        unknown = [name for name in self.report_to if name not in (*LOGGER_TYPE_TO_CLASS, "none")]
+        if unknown or ("none" in self.report_to and len(self.report_to) > 1):
+            raise ValueError(
+                f"report_to {', '.join(unknown or self.report_to)}: choose trackers among "
+                f"{', '.join(LOGGER_TYPE_TO_CLASS)}, or none alone"
+            )
         return self
 
     def lora(self) -> LoraSettings | None:

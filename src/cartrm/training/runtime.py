@@ -7,13 +7,14 @@ import ctypes
 import ctypes.util
 import gc
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from cartrm.errors import CartError
 from cartrm.models.lora import add_lora, trainable_share
-from cartrm.models.reward_model import model_max_positions
+from cartrm.models.reward_model import default_device, model_max_positions
 
 if TYPE_CHECKING:
     from cartrm.training.config import TrainConfig
@@ -130,3 +131,31 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
         if isinstance(getattr(module, "attention_dropout", None), float):
             setattr(module, "attention_dropout", 0.0)  # noqa: B010  (nn.Module types its attributes as tensors)
+
+
+def trackers(names: tuple[str, ...]) -> list[str] | None:
+    """accelerate's ``log_with`` for ``report_to``; a tracker whose package is missing is one line (accelerate
+    would drop it with a warning, and the run would go unlogged)."""
+    import accelerate.utils
+
+    if names == ("none",):
+        return None
+    for name in names:
+        if not getattr(accelerate.utils, f"is_{name}_available", lambda: True)():
+            raise CartError(f"--report-to {name}: the {name} package is not installed (pip install {name})")
+    return list(names)
+
+
+def tracker_names(config: TrainConfig, out: Path) -> dict[str, dict[str, str]]:
+    """Each tracker's run named after the output folder (TensorBoard's logs are already in it)."""
+    named = {"wandb": {"name": out.name}, "mlflow": {"run_name": out.name}, "comet_ml": {"experiment_name": out.name}}
+    return {name: kwargs for name, kwargs in named.items() if name in config.report_to}
+
+
+def mixed_precision(setting: str) -> str:
+    """``auto``: bf16 autocast on a CUDA GPU that supports it (weights and optimizer stay float32), else none.
+    CPUs without native bf16 instructions run bf16 several times slower than float32, so ``auto`` keeps them in
+    float32."""
+    if setting != "auto":
+        return setting
+    return "bf16" if default_device().type == "cuda" and torch.cuda.is_bf16_supported() else "no"

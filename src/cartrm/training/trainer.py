@@ -48,9 +48,12 @@ from cartrm.training.runtime import (
     check_length,
     checkpointing,
     hparams,
+    mixed_precision,
     parameter_groups,
     return_freed_buffers_to_the_os,
     shape_model,
+    tracker_names,
+    trackers,
 )
 from cartrm.vulnerability.result import VulnerabilityReport
 
@@ -209,9 +212,9 @@ def _accelerator(config: TrainConfig, out: Path) -> Any:
     AcceleratorState._reset_state()  # the precision of an earlier train() in this process must not stick
     return Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        log_with="tensorboard",
+        log_with=trackers(config.report_to),
         project_dir=str(out / "logs"),
-        mixed_precision=_mixed_precision(config.mixed_precision),
+        mixed_precision=mixed_precision(config.mixed_precision),
         cpu=on_cpu,  # without it accelerate runs torchrun's CPU processes as separate single runs
     )
 
@@ -311,7 +314,9 @@ def _restore(run: Run, resume: bool) -> None:
         else {"global_step": 0, "micro": 0, "history": [], "curve": [], "method": {}}
     )
     run.method.restore(state.get("method", {}))
-    run.accelerator.init_trackers("train", config=hparams(run.config.model_dump()))
+    run.accelerator.init_trackers(
+        "train", config=hparams(run.config.model_dump()), init_kwargs=tracker_names(run.config, run.inputs.out)
+    )
     run.model.train()
     run.global_step, run.micro, run.history = state["global_step"], state["micro"], state["history"]
     run.curve = state.get("curve", [])
@@ -483,15 +488,6 @@ def _forward_backward(
             sums[key] = sums.get(key, 0.0) + value * size
             examples[key] = examples.get(key, 0) + size
     return {key: total if key == "loss" else total / examples[key] for key, total in sums.items()}
-
-
-def _mixed_precision(setting: str) -> str:
-    """``auto``: bf16 autocast on a CUDA GPU that supports it (weights and optimizer stay float32), else none.
-    CPUs without native bf16 instructions run bf16 several times slower than float32, so ``auto`` keeps them in
-    float32."""
-    if setting != "auto":
-        return setting
-    return "bf16" if default_device().type == "cuda" and torch.cuda.is_bf16_supported() else "no"
 
 
 def _texts(dataset: PreferenceDataset | PointwiseDataset) -> int:
