@@ -211,3 +211,18 @@ def test_lora_without_peft_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_peft)
     with pytest.raises(CartError, match=r'pip install "cartrm\[lora\]"'):
         add_lora(RewardModel.load("tiny-bert").model, LoraSettings(r=4))
+
+
+def test_bf16_weights_keep_float32_adapters_and_save_merged_in_bf16(tmp_path):
+    model = RewardModel.load("tiny-llama", seed=0)
+    model.model.to(torch.bfloat16)
+    add_lora(model.model, LoraSettings(r=4))
+    assert {p.dtype for n, p in model.model.named_parameters() if ".lora_" in n} == {torch.float32}
+    model = RewardModel.load("tiny-llama", seed=0)
+    config = TrainConfig(max_steps=2, lora_r=4, dtype="bf16", **FAST)
+    train(model, planted_pairs(32), config, tmp_path / "rm", progress=False)
+    assert {t.dtype for t in load_file(tmp_path / "rm" / "model.safetensors").values()} == {torch.bfloat16}
+    pairs = planted_pairs(8)
+    reloaded = RewardModel.load(str(tmp_path / "rm"))
+    for a, b in zip(model.score_pairs(pairs), reloaded.score_pairs(pairs)):
+        np.testing.assert_allclose(a, b, atol=1e-2)  # the merge rounds once more to bf16

@@ -39,6 +39,7 @@ class LoraSettings:
 def _peft() -> Any:
     try:
         import peft
+        import peft.functional
     except ImportError:
         raise CartError(f"LoRA (--lora-r) needs peft, an optional extra: {LORA_INSTALL}") from None
     return peft
@@ -58,6 +59,7 @@ def add_lora(model: Any, settings: LoraSettings) -> None:
     )
     try:
         peft.inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+        peft.functional.cast_adapter_dtype(model, ADAPTER)  # float32 adapters on bf16 weights, as peft's own models
     except ValueError as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CartError(f"--lora-target-modules: {reason}") from None
