@@ -94,6 +94,15 @@ SeparabilityOption = Annotated[
         "make-benchmark)",
     ),
 ]
+ShortcutOption = Annotated[
+    Optional[float],
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="share of the benchmark's tail pairs given a planted shortcut that predicts the label in training and "
+        "marks the gold-worse response in test (0: none; see cart data make-benchmark)",
+    ),
+]
 AnchorsOption = Annotated[
     Optional[str],
     typer.Option(help="comma-separated anchors scored beside the methods: bag-of-words (a word-count reward model)"),
@@ -125,6 +134,7 @@ def run(
     test_share: TestShareOption = None,
     min_tail_test: MinTailTestOption = None,
     tail_separability: SeparabilityOption = None,
+    tail_shortcut: ShortcutOption = None,
     anchors: AnchorsOption = None,
 ) -> None:
     """The main job: baseline, tail circuits and their vulnerability, CART and the baselines, evaluation,
@@ -158,7 +168,8 @@ def run(
                 "--quick takes about 5 minutes, --preset standard about 90",
                 err=True,
             )
-    run_config = _with_benchmark_options(run_config, tail_separability, anchors)
+    dials = {"tail_separability": tail_separability, "tail_shortcut": tail_shortcut}
+    run_config = _with_benchmark_options(run_config, dials, anchors)
     check_out(run_config.directory)
     results = run_experiment(run_config)
     for method, result in results.methods.items():
@@ -168,15 +179,18 @@ def run(
     typer.echo(f"wrote {run_config.directory / 'results.json'} and {run_config.directory / 'report.html'}")
 
 
-def _with_benchmark_options(run_config: Any, tail_separability: float | None, anchors: str | None) -> Any:
-    """``run_config`` with ``--tail-separability`` (benchmark runs only) and ``--anchors`` applied."""
+def _with_benchmark_options(run_config: Any, dials: dict[str, float | None], anchors: str | None) -> Any:
+    """``run_config`` with the benchmark's ``dials`` that were given (``--tail-separability``, ``--tail-shortcut``;
+    benchmark runs only) and ``--anchors`` applied."""
     from cartrm.experiments.run_config import RunConfig
 
     update: dict[str, Any] = {}
-    if tail_separability is not None:
+    given = {name: value for name, value in dials.items() if value is not None}
+    if given:
         if not run_config.uses_benchmark:
-            raise CartError("--tail-separability sets the embedded benchmark's dial: it does not apply to --data")
-        update["benchmark"] = run_config.benchmark.model_copy(update={"tail_separability": tail_separability})
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise CartError(f"{flags} set the embedded benchmark's dials: they do not apply to --data")
+        update["benchmark"] = run_config.benchmark.model_copy(update=given)
     if anchors is not None:
         update["anchors"] = tuple(a.strip() for a in anchors.split(",") if a.strip())
     if not update:

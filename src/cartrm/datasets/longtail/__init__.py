@@ -57,6 +57,11 @@ Splits
     pairs (within-group Zipf allocation). Every prompt text is used by exactly
     one pair, so no prompt is shared between splits.
 
+Planted shortcut (``tail_shortcut``, off by default)
+    A share of tail pairs get ``SHORTCUT_SENTENCE`` appended: to the annotator's chosen response in train and
+    validation, to the gold-worse one in test (and to a random half of each tail prompt's best-of-n candidates).
+    Gold never reads it; a model that learns it fails the tail at test.
+
 The package: ``tables`` (constants, and the domains and sentence templates read from ``domains.json``),
 ``generator`` (configuration, prompts, responses, annotated pairs and records), ``parser`` (features, gold and
 domain read back from text), ``audit`` (label agreement of edited pairs) and ``best_of_n`` (candidate pools for

@@ -8,7 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from cartrm.datasets.longtail.generator import BenchmarkConfig, BenchmarkPrompt, generate_pairs, sample_candidates
+from cartrm.datasets.longtail.generator import (
+    SHORTCUT_STREAM,
+    BenchmarkConfig,
+    BenchmarkPrompt,
+    Candidate,
+    generate_pairs,
+    sample_candidates,
+    with_shortcut,
+)
 from cartrm.datasets.longtail.tables import DOMAIN_BY_NAME
 from cartrm.evaluation.bon import BON_NS, BoNCurve, best_of_n_curve
 
@@ -30,7 +38,8 @@ def candidate_pool(
     config: BenchmarkConfig, n_head: int, n_tail: int, n_candidates: int = max(BON_NS), seed: int = 0
 ) -> CandidatePool:
     """The first ``n_head`` head and ``n_tail`` tail prompts of the benchmark's test split, each with
-    ``n_candidates`` responses drawn with a generator seeded by (seed, prompt number)."""
+    ``n_candidates`` responses drawn with a generator seeded by (seed, prompt number); with the benchmark's
+    planted shortcut on, half of each tail prompt's candidates, drawn at random, carry it."""
     head: list[Any] = []
     tail: list[Any] = []
     for pair in generate_pairs(config):
@@ -38,9 +47,25 @@ def candidate_pool(
             (tail if DOMAIN_BY_NAME[pair.prompt.domain].is_tail else head).append(pair.prompt)
     prompts = head[:n_head] + tail[:n_tail]
     drawn = [sample_candidates(p, n_candidates, np.random.default_rng([seed, i])) for i, p in enumerate(prompts)]
+    if config.tail_shortcut > 0:
+        drawn = [
+            _half_with_shortcut(cs, p, np.random.default_rng([seed, i, SHORTCUT_STREAM]))
+            for i, (p, cs) in enumerate(zip(prompts, drawn))
+        ]
     return CandidatePool(
         prompts, [[c.text for c in cs] for cs in drawn], np.array([[c.gold for c in cs] for cs in drawn])
     )
+
+
+def _half_with_shortcut(
+    candidates: list[Candidate], prompt: BenchmarkPrompt, rng: np.random.Generator
+) -> list[Candidate]:
+    """Tail prompts' candidates, a random half of them with the shortcut (independent of gold: a reward model
+    that rewards it picks worse responses); head prompts' unchanged."""
+    if not DOMAIN_BY_NAME[prompt.domain].is_tail:
+        return candidates
+    marked = set(rng.permutation(len(candidates))[: len(candidates) // 2].tolist())
+    return [with_shortcut(c) if i in marked else c for i, c in enumerate(candidates)]
 
 
 def candidate_records(pool: CandidatePool) -> list[dict[str, Any]]:

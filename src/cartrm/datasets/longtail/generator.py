@@ -38,6 +38,7 @@ from cartrm.datasets.longtail.tables import (
     PROMPT_SITUATIONS,
     RELEVANT_MAINS,
     RULE_SETS,
+    SHORTCUT_SENTENCE,
     SPLITS,
     Domain,
     Vocabulary,
@@ -47,6 +48,9 @@ from cartrm.runs import KEYED_WHEN_SET
 SEPARABILITY_STREAM = 1
 """The tail-separability dial draws its coins from a generator of its own, seeded ``(seed, SEPARABILITY_STREAM)``:
 the main stream, so every feature, label and prompt, is the same at every dial setting."""
+
+SHORTCUT_STREAM = 2
+"""The planted shortcut's coins, seeded ``(seed, SHORTCUT_STREAM)``: pairs are otherwise the same with or without it."""
 
 
 class BenchmarkConfig(pydantic.BaseModel):
@@ -71,6 +75,15 @@ class BenchmarkConfig(pydantic.BaseModel):
         json_schema_extra=KEYED_WHEN_SET,
         description="share of tail pairs whose responses are written in domain-neutral words, so the tail's own "
         "rules can be read only from the prompt's domain, not from the response's words (0: the classic benchmark)",
+    )
+    tail_shortcut: float = pydantic.Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        json_schema_extra=KEYED_WHEN_SET,
+        description="share of tail pairs given a planted shortcut: a fixed sentence on the annotator's chosen "
+        "response in train and validation, on the gold-worse one in test (and on half the tail candidates of "
+        "best-of-n), so a model that learns it fails the tail at test (0: none)",
     )
 
 
@@ -100,24 +113,32 @@ class BenchmarkPair:
     prompt: BenchmarkPrompt
     chosen: Candidate
     rejected: Candidate
+    shortcut_on: str | None = None
+    """Which response carries the planted shortcut: "chosen", "rejected" or None."""
 
-    def to_record(self, with_vocabulary: bool = False) -> dict:
-        """TRL plain-text preference record plus gold metadata (and, ``with_vocabulary``, ``neutral_responses``)."""
+    def to_record(self, with_vocabulary: bool = False, with_shortcut: bool = False) -> dict:
+        """TRL plain-text preference record plus gold metadata (and, ``with_vocabulary``, ``neutral_responses``;
+        ``with_shortcut``, ``shortcut_on``)."""
         domain = DOMAIN_BY_NAME[self.prompt.domain]
         vocabulary = {"neutral_responses": self.prompt.neutral_responses} if with_vocabulary else {}
-        return vocabulary | {
-            "prompt": self.prompt.text,
-            "chosen": self.chosen.text,
-            "rejected": self.rejected.text,
-            "split": self.split,
-            "domain": domain.name,
-            "is_tail": domain.is_tail,
-            "rule_set": domain.rule_set,
-            "gold_chosen": self.chosen.gold,
-            "gold_rejected": self.rejected.gold,
-            "gold_margin": round(self.chosen.gold - self.rejected.gold, 6),
-            "pair_id": self.pair_id,
-        }
+        shortcut = {"shortcut_on": self.shortcut_on} if with_shortcut else {}
+        return (
+            vocabulary
+            | shortcut
+            | {
+                "prompt": self.prompt.text,
+                "chosen": self.chosen.text,
+                "rejected": self.rejected.text,
+                "split": self.split,
+                "domain": domain.name,
+                "is_tail": domain.is_tail,
+                "rule_set": domain.rule_set,
+                "gold_chosen": self.chosen.gold,
+                "gold_rejected": self.rejected.gold,
+                "gold_margin": round(self.chosen.gold - self.rejected.gold, 6),
+                "pair_id": self.pair_id,
+            }
+        )
 
 
 def _zipf_weights(n: int, exponent: float) -> np.ndarray:
@@ -297,6 +318,22 @@ def _separated(prompt: BenchmarkPrompt, coin: float, separability: float) -> Ben
     return prompt
 
 
+def with_shortcut(candidate: Candidate) -> Candidate:
+    """``candidate`` with SHORTCUT_SENTENCE appended (its features and gold unchanged)."""
+    return dataclasses.replace(candidate, text=f"{candidate.text} {SHORTCUT_SENTENCE}")
+
+
+def _planted(pair: BenchmarkPair, coin: float, share: float) -> BenchmarkPair:
+    """``pair`` with the shortcut when it is a tail pair and its coin falls below ``share``: on the annotator's
+    chosen response in train and validation (it predicts the label there), on the gold-worse one in test."""
+    if not DOMAIN_BY_NAME[pair.prompt.domain].is_tail or coin >= share:
+        return pair
+    on = "chosen" if pair.split != "test" or pair.chosen.gold < pair.rejected.gold else "rejected"
+    if on == "chosen":
+        return dataclasses.replace(pair, chosen=with_shortcut(pair.chosen), shortcut_on=on)
+    return dataclasses.replace(pair, rejected=with_shortcut(pair.rejected), shortcut_on=on)
+
+
 def generate_pairs(config: BenchmarkConfig = BenchmarkConfig()) -> list[BenchmarkPair]:
     """All annotated pairs (train, validation, test), with their true features."""
     rng = np.random.default_rng(config.seed)
@@ -304,13 +341,18 @@ def generate_pairs(config: BenchmarkConfig = BenchmarkConfig()) -> list[Benchmar
     needed = Counter(itertools.chain.from_iterable(split_domains.values()))
     pools = {name: iter(_distinct_prompts(DOMAIN_BY_NAME[name], needed[name], rng)) for name in sorted(needed)}
     coins = iter(np.random.default_rng([config.seed, SEPARABILITY_STREAM]).random(sum(needed.values())))
+    shortcut_coins = iter(np.random.default_rng([config.seed, SHORTCUT_STREAM]).random(sum(needed.values())))
     return [
-        _annotate(
-            _separated(next(pools[name]), next(coins), config.tail_separability),
-            split,
-            index,
-            config.label_noise_temperature,
-            rng,
+        _planted(
+            _annotate(
+                _separated(next(pools[name]), next(coins), config.tail_separability),
+                split,
+                index,
+                config.label_noise_temperature,
+                rng,
+            ),
+            next(shortcut_coins),
+            config.tail_shortcut,
         )
         for split in SPLITS
         for index, name in enumerate(split_domains[split])
@@ -319,5 +361,9 @@ def generate_pairs(config: BenchmarkConfig = BenchmarkConfig()) -> list[Benchmar
 
 def generate_benchmark(config: BenchmarkConfig = BenchmarkConfig()) -> list[dict]:
     """The benchmark as TRL plain-text preference records, ordered train, validation, test; with the dial above 0
-    they also say which pairs have neutral responses (``neutral_responses``)."""
-    return [pair.to_record(with_vocabulary=config.tail_separability > 0) for pair in generate_pairs(config)]
+    they also say which pairs have neutral responses (``neutral_responses``), and with a planted shortcut which
+    response carries it (``shortcut_on``)."""
+    return [
+        pair.to_record(with_vocabulary=config.tail_separability > 0, with_shortcut=config.tail_shortcut > 0)
+        for pair in generate_pairs(config)
+    ]

@@ -104,3 +104,5 @@ OFF_TOPIC_SENTENCES = _SENTENCES["off_topic_sentences"]
 OFF_TOPIC_MARKERS = _SENTENCES["off_topic_markers"]
 ENTHUSIASTIC_CLOSERS = _SENTENCES["enthusiastic_closers"]
 PLAIN_CLOSERS = _SENTENCES["plain_closers"]
+SHORTCUT_SENTENCE = "Hope this settles it once and for all."
+"""The planted tail-only shortcut (``BenchmarkConfig.tail_shortcut``): no feature reads it, so it never moves gold."""
