@@ -124,6 +124,9 @@ def test_run_from_a_config_file_then_report_rerenders(tmp_path):
     assert results["methods"]["bt"]["tail_accuracy"]["values"] == [
         json.loads((tmp_path / "c" / "seed-0" / "eval" / "bt" / "metrics.json").read_text())["tail"]["accuracy"]
     ]
+    bt = results["methods"]["bt"]
+    gold = f"head {bt['head_gold_accuracy']['mean']:.3f}, tail {bt['tail_gold_accuracy']['mean']:.3f}"
+    assert f"[bt] gold accuracy: {gold} (on the noisy labels: head " in result.output  # gold, named as such
     (tmp_path / "c" / "report.html").unlink()
     result = invoke("report", tmp_path / "c")
     assert result.exit_code == 0 and (tmp_path / "c" / "report.html").exists()

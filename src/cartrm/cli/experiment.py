@@ -173,10 +173,20 @@ def run(
     check_out(run_config.directory)
     results = run_experiment(run_config)
     for method, result in results.methods.items():
-        typer.echo(f"[{method}] head acc {result.head_accuracy.mean:.3f}, tail acc {result.tail_accuracy.mean:.3f}")
+        typer.echo(f"[{method}] {_accuracy_line(result)}")
     for line in results.verdict:
         typer.echo(line)
     typer.echo(f"wrote {run_config.directory / 'results.json'} and {run_config.directory / 'report.html'}")
+
+
+def _accuracy_line(result: Any) -> str:
+    """Test accuracy of one method, saying which labels it is scored against: gold where the data has it (the
+    benchmark), the annotators' labels beside it (on the benchmark these are noisy)."""
+    labels = f"head {result.head_accuracy.mean:.3f}, tail {result.tail_accuracy.mean:.3f}"
+    if result.tail_gold_accuracy is None or result.head_gold_accuracy is None:
+        return f"accuracy on the labels: {labels}"
+    gold = f"head {result.head_gold_accuracy.mean:.3f}, tail {result.tail_gold_accuracy.mean:.3f}"
+    return f"gold accuracy: {gold} (on the noisy labels: {labels})"
 
 
 def _with_benchmark_options(run_config: Any, dials: dict[str, float | None], anchors: str | None) -> Any:
