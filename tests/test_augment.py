@@ -12,7 +12,12 @@ from cartrm.data.dataset import RenderedPair
 from cartrm.datasets.longtail.audit import label_agreement
 from cartrm.datasets.longtail.generator import BenchmarkConfig, generate_benchmark, generate_pairs
 from cartrm.datasets.longtail.parser import gold_from_text
-from cartrm.datasets.longtail.tables import DOMAIN_BY_NAME, ENTHUSIASTIC_CLOSERS, ENTHUSIASTIC_OPENERS
+from cartrm.datasets.longtail.tables import (
+    DOMAIN_BY_NAME,
+    ENTHUSIASTIC_CLOSERS,
+    ENTHUSIASTIC_OPENERS,
+    SHORTCUT_SENTENCE,
+)
 from cartrm.errors import CartError
 from cartrm.models import RewardModel
 from cartrm.training.augment import (
@@ -20,6 +25,7 @@ from cartrm.training.augment import (
     augment_tail_pairs,
     circuit_scores,
     generate_candidates,
+    select_against_circuits,
     select_at_random,
     select_by_circuits,
 )
@@ -351,3 +357,68 @@ def test_augmentation_audit_recomputes_gold_from_the_edited_text(gold_ordered_ta
     )
     assert audit["format"] == {"n": 1.0, "gold_agreement": 1.0, "foreign_word": 0.0, "domain_changed": 0.0}
     assert audit["swap"]["n"] == 2 and audit["swap"]["gold_agreement"] == 0.5 and audit["swap"]["foreign_word"] == 0.5
+
+
+def test_move_sentence_moves_one_unshared_sentence_to_the_other_response(vocabulary):
+    pair = RenderedPair("Q?\n\n", "Same here. Only chosen. Also chosen.", "Same here. Only rejected.")
+    seen = {TRANSFORMS["move_sentence"](pair, np.random.default_rng(s), vocabulary) for s in range(40)}
+    assert seen == {
+        RenderedPair("Q?\n\n", "Same here. Also chosen.", "Same here. Only rejected. Only chosen."),
+        RenderedPair("Q?\n\n", "Same here. Only chosen.", "Same here. Only rejected. Also chosen."),
+        RenderedPair("Q?\n\n", "Same here. Only chosen. Also chosen. Only rejected.", "Same here."),
+    }
+    single = RenderedPair("Q?", "Just one.", "Just one.")  # nothing unshared to move
+    assert TRANSFORMS["move_sentence"](single, np.random.default_rng(0), vocabulary) is None
+
+
+def test_moving_the_planted_shortcut_leaves_the_gold_rewards_as_they_were(gold_ordered_tail, vocabulary):
+    moved = 0
+    for pair, domain in gold_ordered_tail[:30]:
+        planted = RenderedPair(pair.prompt, f"{pair.chosen} {SHORTCUT_SENTENCE}", pair.rejected)
+        for seed in range(30):
+            edited = TRANSFORMS["move_sentence"](planted, np.random.default_rng(seed), vocabulary)
+            if edited is not None and edited.rejected.endswith(SHORTCUT_SENTENCE):
+                assert SHORTCUT_SENTENCE not in edited.chosen and edited.chosen == pair.chosen
+                assert gold_from_text(edited.rejected, domain) == gold_from_text(pair.rejected, domain)
+                moved += 1
+                break
+    assert moved >= 25
+
+
+def test_selection_against_circuits_keeps_the_candidate_that_turns_them_against_the_label(setting, benchmark):
+    model, index, members, candidates = setting
+    pairs = [RenderedPair(p.prompt.text + "\n\n", p.chosen.text, p.rejected.text) for p in benchmark[:4]]
+    sources = {c.source: pairs[c.source] for c in candidates}  # the setting's own source pairs
+
+    def gaps(pairs):  # per circuit, through circuit_scores (a separate path from the selection's)
+        prompts = [p.prompt for p in pairs]
+        per_circuit = [
+            circuit_scores(
+                model, prompts * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs], [m], index, "mean"
+            )
+            for m in members
+        ]
+        return np.stack([s[: len(pairs)] - s[len(pairs) :] for s in per_circuit], axis=1)
+
+    before = gaps([sources[c.source] for c in candidates])
+    expected = -(np.sign(before) * gaps(candidates)).sum(axis=1)
+    selected = select_against_circuits(model, candidates, sources, members, index, "mean", keep=1)
+    assert [c.source for c in selected] == sorted(sources)
+    for best in selected:
+        mine = [i for i, c in enumerate(candidates) if c.source == best.source]
+        assert best == candidates[max(mine, key=lambda i: expected[i])]
+    assert selected != select_by_circuits(model, candidates, members, index, "mean", keep=1)
+
+
+def test_augment_tail_pairs_can_move_sentences_against_the_circuits(setting):
+    model, index, members, _ = setting
+    records = generate_benchmark(BenchmarkConfig(n_train=30, n_validation=0, n_test_head=0, n_test_tail=0, seed=2))
+    data = PreferenceDataset.from_records(records)
+    tail = np.array([r["is_tail"] for r in records])
+    kept = augment_tail_pairs(
+        model, data, tail, members, index, "mean", 3, 1, 0, transforms=["move_sentence"], selection="against_circuits"
+    )
+    assert kept and {c.transform for c in kept} == {"move_sentence"}
+    assert {c.source for c in kept} <= set(np.flatnonzero(tail))
+    with pytest.raises(CartError, match="against_circuits"):
+        augment_tail_pairs(model, data, tail, members, index, "mean", 3, 1, 0, selection="nope")

@@ -7,6 +7,8 @@ circuit's members' pooled activations (as in phase 2). A pair's score is the mea
 
 The rule-based transformations (``TRANSFORMS`` of :mod:`cartrm.training.transforms`) apply the same edit to
 chosen and rejected (and to the prompt where it names the edited word), so the pair's label is meant to hold.
+Beyond the paper, ``selection="against_circuits"`` (:func:`select_against_circuits`) keeps the candidates whose
+circuits point most against the label instead, with the ``move_sentence`` transform as its counterfactual.
 ``lm_rewrite`` (with an :class:`LMRewriter`) paraphrases chosen and rejected separately with a
 sampled causal LM: it gives more varied text but does not guarantee the label.
 """
@@ -27,6 +29,7 @@ from cartrm.errors import CartError
 from cartrm.models.reward_model import RewardModel
 from cartrm.training.transforms import TRANSFORMS, TailVocabulary, group_vocabularies, keep_margins, tail_vocabulary
 
+SELECTIONS = ("circuits", "random", "against_circuits")
 REWRITE_PROMPT = "Rewrite the following answer in different words:\n{text}\nRewrite:"
 
 
@@ -231,10 +234,55 @@ def select_by_circuits(
         batch_size,
     )
     scores = (texts[: len(candidates)] + texts[len(candidates) :]) / 2
+    return _best_per_source(candidates, scores, keep)
+
+
+def _circuit_gaps(reward_model, pairs, members, feature_index, pooling, batch_size) -> np.ndarray:
+    """g_c = a_c(prompt + chosen) − a_c(prompt + rejected) per pair and circuit, shape (N, C)."""
+    prompts = [p.prompt for p in pairs]
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    encoded = reward_model.encode(prompts * 2, responses)
+    acts = _circuit_activations(reward_model, encoded, list(members), feature_index, pooling, batch_size)
+    return acts[: len(pairs)] - acts[len(pairs) :]
+
+
+def _best_per_source(candidates: Sequence[AugmentedPair], scores: np.ndarray, keep: int) -> list[AugmentedPair]:
+    """Per source pair, the ``keep`` candidates of largest score, best first, sources in order; ties keep the
+    candidates' order."""
     by_source: dict[int, list[int]] = {}
     for i in np.argsort(-scores, kind="stable"):
         by_source.setdefault(candidates[i].source, []).append(int(i))
     return [candidates[i] for source in sorted(by_source) for i in by_source[source][:keep]]
+
+
+def select_against_circuits(
+    reward_model: RewardModel,
+    candidates: Sequence[AugmentedPair],
+    sources: dict[int, RenderedPair],
+    members: Sequence[np.ndarray],
+    feature_index: FeatureIndex,
+    pooling: str,
+    keep: int = 1,
+    batch_size: int = 32,
+) -> list[AugmentedPair]:
+    """Beyond the paper: per source pair, the ``keep`` candidates whose target circuits point most against the
+    label, score Σ_c −sign(g_c(x)) g_c(x') with g_c the circuit's chosen − rejected activation gap (x the source,
+    x' the candidate); best first, sources in order, ties in the candidates' order.
+
+    Trained with the source's label, such a pair says the preference must hold where the circuits say otherwise,
+    so the reward cannot rest on them (eq. 12 only evens out their activations)."""
+    if keep < 1:
+        raise ValueError(f"keep must be ≥ 1, got {keep}")
+    if not candidates:
+        return []
+    source_ids = sorted({c.source for c in candidates})
+    before = _circuit_gaps(reward_model, [sources[i] for i in source_ids], members, feature_index, pooling, batch_size)
+    edited = [RenderedPair(c.prompt, c.chosen, c.rejected) for c in candidates]
+    after = _circuit_gaps(reward_model, edited, members, feature_index, pooling, batch_size)
+    row_of = {source: row for row, source in enumerate(source_ids)}
+    direction = np.sign(before[[row_of[c.source] for c in candidates]])
+    scores = -(direction * after).sum(axis=1)
+    return _best_per_source(candidates, scores, keep)
 
 
 def select_at_random(candidates: Sequence[AugmentedPair], keep: int, seed: int) -> list[AugmentedPair]:
@@ -280,8 +328,8 @@ def augment_tail_pairs(
         raise CartError(f"tail mask has {len(tail_mask)} entries for {len(dataset)} pairs")
     if not tail_mask.any():
         raise CartError("no tail pairs to augment: the tail mask selects nothing")
-    if selection not in ("circuits", "random"):
-        raise CartError(f"unknown augmentation selection '{selection}'; choose circuits or random")
+    if selection not in SELECTIONS:
+        raise CartError(f"unknown augmentation selection '{selection}'; choose {', '.join(SELECTIONS)}")
     pairs = dataset.render(reward_model.tokenizer)
     if groups is None:
         groups = np.zeros(len(pairs), dtype=int)
@@ -305,4 +353,9 @@ def augment_tail_pairs(
         )
     if selection == "random":
         return select_at_random(candidates, keep, seed)
+    if selection == "against_circuits":
+        originals = {c.source: pairs[c.source] for c in candidates}
+        return select_against_circuits(
+            reward_model, candidates, originals, members, feature_index, pooling, keep, batch_size
+        )
     return select_by_circuits(reward_model, candidates, members, feature_index, pooling, keep, batch_size)

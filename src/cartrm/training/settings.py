@@ -144,10 +144,11 @@ class CartConfig(MethodSettings):
         "cluster of tail embeddings)",
     )
     aug_group_column: str = Field("domain", description="data column naming a pair's group for per_group")
-    aug_selection: Literal["circuits", "random"] = Field(
+    aug_selection: Literal["circuits", "random", "against_circuits"] = Field(
         "circuits",
-        description="which candidates are kept: circuits (the largest Σ_c a_c(x'), eq. 10) or random (a seeded "
-        "draw: the control that isolates eq. 10's argmax)",
+        description="which candidates are kept: circuits (the largest Σ_c a_c(x'), eq. 10), random (a seeded "
+        "draw: the control that isolates eq. 10's argmax) or against_circuits (beyond the paper: those whose target "
+        "circuits' chosen − rejected gap points most against the label; pair it with the move_sentence transform)",
     )
     generator: str | None = Field(None, description="local causal LM folder for sampled rewrites")
     circuit_reg: bool = Field(True, description="circuit variance regulariser (eq. 12)")

@@ -232,6 +232,31 @@ def drop_shared_sentence(
     return replace(pair, chosen=without(pair.chosen, chosen), rejected=without(pair.rejected, rejected))
 
 
+def move_sentence(pair: RenderedPair, rng: np.random.Generator, vocabulary: TailVocabulary) -> RenderedPair | None:
+    """Move a sentence that only one response contains to the end of the other, the label kept: a counterfactual
+    for a sentence that should not decide the preference (beyond the paper; pair it with
+    ``aug_selection="against_circuits"``, which keeps the move that turns the target circuits against the label).
+    It keeps the label only when the moved sentence is not what makes the chosen response better."""
+    sides = {"chosen": split_sentences(pair.chosen), "rejected": split_sentences(pair.rejected)}
+    movable = [
+        (side, sentence)
+        for side, other in (("chosen", "rejected"), ("rejected", "chosen"))
+        if len(sides[side]) >= 2
+        for sentence in dict.fromkeys(sides[side])
+        if sentence not in sides[other]
+    ]
+    if not movable:
+        return None
+    side, sentence = movable[int(rng.integers(len(movable)))]
+    other = "rejected" if side == "chosen" else "chosen"
+    source = getattr(pair, side)
+    moved = {
+        side: keep_margins(source, " ".join(s for s in sides[side] if s != sentence)),
+        other: keep_margins(getattr(pair, other), " ".join([*sides[other], sentence])),
+    }
+    return replace(pair, **moved)
+
+
 def _shuffle_inner(text: str, rng: np.random.Generator) -> str:
     """Shuffle the sentences between the first and the last (a non-identity order when there are ≥ 2)."""
     sentences = split_sentences(text)
@@ -263,6 +288,7 @@ TRANSFORMS: dict[str, Transform] = {
     "rare_token": rare_token,
     "synonym": synonym,
     "drop_shared_sentence": drop_shared_sentence,
+    "move_sentence": move_sentence,
     "reorder": reorder,
     "format": format_bullets,
 }
