@@ -116,7 +116,8 @@ def test_run_from_a_config_file_then_report_rerenders(tmp_path):
     from cartrm.experiments.run_config import RunConfig
     from tests.helpers import TINY
 
-    config = RunConfig(name="c", out_root=tmp_path, methods=("bt",), **TINY)
+    planted = {**TINY, "benchmark": TINY["benchmark"].model_copy(update={"tail_shortcut": 1.0})}
+    config = RunConfig(name="c", out_root=tmp_path, methods=("bt",), **planted)
     (tmp_path / "config.yaml").write_text(config.to_yaml())
     result = invoke("run", "--config", tmp_path / "config.yaml")
     assert result.exit_code == 0, result.output
@@ -127,6 +128,9 @@ def test_run_from_a_config_file_then_report_rerenders(tmp_path):
     bt = results["methods"]["bt"]
     gold = f"head {bt['head_gold_accuracy']['mean']:.3f}, tail {bt['tail_gold_accuracy']['mean']:.3f}"
     assert f"[bt] gold accuracy: {gold} (on the noisy labels: head " in result.output  # gold, named as such
+    gains = json.loads((tmp_path / "c" / "seed-0" / "shortcut" / "bt" / "shortcut.json").read_text())["gains"]
+    assert len(gains) > 0 and bt["shortcut_gain"]["values"] == [pytest.approx(sum(gains) / len(gains))]
+    assert "shortcut reward gain (validation)" in (tmp_path / "c" / "report.html").read_text()
     (tmp_path / "c" / "report.html").unlink()
     result = invoke("report", tmp_path / "c")
     assert result.exit_code == 0 and (tmp_path / "c" / "report.html").exists()

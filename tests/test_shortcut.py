@@ -99,3 +99,35 @@ def test_cart_run_sets_the_dials_on_the_benchmark_and_refuses_them_with_user_dat
     user = quick.model_copy(update={"data": str(tmp_path / "pairs.jsonl")})
     with pytest.raises(CartError, match="--tail-shortcut set the embedded benchmark's dials"):
         _with_benchmark_options(user, {"tail_separability": None, "tail_shortcut": 1.0}, None)
+
+
+def _validation(config: BenchmarkConfig):
+    from cartrm.data import PreferenceDataset
+
+    return PreferenceDataset.from_records([r for r in generate_benchmark(config) if r["split"] == "validation"])
+
+
+class _CountsTheShortcut:
+    """A reward that is 2.5 times the number of planted shortcut sentences in a response, plus its length / 1000."""
+
+    tokenizer = None
+
+    def score(self, prompts, responses, batch_size=64):
+        return np.array([2.5 * r.count(SHORTCUT_SENTENCE) + len(r) / 1000 for r in responses])
+
+
+def test_shortcut_gains_score_each_planted_chosen_response_with_and_without_it():
+    from cartrm.datasets.longtail.shortcut import shortcut_gains, without_shortcut
+    from cartrm.errors import CartError
+
+    data = _validation(BenchmarkConfig(**SMALL, tail_shortcut=0.5))
+    planted = [on == "chosen" for on in data.column("shortcut_on")]
+    gains = shortcut_gains(_CountsTheShortcut(), data)
+    expected = 2.5 + (len(SHORTCUT_SENTENCE) + 1) / 1000
+    assert len(gains) == sum(planted) > 0 and np.allclose(gains, expected)
+    chosen = [c for c, on in zip(data.chosen, planted) if on]
+    assert not any(SHORTCUT_SENTENCE in without_shortcut(str(c)) for c in chosen)
+    with pytest.raises(CartError, match="does not carry"):
+        without_shortcut("no shortcut here")
+    plain = _validation(BenchmarkConfig(**SMALL))
+    assert len(shortcut_gains(_CountsTheShortcut(), plain)) == 0

@@ -15,7 +15,16 @@ from cartrm.evaluation import EvaluationReport
 from cartrm.evaluation.bon import BoNCurve
 from cartrm.experiments.run_config import RunConfig
 from cartrm.experiments.seed_data import SeedData
-from cartrm.experiments.stages import ablation, anchor, best_of_n, concentration, evaluation, stability, training
+from cartrm.experiments.stages import (
+    ablation,
+    anchor,
+    best_of_n,
+    concentration,
+    evaluation,
+    shortcut,
+    stability,
+    training,
+)
 from cartrm.experiments.stages.context import SeedContext
 from cartrm.report.results import SeedStability
 from cartrm.training import registry
@@ -39,6 +48,7 @@ class SeedOutcome:
     stability: SeedStability | None = None
     tail_margin: float | None = None  # bt's mean |reward margin| on the test split's tail pairs
     concentration: Concentration | None = None  # bt's concentration diagnostic (when the run asks for it)
+    shortcut: dict[str, float] = field(default_factory=dict)  # per method: the planted shortcut's reward gain
 
 
 class SeedRun(SeedContext):
@@ -64,6 +74,7 @@ class SeedRun(SeedContext):
             if registry.design(method).uses_circuits and config.uses_benchmark:
                 outcome.augmentation[method] = self.augmentation_audit(method)
             outcome.reports[method], outcome.correct[method] = evaluation.evaluated(self, method, model)
+            self._shortcut(outcome, method, model)
             if config.uses_benchmark and config.bon_prompts:
                 outcome.bon[method] = best_of_n.best_of_n(self, method, model)
         for label, overrides in config.ablated_methods.items():
@@ -71,6 +82,7 @@ class SeedRun(SeedContext):
             if config.uses_benchmark:
                 outcome.augmentation[label] = self.augmentation_audit(label)
             outcome.reports[label], outcome.correct[label] = evaluation.evaluated(self, label, model)
+            self._shortcut(outcome, label, model)
         for name in config.anchors:
             outcome.reports[name], outcome.correct[name], outcome.train_seconds[name] = anchor.anchored(self, name)
         if ablation.CART in config.methods and layout.vulnerability.exists():
@@ -79,6 +91,11 @@ class SeedRun(SeedContext):
             outcome.tail_margin = evaluation.tail_margin(self, registry.BASELINE)
             outcome.concentration = concentration.concentrated(self)
         return outcome
+
+    def _shortcut(self, outcome: SeedOutcome, method: str, model: Any) -> None:
+        gain = shortcut.shortcut_gain(self, method, model)
+        if gain is not None:
+            outcome.shortcut[method] = gain
 
     def test_correctness(self, method: str) -> dict[str, np.ndarray]:
         """Per test pair, whether ``method``'s saved test scores order it as labelled and as the gold rule does."""

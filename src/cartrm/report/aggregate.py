@@ -96,7 +96,14 @@ def _method_results(method: str, outcomes: Sequence) -> MethodResults:
         augmentation=[
             {"seed": o.seed, "transforms": o.augmentation[method]} for o in outcomes if o.augmentation.get(method)
         ],
+        shortcut_gain=_shortcut_gain(method, outcomes),
     )
+
+
+def _shortcut_gain(method: str, outcomes: Sequence) -> SeedSummary | None:
+    """The planted shortcut's mean reward gain for ``method`` over the seeds that measured it (None: none did)."""
+    gains = [o.shortcut[method] for o in outcomes if method in o.shortcut]
+    return summarise_seeds(gains) if gains else None
 
 
 def _accuracy(metrics: Sequence, gold: bool = False) -> SeedSummary | None:

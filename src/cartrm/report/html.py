@@ -240,6 +240,8 @@ def _accuracy_columns(results: RunResults) -> list[Column]:
             columns.append(
                 (f"{group} gold acc %{n_pairs(results, group)}", functools.partial(_gold_accuracy_cell, group))
             )
+    if any(m.shortcut_gain for m in results.methods.values()):
+        columns.append(("shortcut reward gain (validation)", lambda m: fmt_summary(m.shortcut_gain)))
     columns.append(("ECE", lambda m: fmt_summary(m.ece)))
     columns.append(("train s", lambda m: fmt_summary(m.train_seconds, digits=0)))
     return columns

@@ -44,6 +44,7 @@ class MethodResults(Record):
     tuning: list[dict[str, Any]] = []  # per seed: the grid, every variant's validation scores, the chosen one
     n_pairs: dict[str, list[int]] = {}  # per group (head, tail, overall): test pairs scored, per seed
     augmentation: list[dict[str, Any]] = []  # per seed: the kept augmentations' audit per transform (benchmark)
+    shortcut_gain: SeedSummary | None = None  # benchmark with a planted shortcut: the reward it adds (validation)
 
 
 class Comparison(Record):

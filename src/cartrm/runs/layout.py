@@ -61,6 +61,10 @@ class SeedLayout:
     def bon(self, method: str) -> Path:
         return self.root / "bon" / method
 
+    def shortcut(self, method: str) -> Path:
+        """The reward ``method`` gains from the planted shortcut on validation pairs (``shortcut.json``)."""
+        return self.root / "shortcut" / method
+
     @property
     def analysis(self) -> Path:
         return self.root / "analysis"
