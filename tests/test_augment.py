@@ -352,11 +352,19 @@ def test_augmentation_audit_recomputes_gold_from_the_edited_text(gold_ordered_ta
             ("format", pair.prompt, TRANSFORMS["format"](pair, np.random.default_rng(0), ()).chosen, pair.rejected),
             ("swap", pair.prompt, pair.rejected, pair.chosen),  # the labels reversed: gold disagrees
             ("swap", pair.prompt + f" {word}", pair.chosen, pair.rejected),
+            ("move_sentence", pair.prompt, pair.chosen, f"{pair.rejected} {SHORTCUT_SENTENCE}"),
         ],
-        [domain, domain, domain],
+        [domain] * 4,
     )
-    assert audit["format"] == {"n": 1.0, "gold_agreement": 1.0, "foreign_word": 0.0, "domain_changed": 0.0}
+    assert audit["format"] == {
+        "n": 1.0,
+        "gold_agreement": 1.0,
+        "foreign_word": 0.0,
+        "domain_changed": 0.0,
+        "shortcut_against": 0.0,
+    }
     assert audit["swap"]["n"] == 2 and audit["swap"]["gold_agreement"] == 0.5 and audit["swap"]["foreign_word"] == 0.5
+    assert audit["move_sentence"]["shortcut_against"] == 1.0 and audit["move_sentence"]["gold_agreement"] == 1.0
 
 
 def test_move_sentence_moves_one_unshared_sentence_to_the_other_response(vocabulary):
