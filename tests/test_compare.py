@@ -112,6 +112,22 @@ def test_cart_compare_refuses_in_one_line(run_dir, args, fragment):
     assert result.exit_code == 1 and fragment in result.output and len(result.output.strip().splitlines()) == 1
 
 
+def test_confidence_sets_both_intervals(run_dir):
+    from scipy import stats
+
+    (usual,) = compare_methods(run_dir, "label-smoothing", "bt", metrics=["tail_gold_accuracy"])
+    (wide,) = compare_methods(run_dir, "label-smoothing", "bt", metrics=["tail_gold_accuracy"], confidence=0.9875)
+    per_seed = wide.paired.per_seed
+    low, high = stats.t.interval(0.9875, len(per_seed) - 1, loc=np.mean(per_seed), scale=stats.sem(per_seed))
+    if np.std(per_seed) > 0:  # two seeds that differ: a t-interval exists
+        assert (wide.over_seeds.ci_low, wide.over_seeds.ci_high) == pytest.approx((low, high))
+        assert wide.over_seeds.ci_high - wide.over_seeds.ci_low > usual.over_seeds.ci_high - usual.over_seeds.ci_low
+    assert wide.paired.ci_low <= usual.paired.ci_low and wide.paired.ci_high >= usual.paired.ci_high
+    assert "98.75% interval" in comparison_table([wide]) and "95% interval" in comparison_table([usual])
+    result = runner.invoke(app, ["compare", str(run_dir), "label-smoothing", "bt", "--confidence", "1.5"])
+    assert result.exit_code == 1 and "confidence must be in [0.5, 1)" in result.output
+
+
 def test_a_folder_that_is_not_a_run_is_named(tmp_path):
     with pytest.raises(CartError, match="not a finished cart run"):
         compare_methods(tmp_path, "bt", "cart")

@@ -287,22 +287,27 @@ def compare(
     metric: Annotated[
         Optional[str],
         typer.Option(
-            help="comma-separated: tail_gold_accuracy, head_gold_accuracy, tail_accuracy, head_accuracy (default: "
-            "tail and head gold accuracy, or tail and head accuracy for data without a gold reward)"
+            help="comma-separated: conflict_gold_accuracy (benchmark), tail_gold_accuracy, head_gold_accuracy, "
+            "tail_accuracy, head_accuracy (default: conflict-pair, tail and head gold accuracy, or tail and head "
+            "accuracy for data without a gold reward)"
         ),
     ] = None,
+    confidence: Annotated[
+        float,
+        typer.Option(help="level of both intervals, e.g. 0.9875 for four pre-registered tests at α = 0.05"),
+    ] = 0.95,
     config_file: ConfigFileOption = None,
 ) -> None:
-    """A − B on the same test pairs of RUN, from each seed's saved per-pair test scores: the difference, its 95%
-    hierarchical bootstrap interval (seeds, then pairs) and p-value, each seed's difference and a t-interval over
-    the seeds' differences, in accuracy points."""
+    """A − B on the same test pairs of RUN, from each seed's saved per-pair test scores: the difference, its
+    hierarchical bootstrap interval (seeds, then pairs; 95% unless --confidence) and p-value, each seed's
+    difference and a t-interval over the seeds' differences, in accuracy points."""
     from cartrm.experiments.compare import compare_methods, comparison_table
 
     if method == baseline:
         raise CartError(f"A and B are both '{method}': name two different methods")
     chosen = seed_list(seeds) if seeds is not None else None
     metrics = [m.strip() for m in metric.split(",")] if metric is not None else None
-    typer.echo(comparison_table(compare_methods(run_dir, method, baseline, chosen, metrics)))
+    typer.echo(comparison_table(compare_methods(run_dir, method, baseline, chosen, metrics, confidence)))
 
 
 @data_app.command("make-benchmark")

@@ -34,6 +34,7 @@ def hierarchical_bootstrap(
     b_by_seed: Sequence[np.ndarray],
     n_resamples: int = N_PAIRED_RESAMPLES,
     seed: int = 0,
+    confidence: float = 0.95,
 ) -> PairedComparison:
     """``a − b`` with the seed as the unit: the mean over seeds of each seed's mean difference, and a two-stage
     bootstrap — resample seeds with replacement, then the pairs within each drawn seed — so the interval holds
@@ -54,7 +55,8 @@ def hierarchical_bootstrap(
     drawn = rng.integers(0, n_seeds, size=(n_resamples, n_seeds))
     means = _pair_resample_means(differences, drawn, rng).mean(axis=1)
     per_seed = [float(d.mean()) for d in differences]
-    low, high = np.percentile(means, [2.5, 97.5])
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
     ties = (means == 0).mean() / 2
     p_value = 2 * min((means < 0).mean() + ties, (means > 0).mean() + ties)
     return PairedComparison(
@@ -94,14 +96,15 @@ class SeedSummary(BaseModel):
     interval: Literal["seeds", "pairs"] = "seeds"
 
 
-def summarise_seeds(values: Sequence[float]) -> SeedSummary:
+def summarise_seeds(values: Sequence[float], confidence: float = 0.95) -> SeedSummary:
+    """The mean of per-seed ``values`` with its Student-t interval at ``confidence`` (zero width below 2 seeds)."""
     values = [float(v) for v in values]
     if not values:
         raise CartError("no values to summarise")
     mean = float(np.mean(values))
     if len(values) < 2 or np.std(values) == 0:
         return SeedSummary(n_seeds=len(values), mean=mean, ci_low=mean, ci_high=mean, values=values)
-    low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=stats.sem(values))
+    low, high = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=stats.sem(values))
     return SeedSummary(n_seeds=len(values), mean=mean, ci_low=float(low), ci_high=float(high), values=values)
 
 

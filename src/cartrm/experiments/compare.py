@@ -36,14 +36,22 @@ class MethodComparison(BaseModel):
     seeds: list[int]
     paired: PairedComparison  # hierarchical bootstrap: seeds, then pairs
     over_seeds: SeedSummary  # t-interval of the per-seed differences
+    confidence: float = 0.95  # of both intervals
 
 
 def compare_methods(
-    run: Path, method: str, baseline: str, seeds: Sequence[int] | None = None, metrics: Sequence[str] | None = None
+    run: Path,
+    method: str,
+    baseline: str,
+    seeds: Sequence[int] | None = None,
+    metrics: Sequence[str] | None = None,
+    confidence: float = 0.95,
 ) -> list[MethodComparison]:
     """``method − baseline`` on each of ``metrics`` (default: tail and head gold accuracy where the run has a gold
     reward, after conflict-pair gold accuracy on the benchmark; else tail and head accuracy) over ``seeds``
-    (default: the run's)."""
+    (default: the run's), with intervals at ``confidence`` (e.g. 0.9875 for four tests at α = 0.05, Bonferroni)."""
+    if not 0.5 <= confidence < 1:
+        raise CartError(f"confidence must be in [0.5, 1), got {confidence}")
     finished = FinishedRun(Path(run))
     seeds = list(finished.config.seeds if seeds is None else seeds)
     if not seeds:
@@ -59,7 +67,9 @@ def compare_methods(
     correct = {m: [finished.correctness(seed, m) for seed in seeds] for m in (method, baseline)}
     out = []
     for metric in metrics:
-        paired = hierarchical_bootstrap([c[metric] for c in correct[method]], [c[metric] for c in correct[baseline]])
+        paired = hierarchical_bootstrap(
+            [c[metric] for c in correct[method]], [c[metric] for c in correct[baseline]], confidence=confidence
+        )
         out.append(
             MethodComparison(
                 method=method,
@@ -67,7 +77,8 @@ def compare_methods(
                 metric=metric,
                 seeds=seeds,
                 paired=paired,
-                over_seeds=summarise_seeds(paired.per_seed),
+                over_seeds=summarise_seeds(paired.per_seed, confidence),
+                confidence=confidence,
             )
         )
     return out
@@ -104,7 +115,7 @@ def comparison_table(comparisons: Sequence[MethodComparison]) -> str:
         "metric",
         "pairs",
         f"{first.method} − {first.baseline}",
-        "95% interval",
+        f"{100 * first.confidence:g}% interval",
         "p",
         "per seed",
         "t-interval (seeds)",
